@@ -1,0 +1,5 @@
+import sys
+
+from MedSynLib.cli import main
+
+sys.exit(main())

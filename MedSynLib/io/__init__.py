@@ -1,0 +1,1 @@
+"""Images, geometry and channel encodings: everything between model space and files on disk."""
