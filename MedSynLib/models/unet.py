@@ -1,0 +1,255 @@
+"""The two MedSyn denoising networks, built from one config (spec §2, §3).
+
+Both predict the clean volume x0 from a noisy one. ``LowResUNet`` denoises the 4 channels at 64³ with text
+cross-attention at the bottom; ``SuperResUNet`` denoises them at 256³ given the upsampled low-res volume, without
+text. Inputs are ``(b, c, f, h, w)`` in model space [-1, 1]; h and w must be divisible by ``2 ** (levels - 1)``.
+With :data:`OFFICIAL_LOWRES` / :data:`OFFICIAL_SUPERRES` the ``state_dict`` keys and shapes are the official ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .blocks import (
+    PerSlice,
+    PreNorm,
+    Residual,
+    ResnetBlock,
+    SinusoidalTimeEmbedding,
+    SpatialSelfAttention,
+    TextCrossAttention,
+    downsample,
+    upsample,
+)
+
+UP_ORDERS = ("eval", "train")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Constructor arguments of a MedSyn UNet; saved as JSON beside the weights.
+
+    kind: "lowres" (text-conditioned, 4 input channels) or "superres" (no text, 8 input channels).
+    dim: base width; dim_mults: width multiplier per level (each level but the last halves h and w).
+    attn_heads: heads of 32 channels in the bottom attention.
+    text_dim / text_tokens: width and count of the text feature tokens (lowres only).
+    mid_depth: (self-attention, cross-attention, 3D block) triples at the bottom (lowres; superres has 1, no text).
+    up_order: "eval" (official inference: block, block, 3D block, upsample) or "train" (official training code:
+        block, upsample, block, 3D block). Same parameters, different function: pick the one a checkpoint needs.
+    """
+
+    kind: str = "lowres"
+    dim: int = 160
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    channels: int = 4
+    attn_heads: int = 8
+    text_dim: int = 768
+    text_tokens: int = 192
+    mid_depth: int = 4
+    init_kernel_size: int = 7
+    resnet_groups: int = 8
+    up_order: str = "eval"
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
+        if self.kind not in ("lowres", "superres"):
+            raise ValueError(f"UNetConfig.kind must be 'lowres' or 'superres', got {self.kind!r}")
+        if self.up_order not in UP_ORDERS:
+            raise ValueError(f"UNetConfig.up_order must be one of {UP_ORDERS}, got {self.up_order!r}")
+        widths = [self.dim * m for m in self.dim_mults]
+        bad = [w for w in widths if w % self.resnet_groups]
+        if bad:
+            raise ValueError(f"every width must be divisible by resnet_groups={self.resnet_groups}; got {bad}")
+
+    @property
+    def spatial_divisor(self) -> int:
+        """h and w must be multiples of this."""
+        return 2 ** (len(self.dim_mults) - 1)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["dim_mults"] = list(self.dim_mults)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown UNetConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "UNetConfig":
+        return dataclasses.replace(self, **changes)
+
+
+OFFICIAL_LOWRES = UNetConfig(kind="lowres", dim=160, dim_mults=(1, 2, 4, 8), attn_heads=8, text_dim=768, mid_depth=4)
+OFFICIAL_SUPERRES = UNetConfig(kind="superres", dim=56, dim_mults=(1, 2, 4, 8), attn_heads=4, mid_depth=1)
+
+
+class _MedSynUNet(nn.Module):
+    """Shared encoder/decoder. Subclasses name the stem, the per-level slots and the bottom.
+
+    ``_slots`` gives the module-list index of (2D block, 2D block, 3D block, resample) in each level, so that the
+    official key names (``downs.L.i``) come out unchanged. Subclasses also define ``_build_bottom(mid_dim,
+    time_dim)`` and ``_bottom(x, t, text)``, the part between encoder and decoder.
+    """
+
+    _slots: tuple[int, int, int, int]
+    _stem_name: str
+    _head_name: str
+    in_factor: int  # input channels = in_factor * channels
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        dim, groups = config.dim, config.resnet_groups
+        dims = [dim] + [dim * m for m in config.dim_mults]
+        pairs = list(zip(dims[:-1], dims[1:]))
+        time_dim = dim * 4
+        k = config.init_kernel_size
+
+        setattr(self, self._stem_name,
+                nn.Conv3d(config.channels * self.in_factor, dim, k, padding=k // 2))
+        self.time_mlp = nn.Sequential(
+            SinusoidalTimeEmbedding(dim), nn.Linear(dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
+
+        def level(d_in: int, d_out: int, resample: nn.Module) -> nn.ModuleList:
+            mods: list[nn.Module] = [nn.Identity()] * (max(self._slots) + 1)
+            a, b, c, r = self._slots
+            mods[a] = ResnetBlock(d_in, d_out, time_dim=time_dim, groups=groups)
+            mods[b] = ResnetBlock(d_out, d_out, time_dim=time_dim, groups=groups)
+            mods[c] = ResnetBlock(d_out, d_out, time_dim=time_dim, groups=groups, kernel_f=3)
+            mods[r] = resample
+            return nn.ModuleList(mods)
+
+        n = len(pairs)
+        self.downs = nn.ModuleList(
+            level(d_in, d_out, downsample(d_out) if i < n - 1 else nn.Identity())
+            for i, (d_in, d_out) in enumerate(pairs))
+        self.ups = nn.ModuleList(
+            level(d_out * 2, d_in, upsample(d_in) if i < n - 1 else nn.Identity())
+            for i, (d_in, d_out) in enumerate(reversed(pairs)))
+        self._build_bottom(dims[-1], time_dim)
+        setattr(self, self._head_name, nn.Sequential(
+            ResnetBlock(dim * 2, dim, time_dim=None, groups=groups), nn.Conv3d(dim, config.channels, 1)))
+
+    def _unet(self, x: torch.Tensor, time: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+        div = self.config.spatial_divisor
+        if x.shape[-1] % div or x.shape[-2] % div:
+            raise ValueError(f"h and w must be multiples of {div} for this network; got {tuple(x.shape[-3:])}")
+        a, b, c, r = self._slots
+        x = getattr(self, self._stem_name)(x)
+        stem = x
+        t = self.time_mlp(time)
+        skips = []
+        for lvl in self.downs:
+            x = lvl[b](lvl[a](x, t), t)
+            skips.append(x)
+            x = lvl[c](lvl[r](x), t)
+        x = self._bottom(x, t, text)
+        for lvl in self.ups:
+            x = torch.cat((x, skips.pop()), dim=1)
+            x = lvl[a](x, t)
+            if self.config.up_order == "eval":
+                x = lvl[r](lvl[c](lvl[b](x, t), t))
+            else:
+                x = lvl[c](lvl[b](lvl[r](x), t), t)
+        head = getattr(self, self._head_name)
+        return head[1](head[0](torch.cat((x, stem), dim=1)))
+
+
+class LowResUNet(_MedSynUNet):
+    """Text-conditioned 64³ denoiser (official ``Unet3D`` of ``eval_low_res_given_prompt.py``).
+
+    forward(x (b, 4, f, h, w), time (b,) raw in [0, 1000], text (b, 192, text_dim)) -> x0 (b, 4, f, h, w).
+    The learned ``null_cond_emb`` (1, 192, text_dim) is the unconditional text (classifier-free guidance).
+    """
+
+    _slots = (0, 1, 2, 3)
+    _stem_name = "init_conv"
+    _head_name = "final_conv"
+    in_factor = 1
+
+    def __init__(self, config: UNetConfig = OFFICIAL_LOWRES):
+        if config.kind != "lowres":
+            raise ValueError(f"LowResUNet needs a config of kind 'lowres', got {config.kind!r}")
+        super().__init__(config)
+        self.null_cond_emb = nn.Parameter(torch.randn(1, config.text_tokens, config.text_dim))
+
+    def _build_bottom(self, mid_dim: int, time_dim: int) -> None:
+        cfg = self.config
+        groups = cfg.resnet_groups
+        self.mid_block1 = ResnetBlock(mid_dim, mid_dim, time_dim=time_dim, groups=groups)
+        shared_attention = SpatialSelfAttention(mid_dim, cfg.attn_heads)  # tied across the bottom (spec §2.4)
+        for i in range(1, cfg.mid_depth + 1):
+            setattr(self, f"mid_spatial_attn{i}", Residual(PreNorm(mid_dim, PerSlice(shared_attention))))
+            setattr(self, f"mid_cross_attn{i}",
+                    Residual(PreNorm(mid_dim, TextCrossAttention(mid_dim, cfg.text_dim, cfg.attn_heads))))
+            setattr(self, f"mid_temporal_attn{i}",
+                    ResnetBlock(mid_dim, mid_dim, time_dim=time_dim, groups=groups, kernel_f=3))
+        self.mid_block2 = ResnetBlock(mid_dim, mid_dim, time_dim=time_dim, groups=groups)
+
+    def _bottom(self, x, t, text):
+        x = self.mid_block1(x, t)
+        for i in range(1, self.config.mid_depth + 1):
+            x = getattr(self, f"mid_spatial_attn{i}")(x)
+            x = getattr(self, f"mid_cross_attn{i}")(x, text)
+            x = getattr(self, f"mid_temporal_attn{i}")(x, t)
+        return self.mid_block2(x, t)
+
+    def null_text(self, batch: int) -> torch.Tensor:
+        """The unconditional text features, (batch, 192, text_dim)."""
+        return self.null_cond_emb.expand(batch, -1, -1)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if text.shape[1:] != self.null_cond_emb.shape[1:]:
+            raise ValueError(f"text features must have shape (b, {self.config.text_tokens}, {self.config.text_dim}); "
+                             f"got {tuple(text.shape)}")
+        return self._unet(x, time, text)
+
+
+class SuperResUNet(_MedSynUNet):
+    """256³ super-resolution denoiser without text (official ``Unet3D`` of ``eval_super_res.py``).
+
+    forward(x (b, 4, F, H, W) noisy, time (b,) raw, lowres_up (b, 4, F, H, W) upsampled low-res in [-1, 1])
+    -> x0 (b, 4, F, H, W). The network input is ``cat([lowres_up, x])``, conditioning first.
+    """
+
+    _slots = (0, 1, 4, 5)
+    _stem_name = "init_conv0"
+    _head_name = "final_conv0"
+    in_factor = 2
+
+    def __init__(self, config: UNetConfig = OFFICIAL_SUPERRES):
+        if config.kind != "superres":
+            raise ValueError(f"SuperResUNet needs a config of kind 'superres', got {config.kind!r}")
+        super().__init__(config)
+
+    def _build_bottom(self, mid_dim: int, time_dim: int) -> None:
+        groups = self.config.resnet_groups
+        self.mid_block1 = ResnetBlock(mid_dim, mid_dim, time_dim=time_dim, groups=groups)
+        self.mid_spatial_attn = Residual(PreNorm(mid_dim, PerSlice(SpatialSelfAttention(mid_dim, self.config.attn_heads))))
+        self.mid_temporal_conv = ResnetBlock(mid_dim, mid_dim, time_dim=time_dim, groups=groups, kernel_f=3)
+        self.mid_block2 = ResnetBlock(mid_dim, mid_dim, time_dim=time_dim, groups=groups)
+
+    def _bottom(self, x, t, text):
+        x = self.mid_block1(x, t)
+        x = self.mid_spatial_attn(x)
+        x = self.mid_temporal_conv(x, t)
+        return self.mid_block2(x, t)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor, lowres_up: torch.Tensor) -> torch.Tensor:
+        if lowres_up.shape != x.shape:
+            raise ValueError(f"lowres_up {tuple(lowres_up.shape)} must have the shape of x {tuple(x.shape)}")
+        return self._unet(torch.cat((lowres_up.to(x.dtype), x), dim=1), time, None)
+
+
+def build_unet(config: UNetConfig) -> _MedSynUNet:
+    """The network class a config names."""
+    return (LowResUNet if config.kind == "lowres" else SuperResUNet)(config)
