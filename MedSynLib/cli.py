@@ -11,7 +11,6 @@ import importlib
 import sys
 
 COMMAND_MODULES = (
-    "MedSynLib.official.cli",
 )
 
 

@@ -9,7 +9,7 @@ With :data:`OFFICIAL_LOWRES` / :data:`OFFICIAL_SUPERRES` the ``state_dict`` keys
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,7 +53,6 @@ class UNetConfig:
     init_kernel_size: int = 7
     resnet_groups: int = 8
     up_order: str = "eval"
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))

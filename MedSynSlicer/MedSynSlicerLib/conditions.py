@@ -139,16 +139,11 @@ def segment_array(segmentation_node, segment_id: str) -> np.ndarray:
         array = slicer.util.arrayFromVolume(labelmap)
         return (array > 0).astype(np.uint8)
     finally:
-        display = labelmap.GetDisplayNode()
-        if display is not None and display.GetColorNode() is not None \
-                and display.GetColorNode().GetName().startswith("__MedSyn"):
-            scene.RemoveNode(display.GetColorNode())
-        scene.RemoveNode(labelmap)
+        sceneutil.remove_temporary_node(labelmap)
 
 
 def write_label_map(array: np.ndarray, ijk_to_ras: np.ndarray, path: str) -> str:
     """Write a uint8 label map with its geometry (NIfTI or NRRD by extension) through a Slicer storage node."""
-    scene = sceneutil.scene()
     node = slicer.util.addVolumeFromArray(np.ascontiguousarray(array, dtype=np.uint8), ijk_to_ras,
                                           "__MedSyn_condition__", "vtkMRMLLabelMapVolumeNode")
     try:
@@ -158,10 +153,7 @@ def write_label_map(array: np.ndarray, ijk_to_ras: np.ndarray, path: str) -> str
         if not storage.WriteData(node):
             raise OSError(f"Could not write {path}")
     finally:
-        display = node.GetDisplayNode()
-        scene.RemoveNode(node)
-        if display is not None:
-            scene.RemoveNode(display)
+        sceneutil.remove_temporary_node(node)
     return path
 
 

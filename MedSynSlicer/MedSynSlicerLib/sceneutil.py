@@ -145,3 +145,26 @@ def show_in_views(volume_node=None, segmentation_node=None, show_3d: bool = True
                 slicer.util.resetThreeDViews()
     except Exception:  # noqa: BLE001 - display is a convenience, never fail a run because of it
         logging.exception("MedSyn: could not update the views")
+
+
+def remove_temporary_node(node) -> None:
+    """Remove a temporary volume node with its display and storage nodes and any colour table made for it."""
+    if node is None:
+        return
+    s = scene()
+    extras = []
+    for i in range(node.GetNumberOfDisplayNodes()):
+        display = node.GetNthDisplayNode(i)
+        if display is None:
+            continue
+        extras.append(display)
+        color = display.GetColorNode() if hasattr(display, "GetColorNode") else None
+        if color is not None and not color.GetSingletonTag():
+            extras.append(color)
+    storage = node.GetStorageNode()
+    if storage is not None:
+        extras.append(storage)
+    s.RemoveNode(node)
+    for extra in extras:
+        if s.IsNodePresent(extra):
+            s.RemoveNode(extra)

@@ -1,0 +1,1 @@
+"""Model storage: this project's format (safetensors + JSON config + sha256), registry and official imports."""

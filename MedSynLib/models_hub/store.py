@@ -1,0 +1,150 @@
+"""This project's weight format for one denoising network ("stage").
+
+A stage folder holds ``model.safetensors`` (tied weights stored once) and ``config.json``::
+
+    {"format": "medsyn-stage/1", "unet": {...UNetConfig...}, "weights": "model.safetensors",
+     "sha256": "<hex of the weights file>", "provenance": {...}}
+
+Folders are written to a temporary sibling and renamed, so a crash never leaves a half-written stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
+
+from ..models.unet import UNetConfig, build_unet
+
+STAGE_FORMAT = "medsyn-stage/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A weights file that does not fit the network it is meant for (names the keys or shapes at fault)."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_folder(target: Path) -> Path:
+    """A fresh temporary folder beside ``target``; finish with :func:`commit_folder`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+
+
+def commit_folder(tmp: Path, target: Path) -> Path:
+    """Replace ``target`` by the completed temporary folder ``tmp`` (rename; the old one is removed first)."""
+    target = Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = None) -> Path:
+    """Write ``net`` (a LowResUNet or SuperResUNet) as a stage folder; returns the folder."""
+    folder = Path(folder)
+    tmp = atomic_folder(folder)
+    try:
+        save_model(net, str(tmp / WEIGHTS_FILE), metadata={"format": STAGE_FORMAT})
+        config = {
+            "format": STAGE_FORMAT,
+            "unet": net.config.to_dict(),
+            "weights": WEIGHTS_FILE,
+            "sha256": sha256_file(tmp / WEIGHTS_FILE),
+            "provenance": provenance or {},
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        return commit_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_stage_config(folder: Path) -> dict:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a MedSyn stage folder: {CONFIG_FILE} is missing "
+                                "(convert official checkpoints with `medsyn models import`)")
+    config = json.loads(path.read_text())
+    if config.get("format") != STAGE_FORMAT:
+        raise CheckpointError(f"{path}: unknown format {config.get('format')!r}, expected {STAGE_FORMAT!r}")
+    return config
+
+
+def check_state_dict(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming missing / unexpected keys and wrong shapes."""
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:5])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
+    if shapes:
+        problems.append(f"{len(shapes)} wrong shapes ({'; '.join(shapes[:5])})")
+    if problems:
+        raise CheckpointError(f"{source} does not fit a {type(net).__name__} with this config: "
+                              + "; ".join(problems)
+                              + ". Check that the file belongs to this stage and that the config matches it.")
+
+
+def load_stage(folder: Path, device: torch.device | str = "cpu", verify_hash: bool = True,
+               up_order: str | None = None) -> torch.nn.Module:
+    """Build the network a stage folder describes and load its weights (eval mode, float32).
+
+    verify_hash: compare the weights file with the sha256 in config.json (detects corrupted/altered files).
+    up_order: override the config's decoder ordering ("eval" / "train").
+    """
+    folder = Path(folder)
+    config = read_stage_config(folder)
+    weights = folder / config.get("weights", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing: the stage folder {folder} is incomplete")
+    if verify_hash and config.get("sha256") and sha256_file(weights) != config["sha256"]:
+        raise CheckpointError(f"{weights} is corrupted or was altered: its sha256 does not match {CONFIG_FILE}. "
+                              "Re-import or re-download the model.")
+    unet = UNetConfig.from_dict(config["unet"])
+    if up_order is not None:
+        unet = unet.replace(up_order=up_order)
+    with torch.device("meta"):
+        net = build_unet(unet)
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights} cannot be read as safetensors ({exc}); the file is corrupted") from exc
+    net = load_tied_state(net, state, str(weights))
+    return net.to(device).eval()
+
+
+def load_tied_state(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
+    """Load ``state`` into ``net`` (possibly on the meta device), filling tied aliases from one stored copy."""
+    expected = net.state_dict(keep_vars=True)
+    full = dict(state)
+    for key, param in expected.items():  # tied parameters are stored once (safetensors drops aliases)
+        if key not in full:
+            for other, other_param in expected.items():
+                if other in state and other_param is param:
+                    full[key] = state[other]
+                    break
+    check_state_dict(net, full, source)
+    net.load_state_dict(full, strict=True, assign=True)
+    return net

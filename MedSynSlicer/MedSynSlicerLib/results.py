@@ -1,0 +1,288 @@
+"""A ``medsyn`` results folder -> nodes in the scene.
+
+The folder follows the command line's contract: ``medsyn.json`` (the sidecar) names the files relative to the
+folder: ``ct`` (generate mode, int16 HU NIfTI), ``segmentation`` (``.seg.nrrd``), and the label maps ``lobes``,
+``airway``, ``vessels``. The CT becomes a scalar volume "SYNTHETIC MedSyn CT <seed>" with the CT-lung window;
+the masks become one segmentation node whose segments are named, coloured and tagged with standard terminology
+from ``MedSynLib.io.segments``. Provenance from the sidecar is stored as node attributes, and both nodes go under
+one subject-hierarchy folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import slicer
+
+from MedSynLib.io.segments import SEGMENTS, SegmentInfo, terminology_entry
+
+from . import ATTRIBUTE_PREFIX, SYNTHETIC_ATTRIBUTE, sceneutil
+from .conditions import _norm
+
+SIDECAR_NAME = "medsyn.json"
+CT_LUNG_WINDOW = 1400.0
+CT_LUNG_LEVEL = -500.0
+
+
+@dataclass
+class LoadedResults:
+    """The nodes created from one results folder."""
+
+    sidecar: dict
+    folder: str
+    ct_node: object = None
+    segmentation_node: object = None
+    folder_item: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_sidecar(folder: str) -> dict:
+    path = os.path.join(folder, SIDECAR_NAME)
+    with open(path, encoding="utf-8") as f:
+        sidecar = json.load(f)
+    if not isinstance(sidecar, dict) or "files" not in sidecar:
+        raise ValueError(f"{path} is not a MedSyn sidecar (no 'files')")
+    return sidecar
+
+
+def _file(folder: str, sidecar: dict, key: str) -> str | None:
+    name = (sidecar.get("files") or {}).get(key)
+    if not name:
+        return None
+    path = name if os.path.isabs(name) else os.path.join(folder, name)
+    return path if os.path.exists(path) else None
+
+
+# --- geometry ----------------------------------------------------------------------------------------------------
+
+def ijk_to_ras_from_sitk(image) -> np.ndarray:
+    """IJK-to-RAS 4x4 of a SimpleITK image (SimpleITK works in LPS: flip the first two world axes)."""
+    direction = np.array(image.GetDirection(), float).reshape(3, 3)
+    spacing = np.array(image.GetSpacing(), float)
+    origin = np.array(image.GetOrigin(), float)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    m = np.eye(4)
+    m[:3, :3] = lps_to_ras @ direction @ np.diag(spacing)
+    m[:3, 3] = lps_to_ras @ origin
+    return m
+
+
+def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel array (k, j, i) and IJK-to-RAS of an image file (NIfTI, NRRD, ...)."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(path)
+    return sitk.GetArrayFromImage(image), ijk_to_ras_from_sitk(image)
+
+
+# --- provenance --------------------------------------------------------------------------------------------------
+
+def provenance_attributes(sidecar: dict, folder: str = "") -> dict[str, str]:
+    """Node attributes recording where a node came from (all values are strings)."""
+    model = sidecar.get("model") or {}
+    sha = model.get("sha256")
+    attributes = {
+        SYNTHETIC_ATTRIBUTE: "true" if sidecar.get("synthetic", True) else "false",
+        ATTRIBUTE_PREFIX + "mode": str(sidecar.get("mode", "")),
+        ATTRIBUTE_PREFIX + "report": sidecar.get("report") or "",
+        ATTRIBUTE_PREFIX + "seed": str(sidecar.get("seed", "")),
+        ATTRIBUTE_PREFIX + "model": str(model.get("name", "")),
+        ATTRIBUTE_PREFIX + "modelSha256": json.dumps(sha, sort_keys=True) if isinstance(sha, dict) else str(sha or ""),
+        ATTRIBUTE_PREFIX + "settings": json.dumps(sidecar.get("settings") or {}, sort_keys=True),
+        ATTRIBUTE_PREFIX + "timings": json.dumps(sidecar.get("timings_s") or {}, sort_keys=True),
+    }
+    if folder:
+        attributes[ATTRIBUTE_PREFIX + "outputFolder"] = os.path.abspath(folder)
+    return attributes
+
+
+def set_attributes(node, attributes: dict[str, str]) -> None:
+    for key, value in attributes.items():
+        node.SetAttribute(key, value)
+
+
+# --- CT ----------------------------------------------------------------------------------------------------------
+
+def apply_ct_lung_window(volume_node) -> None:
+    """Grey colour map with the CT-lung window (W 1400 / L -500)."""
+    volume_node.CreateDefaultDisplayNodes()
+    display = volume_node.GetDisplayNode()
+    if display is None:
+        return
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(CT_LUNG_WINDOW, CT_LUNG_LEVEL)
+    try:
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+    except Exception:  # noqa: BLE001 - colour tables are not loaded without the Colors logic
+        pass
+
+
+def load_ct(path: str, name: str):
+    array, ijk_to_ras = read_image(path)
+    node = slicer.util.addVolumeFromArray(array.astype(np.int16, copy=False), ijk_to_ras, name)
+    apply_ct_lung_window(node)
+    return node
+
+
+# --- segmentation ------------------------------------------------------------------------------------------------
+
+def _info_for(segment_id: str, name: str, label_value: int | None = None) -> SegmentInfo | None:
+    for info in SEGMENTS:
+        if _norm(segment_id) in (_norm(info.segment_id), _norm(info.name)) or \
+                _norm(name) in (_norm(info.segment_id), _norm(info.name)):
+            return info
+    return None
+
+
+def style_segment(segment, info: SegmentInfo) -> None:
+    """Name, colour and terminology tag of one segment from the shared segment table."""
+    segment.SetName(info.name)
+    segment.SetColor(*info.color)
+    segment.SetNameAutoGenerated(False)
+    segment.SetColorAutoGenerated(False)
+    segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology_entry(info))
+
+
+def style_segments(segmentation_node) -> list[str]:
+    """Apply names, colours and terminology to every segment recognised by ID or name; returns unknown names."""
+    segmentation = segmentation_node.GetSegmentation()
+    unknown = []
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(i)
+        segment = segmentation.GetSegment(segment_id)
+        info = _info_for(segment_id, segment.GetName())
+        if info is None:
+            unknown.append(segment.GetName())
+        else:
+            style_segment(segment, info)
+    return unknown
+
+
+def _set_reference(segmentation_node, reference_volume) -> None:
+    if reference_volume is not None:
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        segmentation_node.SetNodeReferenceID(
+            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole(), reference_volume.GetID())
+
+
+def read_segmentation_file(path: str, segmentation_node) -> None:
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(path)
+    if not storage.ReadData(segmentation_node):
+        raise OSError(f"Could not read segmentation {path}")
+
+
+def add_segments_from_label_maps(segmentation_node, label_maps: dict[str, str]) -> None:
+    """Fill ``segmentation_node`` from the per-channel label maps (``{"lobes"|"airway"|"vessels": path}``)."""
+    import vtk
+
+    segmentation = segmentation_node.GetSegmentation()
+    for channel, path in label_maps.items():
+        array, ijk_to_ras = read_image(path)
+        for info in (s for s in SEGMENTS if s.channel == channel):
+            mask = (array == info.label).astype(np.uint8)
+            if segmentation.GetSegment(info.segment_id) is None:
+                segmentation.AddEmptySegment(info.segment_id, info.name, list(info.color))
+            style_segment(segmentation.GetSegment(info.segment_id), info)
+            if not mask.any():
+                continue
+            labelmap = slicer.util.addVolumeFromArray(mask, ijk_to_ras, "__MedSyn_import__",
+                                                      "vtkMRMLLabelMapVolumeNode")
+            try:
+                ids = vtk.vtkStringArray()
+                ids.InsertNextValue(info.segment_id)
+                if not sceneutil.segmentations_logic().ImportLabelmapToSegmentationNode(
+                        labelmap, segmentation_node, ids):
+                    raise RuntimeError(f"Import of {info.name} from {path} failed")
+            finally:
+                sceneutil.remove_temporary_node(labelmap)
+
+
+def load_segmentation(folder: str, sidecar: dict, name: str, reference_volume=None):
+    """Segmentation node from the results folder: the ``.seg.nrrd`` if present, else the label maps."""
+    scene = sceneutil.scene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    seg_path = _file(folder, sidecar, "segmentation")
+    if seg_path is not None:
+        read_segmentation_file(seg_path, node)
+    else:
+        label_maps = {k: p for k in ("lobes", "airway", "vessels") if (p := _file(folder, sidecar, k))}
+        if not label_maps:
+            scene.RemoveNode(node)
+            raise FileNotFoundError(f"No segmentation or label maps listed in {os.path.join(folder, SIDECAR_NAME)}")
+        _set_reference(node, reference_volume)
+        add_segments_from_label_maps(node, label_maps)
+    style_segments(node)
+    _set_reference(node, reference_volume)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+# --- the whole folder --------------------------------------------------------------------------------------------
+
+def result_names(sidecar: dict) -> tuple[str, str, str]:
+    """Names of (CT volume, segmentation, subject-hierarchy folder) for a results folder."""
+    seed = sidecar.get("seed", "")
+    if sidecar.get("mode") == "segment":
+        return "", "MedSyn segmentation", "MedSyn segmentation"
+    return f"SYNTHETIC MedSyn CT {seed}", f"SYNTHETIC MedSyn segmentation {seed}", f"SYNTHETIC MedSyn {seed}"
+
+
+def load_results(folder: str, input_volume=None, output_segmentation=None, show: bool = True) -> LoadedResults:
+    """Load a results folder into ``slicer.mrmlScene``.
+
+    Generate mode: a new CT volume and a segmentation whose reference geometry is that CT.
+    Segment mode: the segmentation aligned with ``input_volume`` (the CT that was segmented), written into
+    ``output_segmentation`` when given (its previous segments are replaced), else into a new node.
+    """
+    sidecar = read_sidecar(folder)
+    ct_name, seg_name, folder_name = result_names(sidecar)
+    loaded = LoadedResults(sidecar=sidecar, folder=folder)
+    attributes = provenance_attributes(sidecar, folder)
+    segment_mode = sidecar.get("mode") == "segment"
+
+    if not segment_mode:
+        ct_path = _file(folder, sidecar, "ct")
+        if ct_path is None:
+            raise FileNotFoundError(f"The results in {folder} list no CT file")
+        loaded.ct_node = load_ct(ct_path, ct_name)
+        set_attributes(loaded.ct_node, attributes)
+        reference = loaded.ct_node
+    else:
+        reference = input_volume
+        if input_volume is not None:
+            seg_name = f"{input_volume.GetName()} MedSyn segmentation"
+
+    new_node = load_segmentation(folder, sidecar, seg_name, reference)
+    if output_segmentation is not None and segment_mode:
+        output_segmentation.GetSegmentation().RemoveAllSegments()
+        output_segmentation.GetSegmentation().DeepCopy(new_node.GetSegmentation())
+        style_segments(output_segmentation)  # the copy resets the 'auto-generated' flags
+        _set_reference(output_segmentation, reference)
+        output_segmentation.CreateDefaultDisplayNodes()
+        sceneutil.scene().RemoveNode(new_node)
+        loaded.segmentation_node = output_segmentation
+    else:
+        loaded.segmentation_node = new_node
+    set_attributes(loaded.segmentation_node, attributes)
+
+    if segment_mode:
+        parent = sceneutil.folder_of(input_volume)
+        if parent:
+            sceneutil.put_in_folder(loaded.segmentation_node, parent)
+    else:
+        loaded.folder_item = sceneutil.create_folder(folder_name)
+        sh = sceneutil.subject_hierarchy()
+        if sh is not None and loaded.folder_item:
+            sh.SetItemAttribute(loaded.folder_item, SYNTHETIC_ATTRIBUTE, "true")
+        sceneutil.put_in_folder(loaded.ct_node, loaded.folder_item)
+        sceneutil.put_in_folder(loaded.segmentation_node, loaded.folder_item)
+
+    if show:
+        sceneutil.show_in_views(loaded.ct_node if loaded.ct_node is not None else input_volume,
+                                loaded.segmentation_node)
+    return loaded
