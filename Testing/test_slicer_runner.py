@@ -51,9 +51,11 @@ STAND_IN = textwrap.dedent(r'''
                 partial = out + ".partial"
                 os.makedirs(partial, exist_ok=True)
                 open(os.path.join(partial, "ct.nii.gz"), "w").write("half written")
-                child = subprocess.Popen([sys.executable, "-c",
-                    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
-                open(os.environ["STANDIN_PIDS"], "w").write(f"{os.getpid()} {child.pid}")
+                # the grandchild ignores SIGTERM and reports both pids once it does
+                subprocess.Popen([sys.executable, "-c",
+                    "import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                    "open(os.environ['STANDIN_PIDS'], 'w').write(f'{os.getppid()} {os.getpid()}'); "
+                    "time.sleep(120)"])
                 time.sleep(120)
     os.makedirs(out + ".partial", exist_ok=True)
     files = {"ct": "SYNTHETIC_MedSyn_CT_seed5.nii.gz", "segmentation": "seg.seg.nrrd"}
@@ -178,8 +180,8 @@ def test_cancel_kills_process_tree_and_leaves_nothing(tmp_path, stand_in, monkey
     assert any(e.kind == "progress" for e in process.poll())
 
     started = time.monotonic()
-    job.cancel()  # the grandchild ignores SIGTERM: the runner must escalate to SIGKILL
-    assert time.monotonic() - started < 15
+    job.cancel(grace_s=1.0)  # the grandchild ignores SIGTERM: the runner must escalate to SIGKILL
+    assert time.monotonic() - started < 12
     assert not runner._pid_alive(cli_pid)
     for _ in range(100):  # the grandchild was re-parented; give init a moment to reap it
         if not runner._pid_alive(grandchild_pid):

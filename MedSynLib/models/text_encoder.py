@@ -112,7 +112,8 @@ class ReportEncoder(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.bert.config.to_json_file(str(path / "config.json"))
-        self.tokenizer.save_vocabulary(str(path))
+        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda item: item[1])
+        (path / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
         state = {k: v.contiguous() for k, v in self.bert.state_dict().items() if k not in IGNORED_BUFFERS}
         save_file(state, str(path / "model.safetensors"))
 

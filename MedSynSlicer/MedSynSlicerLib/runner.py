@@ -462,9 +462,10 @@ class MedSynJob:
         tail = "\n".join(list(p.log)[-15:])
         return f"MedSyn stopped with exit code {p.returncode}.\n{tail}".strip()
 
-    def cancel(self) -> None:
+    def cancel(self, grace_s: float = 5.0) -> None:
+        """Stop the process tree (see :meth:`MedSynProcess.cancel`) and delete the work folder."""
         if self.process is not None:
-            self.process.cancel()
+            self.process.cancel(grace_s)
         self.cleanup()
 
     def cleanup(self) -> None:

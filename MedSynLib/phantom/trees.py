@@ -1,0 +1,135 @@
+"""Space-filling airway and pulmonary vessel trees (positions in mm, radii in mm).
+
+Each lobe's territory is a cloud of lattice points inside it. A branch starting at ``p`` heads a fraction of the
+way towards its territory's centroid, then the territory is cut in two across its longest axis and each half
+grows a child (Kitaoka-style). Radii follow Murray's law with flow proportional to territory volume,
+``r = k * V^(1/3)``, so they taper from the hila to the periphery. Airways stop at a lumen radius of ~0.8 mm;
+vessels go on to the lattice cells. Arteries share the airway topology (bronchovascular bundles), veins are
+an independent tree draining to the left atrium.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .anatomy import LLL, LUL, RLL, RML, RUL, Anatomy
+
+TREE_DTYPE = np.dtype([("p0", "f8", 3), ("p1", "f8", 3), ("r0", "f8"), ("r1", "f8"), ("w", "f8"),
+                       ("parent", "i4"), ("lobe", "u1"), ("gen", "i2")])
+
+
+class _Builder:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, p0, p1, r0, r1, w, parent, lobe, gen) -> int:
+        self.rows.append((tuple(p0), tuple(p1), r0, r1, w, parent, lobe, gen))
+        return len(self.rows) - 1
+
+    def array(self) -> np.ndarray:
+        out = np.zeros(len(self.rows), dtype=TREE_DTYPE)
+        for i, r in enumerate(self.rows):
+            out[i] = r
+        return out
+
+
+def _grow(b: _Builder, p, pts, k, cell_vol, rmin, r_cap, rng, parent, lobe, gen, lam, wall_frac, leaf_n):
+    n = len(pts)
+    c = pts.mean(0)
+    r = min(k * (n * cell_vol) ** (1 / 3), r_cap)
+    if r < rmin:
+        return
+    w = wall_frac * r + (0.3 if wall_frac > 0 else 0.0)
+    if n <= leaf_n:
+        b.add(p, c, r, 0.8 * r, w, parent, lobe, gen)
+        return
+    e = p + lam * (c - p)
+    idx = b.add(p, e, r, 0.95 * r, w, parent, lobe, gen)
+    ext = pts.max(0) - pts.min(0)
+    axis = np.zeros(3)
+    axis[int(np.argmax(ext))] = 1.0
+    axis += rng.normal(0, 0.35, 3)
+    proj = (pts - c) @ axis
+    side = proj > np.median(proj) if rng.random() < 0.5 else proj > 0
+    if side.all() or not side.any():
+        side = proj > np.median(proj)
+        if side.all() or not side.any():
+            b.add(e, c, 0.95 * r, 0.8 * r, w, idx, lobe, gen + 1)
+            return
+    for sub in (pts[side], pts[~side]):
+        _grow(b, e, sub, k, cell_vol, rmin, 0.95 * r, rng, idx, lobe, gen + 1, lam, wall_frac, leaf_n)
+
+
+def build_trees(an: Anatomy, lobe_pts: dict[int, np.ndarray], cell_mm: float, seed: int):
+    """-> (airway, arteries, veins): ``TREE_DTYPE`` arrays, parents before children.
+
+    ``lobe_pts`` maps lobe label -> (n, 3) lattice points (mm) inside it, spaced ``cell_mm``.
+    """
+    p = an.p
+    rt = p.trachea_radius
+    zc = an.z_carina
+    car = np.array([0.0, an.y_trachea, zc])
+    cell = cell_mm ** 3
+    ss = np.random.SeedSequence(seed)
+    topo_seeds, vein_seeds = ss.spawn(2)
+    topo = {lobe: s for lobe, s in zip((LUL, LLL, RUL, RML, RLL), topo_seeds.spawn(5))}
+    vseed = {lobe: s for lobe, s in zip((LUL, LLL, RUL, RML, RLL), vein_seeds.spawn(5))}
+
+    # --- airways: trachea, main and intermediate bronchi, then per-lobe space filling
+    air = _Builder()
+    wf = 0.17
+    t = air.add((0.0, an.y_trachea + 4, 200.0), car, rt, rt * 0.95, wf * rt + 0.5, -1, 0, 0)
+    rmb_end = car + np.array([-11.0, 3.0, -20.0])
+    rmb = air.add(car, rmb_end, 0.75 * rt, 0.72 * rt, wf * 0.75 * rt + 0.3, t, 0, 1)
+    bi_end = rmb_end + np.array([-4.0, 4.0, -22.0])
+    bi = air.add(rmb_end, bi_end, 0.6 * rt, 0.58 * rt, wf * 0.6 * rt + 0.3, rmb, 0, 2)
+    lmb_end = car + np.array([33.0, 6.0, -33.0])
+    lmb = air.add(car, lmb_end, 0.68 * rt, 0.65 * rt, wf * 0.68 * rt + 0.3, t, 0, 1)
+    origins = {RUL: (rmb_end, rmb, 2), RML: (bi_end, bi, 3), RLL: (bi_end, bi, 3),
+               LUL: (lmb_end, lmb, 2), LLL: (lmb_end, lmb, 2)}
+    k_air, k_art, k_vein = 0.046, 0.050, 0.052
+    art = _Builder()
+    vein = _Builder()
+    # arteries: pulmonary artery bifurcation -> hilum -> lobar roots (offset from the bronchi)
+    off = {"R": np.array([0.0, -9.0, 3.0]), "L": np.array([4.0, 7.0, 12.0])}
+    hil_idx = {}
+    for side in ("R", "L"):
+        h = an.hilum_art[side]
+        hil_idx[side] = art.add(an.pa_bif, h, 10.5, 9.5, 0.0, -1, 0, 0)
+    # veins: left atrium -> ostia -> lobar roots (below the bronchi)
+    ost_idx = {}
+    for side, dx in (("R", -28.0), ("L", 26.0)):
+        o = an.la + np.array([dx, 4.0, 0.0])
+        ost_idx[side] = (vein.add(an.la, o, 8.0, 7.5, 0.0, -1, 0, 0), o)
+    for lobe in (RUL, RML, RLL, LUL, LLL):
+        pts = lobe_pts.get(lobe)
+        if pts is None or len(pts) < 2:
+            continue
+        side = "R" if lobe in (RUL, RML, RLL) else "L"
+        o, par, gen = origins[lobe]
+        _grow(air, o, pts, k_air, cell, 0.8, 0.62 * rt, np.random.default_rng(topo[lobe]), par, lobe, gen,
+              0.32, wf, 1)
+        ao = o + off[side] + (np.array([0, 0, 8.0]) if lobe in (RUL, LUL) else 0)
+        hi = hil_idx[side]
+        a_idx = art.add(an.hilum_art[side], ao, 9.0, 8.0, 0.0, hi, lobe, 1)
+        _grow(art, ao, pts, k_art, cell, 0.55, 8.0, np.random.default_rng(topo[lobe]), a_idx, lobe, 2,
+              0.32, 0.0, 1)
+        oi, opt = ost_idx[side]
+        vo = o + np.array([0.0, 6.0, -16.0 if lobe in (RLL, LLL) else -4.0])
+        v_idx = vein.add(opt, vo, 7.0, 6.5, 0.0, oi, lobe, 1)
+        _grow(vein, vo, pts, k_vein, cell, 0.55, 6.5, np.random.default_rng(vseed[lobe]), v_idx, lobe, 2,
+              0.42, 0.0, 1)
+    return air.array(), art.array(), vein.array()
+
+
+def prune(tree: np.ndarray, drop_start: np.ndarray) -> np.ndarray:
+    """Remove segments whose start is flagged in ``drop_start`` (bool per segment) together with their subtrees.
+
+    Returns the boolean keep mask. Relies on parents preceding children.
+    """
+    keep = ~drop_start.copy()
+    par = tree["parent"]
+    for i in range(len(tree)):
+        if keep[i] and par[i] >= 0 and not keep[par[i]]:
+            keep[i] = False
+    return keep
