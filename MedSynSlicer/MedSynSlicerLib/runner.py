@@ -499,3 +499,59 @@ def list_models(python: str | None = None, env: dict[str, str] | None = None) ->
 
 def import_weights_arguments(path: str, name: str) -> list[str]:
     return ["models", "import", path, "--name", name]
+
+
+class BackgroundCall:
+    """Run ``fn(*args)`` on a daemon thread; a GUI timer checks :attr:`finished` and reads :attr:`result`."""
+
+    def __init__(self, fn: Callable, *args, **kwargs):
+        self.result = None
+        self.error: BaseException | None = None
+        self.finished = False
+        self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True,
+                                        name="medsyn-background")
+        self._thread.start()
+
+    def _run(self, fn, args, kwargs) -> None:
+        try:
+            self.result = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self.error = e
+        finally:
+            self.finished = True
+
+    def wait(self, timeout: float | None = None):
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+_DEVICE_PROBE = (
+    "import json\n"
+    "try:\n"
+    "    import torch\n"
+    "    if torch.cuda.is_available():\n"
+    "        free, total = torch.cuda.mem_get_info(0)\n"
+    "        info = {'cuda': True, 'name': torch.cuda.get_device_name(0), 'free_gb': free / 2**30,\n"
+    "                'total_gb': total / 2**30, 'torch': torch.__version__}\n"
+    "    else:\n"
+    "        info = {'cuda': False, 'torch': torch.__version__}\n"
+    "except ImportError:\n"
+    "    info = {'cuda': False, 'torch': None}\n"
+    "print(json.dumps(info))\n"
+)
+
+
+def probe_device(python: str | None = None, env: dict[str, str] | None = None, timeout: float = 120.0) -> dict:
+    """GPU name and free memory as the child process sees them: ``{"cuda", "name", "free_gb", "total_gb", "torch"}``."""
+    out = run_blocking([python or python_executable(), "-c", _DEVICE_PROBE], env=env, timeout=timeout)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def describe_device(info: dict) -> str:
+    if not info.get("torch"):
+        return "PyTorch is not installed yet"
+    if info.get("cuda"):
+        return f"{info.get('name', 'GPU')}, {info.get('free_gb', 0):.1f} of {info.get('total_gb', 0):.1f} GB free"
+    return "No CUDA GPU found: CPU only (slow)"

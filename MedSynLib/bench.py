@@ -1,0 +1,160 @@
+"""Benchmark of one full generation: text encoding, low-res sampling, super-resolution sampling.
+
+    python -m MedSynLib.bench --config tiny --device cpu --json bench.json
+    python -m MedSynLib.bench --config official --device cuda --precision bf16
+
+Networks and the text encoder get random weights of the chosen size (timing does not depend on the values).
+Prints seconds per stage, network evaluations, achieved TFLOP/s (CUDA) and peak memory; ``--json`` writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from . import __version__
+from .diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, make_sampler, sample, upsample_lowres
+from .models import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, LowResUNet, SuperResUNet, UNetConfig
+from .models.text_encoder import ReportEncoder
+from .runtime import autocast, resolve_device, resolve_precision
+
+PRESETS = {
+    # name: (lowres config, superres config, lowres size, sr factor, BERT (layers, hidden, heads));
+    # the BERT hidden size is the low-res network's text_dim
+    "official": (OFFICIAL_LOWRES, OFFICIAL_SUPERRES, 64, 4, (12, 768, 12)),
+    "tiny": (UNetConfig(kind="lowres", dim=16, dim_mults=(1, 2, 4), attn_heads=2, text_dim=64, mid_depth=1),
+             UNetConfig(kind="superres", dim=8, dim_mults=(1, 2), attn_heads=1, mid_depth=1), 32, 2, (2, 64, 2)),
+}
+REPORT = ("FINDINGS: Large bilateral pleural effusions with adjacent compressive atelectasis. The heart is enlarged. "
+          "IMPRESSION: Large bilateral pleural effusions. Cardiomegaly.")
+
+
+def _random_text_encoder(layers: int, hidden: int, heads: int, tmp_vocab: str) -> ReportEncoder:
+    words = sorted(set(REPORT.lower().replace(".", " .").replace(":", " :").split()))
+    with open(tmp_vocab, "w") as f:
+        f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=hidden * 4, max_position_embeddings=2048)
+    return ReportEncoder(BertModel(config, add_pooling_layer=False), BertTokenizer(tmp_vocab))
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss_kib / 2**20
+
+
+def run(config: str, device_name: str, precision: str, steps_lowres: int, steps_sr: int, guidance: float,
+        sampler: str, channels_last: bool, seed: int, skip_sr: bool) -> dict:
+    device = resolve_device(device_name)
+    dtype = resolve_precision(precision, device)
+    low_cfg, sr_cfg, size, factor, bert = PRESETS[config]
+    torch.manual_seed(seed)
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+    low = LowResUNet(low_cfg).to(device).eval().to(memory_format=memory_format)
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder = _random_text_encoder(layers=bert[0], hidden=low_cfg.text_dim, heads=bert[2],
+                                       tmp_vocab=f"{tmp}/vocab.txt").to(device)
+    timings, evals = {}, {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad(), autocast(device, dtype):
+        text = encoder([REPORT])
+    _sync(device)
+    timings["text_s"] = time.perf_counter() - t0
+
+    shape = (1, low_cfg.channels, size, size, size)
+    low_sampler = make_sampler(sampler, steps_lowres)
+    t0 = time.perf_counter()
+    with torch.no_grad(), autocast(device, dtype):
+        x64 = sample(GuidedDenoiser(low, text, guidance), low_sampler, draw_noise(shape, seed, device=device))
+    _sync(device)
+    timings["lowres_s"] = time.perf_counter() - t0
+    evals["lowres"] = len(low_sampler.timesteps) * (1 if guidance == 1.0 else 2)
+    peak_low = _peak_memory_gib(device)
+    del low
+
+    if not skip_sr:
+        sr = SuperResUNet(sr_cfg).to(device).eval().to(memory_format=memory_format)
+        sr_sampler = make_sampler(sampler, steps_sr)
+        big = (1, sr_cfg.channels, size * factor, size * factor, size * factor)
+        t0 = time.perf_counter()
+        with torch.no_grad(), autocast(device, dtype):
+            lowres_up = upsample_lowres(x64.float(), factor)
+            sample(SuperResDenoiser(sr, lowres_up), sr_sampler, draw_noise(big, seed + 1, device=device))
+        _sync(device)
+        timings["superres_s"] = time.perf_counter() - t0
+        evals["superres"] = len(sr_sampler.timesteps)
+
+    return {
+        "config": config, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "fast_paths": {"precision": str(dtype).removeprefix("torch."), "attention": "scaled_dot_product_attention",
+                       "channels_last_3d": channels_last},
+        "sampler": sampler, "guidance": guidance, "network_evaluations": evals,
+        "lowres_size": size, "superres_size": None if skip_sr else size * factor,
+        "timings_s": {**timings, "total_s": sum(timings.values())},
+        "peak_memory_gib": {"after_lowres": peak_low, "overall": _peak_memory_gib(device),
+                            "kind": "CUDA max allocated" if device.type == "cuda" else "process max RSS"},
+        "versions": {"medsyn": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m MedSynLib.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--config", choices=sorted(PRESETS), default="tiny")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--steps-lowres", type=int, default=50)
+    p.add_argument("--steps-sr", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--channels-last", action="store_true", help="use channels_last_3d memory format")
+    p.add_argument("--lowres-only", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the results to this file")
+    args = p.parse_args(argv)
+    result = run(args.config, args.device, args.precision, args.steps_lowres, args.steps_sr, args.guidance,
+                 args.sampler, args.channels_last, args.seed, args.lowres_only)
+    t = result["timings_s"]
+    print(f"MedSyn benchmark, config {args.config} on {result['device']} ({result['device_name']}), "
+          f"{result['fast_paths']['precision']}, sampler {args.sampler}, guidance {args.guidance}")
+    for stage in ("text_s", "lowres_s", "superres_s"):
+        if stage in t:
+            print(f"  {stage[:-2]:9s} {t[stage]:8.2f} s")
+    print(f"  total     {t['total_s']:8.2f} s; network evaluations {result['network_evaluations']}")
+    print(f"  peak memory {result['peak_memory_gib']['overall']:.2f} GiB ({result['peak_memory_gib']['kind']})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
