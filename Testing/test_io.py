@@ -1,0 +1,91 @@
+"""Channel codecs, geometry-carrying images, and the Slicer segmentation file (read back by slicer-core)."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MedSynLib.io.codecs import (
+    hu_to_model,
+    lobes_to_model,
+    mask_to_model,
+    model_to_hu,
+    model_to_hu_int16,
+    model_to_lobes,
+    model_to_mask,
+)
+from MedSynLib.io.images import Geometry, read_image, to_image, write_image, write_segmentation
+from MedSynLib.io.segments import SEGMENTS, terminology_entry
+
+ROTATED = Geometry((20, 16, 12), (1.5, 0.8, 2.5), (10.0, -5.0, 3.0), (0, 1, 0, -1, 0, 0, 0, 0, 1))
+
+
+def test_codecs_follow_the_official_encodings():
+    assert hu_to_model(np.array([-2000.0, -1024.0, 600.0, 3000.0])).tolist() == [-1, -1, 1, 1]
+    hu = np.array([-1000.0, -850.0, 0.0, 40.0, 700.0])
+    assert np.allclose(model_to_hu(hu_to_model(hu)), np.clip(hu, -1024, 600))
+    assert model_to_hu_int16(torch.tensor([-1.0, 1.0, 0.0])).tolist() == [-1024, 600, -212]
+    labels = np.arange(6)
+    assert np.allclose(lobes_to_model(labels), [-1, -0.6, -0.2, 0.2, 0.6, 1.0])
+    assert model_to_lobes(lobes_to_model(labels) + 0.05).tolist() == labels.tolist()
+    assert model_to_mask(mask_to_model(np.array([0, 1, 3]))).tolist() == [0, 1, 1]
+
+
+def test_images_keep_geometry_and_say_synthetic(tmp_path):
+    array = np.arange(12 * 16 * 20, dtype=np.int16).reshape(12, 16, 20)
+    path = write_image(to_image(array, ROTATED), tmp_path / "ct.nii.gz")
+    back = read_image(path)
+    assert np.array_equal(sitk.GetArrayFromImage(back), array)
+    assert np.allclose(back.GetSpacing(), ROTATED.spacing) and np.allclose(back.GetOrigin(), ROTATED.origin)
+    assert np.allclose(back.GetDirection(), ROTATED.direction, atol=1e-6)
+    assert "SYNTHETIC" in back.GetMetaData("descrip")
+    assert [p.name for p in tmp_path.iterdir()] == ["ct.nii.gz"]
+    with pytest.raises(ValueError, match="does not fit geometry"):
+        to_image(array[:5], ROTATED)
+
+
+def test_read_image_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lobes file not found"):
+        read_image(tmp_path / "nope.nii.gz", "lobes")
+    (tmp_path / "junk.nii.gz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot read airway"):
+        read_image(tmp_path / "junk.nii.gz", "airway")
+    sitk.WriteImage(sitk.Image(4, 4, sitk.sitkUInt8), str(tmp_path / "flat.nrrd"))
+    with pytest.raises(ValueError, match="2-D; a 3D volume is needed"):
+        read_image(tmp_path / "flat.nrrd")
+
+
+def _label_maps():
+    lobes = np.zeros((12, 16, 20), np.uint8)
+    for label in range(1, 6):
+        lobes[2:10, 2 + 2 * label: 4 + 2 * label, 3:17] = label
+    airway = np.zeros_like(lobes)
+    airway[1:11, 7:9, 9:11] = 1
+    vessels = np.zeros_like(lobes)
+    vessels[4:6, 4:12, 5:7] = 1  # overlaps lobes and airway: separate layers
+    return lobes, airway, vessels
+
+
+def test_segmentation_file_opens_in_slicer_with_names_colours_terminology(tmp_path):
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    lobes, airway, vessels = _label_maps()
+    path = write_segmentation(lobes, airway, vessels, ROTATED, tmp_path / "SYNTHETIC_anatomy.seg.nrrd")
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    seg = node.GetSegmentation()
+    assert [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())] == [s.name for s in SEGMENTS]
+    vtk = pytest.importorskip("vtk")
+    import slicer.util
+
+    for info in SEGMENTS:
+        segment = seg.GetSegment(info.segment_id)
+        assert np.allclose(segment.GetColor(), info.color, atol=1e-3)
+        tag = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag)
+        assert str(tag).startswith(terminology_entry(info).rsplit("~", 2)[0])
+        voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, info.segment_id)
+        expected = {"lobes": lobes == info.label, "airway": airway > 0, "vessels": vessels > 0}[info.channel]
+        assert int((voxels == info.label).sum()) == int(expected.sum())  # the shared layer of label values
