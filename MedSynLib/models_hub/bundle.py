@@ -1,0 +1,80 @@
+"""A MedSyn *model*: text encoder + low-res stage + super-resolution stage + the grid it generates on.
+
+A model folder holds ``model.json``::
+
+    {"format": "medsyn-model/1", "name": "...", "title": "...", "license": "...",
+     "text_encoder": "text_encoder", "lowres": "lowres", "superres": "superres",
+     "grid": {"size": [x, y, z], "spacing": [...], "origin": [...], "direction": [...]},
+     "lowres_factor": 4, "defaults": {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}}
+
+The model array (b, c, f, h, w) is the image array (z, y, x) on ``grid``; the low-res grid is every
+``lowres_factor``-th voxel of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..io.images import Geometry
+from ..models.text_encoder import ReportEncoder
+from .store import load_stage, read_stage_config
+
+MODEL_FORMAT = "medsyn-model/1"
+DEFAULTS = {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    text_encoder: ReportEncoder
+    lowres: torch.nn.Module
+    superres: torch.nn.Module
+    grid: Geometry
+    lowres_factor: int
+    defaults: dict
+    sha256: dict
+    spec: dict
+
+    @property
+    def lowres_grid(self) -> Geometry:
+        return self.grid.subsampled(self.lowres_factor)
+
+
+def read_model_spec(folder: Path) -> dict:
+    path = Path(folder) / "model.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a MedSyn model folder (model.json missing)")
+    spec = json.loads(path.read_text())
+    if spec.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: unknown format {spec.get('format')!r}, expected {MODEL_FORMAT!r}")
+    return spec
+
+
+def write_model_spec(folder: Path, **spec) -> Path:
+    folder = Path(folder)
+    spec = {"format": MODEL_FORMAT, "text_encoder": "text_encoder", "lowres": "lowres", "superres": "superres",
+            "lowres_factor": 4, "defaults": dict(DEFAULTS), **spec}
+    if isinstance(spec.get("grid"), Geometry):
+        spec["grid"] = spec["grid"].to_dict()
+    (folder / "model.json").write_text(json.dumps(spec, indent=2))
+    return folder / "model.json"
+
+
+def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: bool = True) -> LoadedModel:
+    """Load every part of a model folder onto ``device`` (eval mode)."""
+    folder = Path(folder)
+    spec = read_model_spec(folder)
+    lowres_dir, sr_dir = folder / spec["lowres"], folder / spec["superres"]
+    sha = {"lowres": read_stage_config(lowres_dir)["sha256"], "superres": read_stage_config(sr_dir)["sha256"]}
+    encoder = ReportEncoder.from_pretrained(folder / spec["text_encoder"]).to(device)
+    lowres = load_stage(lowres_dir, device)
+    superres = load_stage(sr_dir, device) if load_superres else None
+    if lowres.config.text_dim != encoder.hidden_size:
+        raise ValueError(f"{folder}: the text encoder gives {encoder.hidden_size}-wide features but the low-res "
+                         f"network expects {lowres.config.text_dim}")
+    return LoadedModel(spec.get("name", folder.name), encoder, lowres, superres, Geometry.from_dict(spec["grid"]),
+                       int(spec.get("lowres_factor", 4)), {**DEFAULTS, **spec.get("defaults", {})}, sha, spec)

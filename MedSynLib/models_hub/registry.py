@@ -1,0 +1,58 @@
+"""Model registry: the packaged models (``Resources/models.json``) and the user's imported ones.
+
+Imported models live in ``$MEDSYN_HOME/models/<name>`` (default ``~/.medsyn/models``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .bundle import read_model_spec
+
+RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
+REGISTRY_FILE = RESOURCES / "models.json"
+
+
+def user_models_dir() -> Path:
+    return Path(os.environ.get("MEDSYN_HOME", Path.home() / ".medsyn")) / "models"
+
+
+def registry() -> dict:
+    return json.loads(REGISTRY_FILE.read_text()) if REGISTRY_FILE.is_file() else {"models": []}
+
+
+def list_models() -> list[dict]:
+    """Registry entries plus imported models, each with ``path`` resolved and ``available`` set."""
+    entries = []
+    for entry in registry()["models"]:
+        path = (REGISTRY_FILE.parent / entry["path"]) if entry.get("path") else user_models_dir() / entry["name"]
+        entries.append({**entry, "path": str(path), "available": (path / "model.json").is_file()})
+    known = {e["name"] for e in entries}
+    if user_models_dir().is_dir():
+        for folder in sorted(user_models_dir().iterdir()):
+            if folder.name not in known and (folder / "model.json").is_file():
+                spec = read_model_spec(folder)
+                entries.append({"name": folder.name, "title": spec.get("title", folder.name), "path": str(folder),
+                                "license": spec.get("license", "unknown"), "available": True, "packaged": False,
+                                "requires_license_acceptance": False})
+    return entries
+
+
+def resolve_model(name_or_path: str | None) -> Path:
+    """A model folder from a registry name or a path; clear error if it is not installed."""
+    name = name_or_path or registry().get("default", "medsyn-demo")
+    path = Path(name).expanduser()
+    if (path / "model.json").is_file():
+        return path
+    for entry in list_models():
+        if entry["name"] == name:
+            if entry["available"]:
+                return Path(entry["path"])
+            raise FileNotFoundError(
+                f"model {name!r} is not installed (expected at {entry['path']}). "
+                + ("Import the official checkpoints with `medsyn models import`." if not entry.get("packaged")
+                   else "This version ships without it; pass --model PATH to a model folder."))
+    raise FileNotFoundError(f"unknown model {name!r}: not a model folder (with model.json) and not in the registry "
+                            f"({', '.join(e['name'] for e in list_models())}). See `medsyn models list`.")
