@@ -191,7 +191,12 @@ def make_results_folder(folder, mode="generate", ijk_to_ras=None, with_seg_nrrd=
         write_sitk(ct, ijk_to_ras, os.path.join(folder, files["ct"]))
     for key, array in (("lobes", lobes), ("airway", airway), ("vessels", vessels)):
         write_sitk(array, ijk_to_ras, os.path.join(folder, files[key]))
-    if with_seg_nrrd:
+    if with_seg_nrrd == "MedSynLib":  # the library's own writer, as the real CLI uses it
+        images = pytest.importorskip("MedSynLib.io.images")
+        files["segmentation"] = f"SYNTHETIC_MedSyn_seg_seed{seed}.seg.nrrd"
+        geometry = images.Geometry.of(sitk.ReadImage(os.path.join(folder, files["lobes"])))
+        images.write_segmentation(lobes, airway, vessels, geometry, os.path.join(folder, files["segmentation"]))
+    elif with_seg_nrrd:
         files["segmentation"] = f"SYNTHETIC_MedSyn_seg_seed{seed}.seg.nrrd"
         writer_scene = slicer.vtkMRMLScene()
         saved, slicer.mrmlScene = slicer.mrmlScene, writer_scene
@@ -244,7 +249,8 @@ def check_segments(seg_node, expected, reference_matrix):
     np.testing.assert_allclose(m, reference_matrix, atol=1e-4)
 
 
-@pytest.mark.parametrize("with_seg_nrrd", [True, False], ids=["seg.nrrd", "label maps only"])
+@pytest.mark.parametrize("with_seg_nrrd", [True, "MedSynLib", False],
+                         ids=["seg.nrrd by slicer-core", "seg.nrrd by MedSynLib.io.images", "label maps only"])
 def test_load_generate_results(scene, tmp_path, with_seg_nrrd):
     folder = str(tmp_path / "result")
     expected = make_results_folder(folder, with_seg_nrrd=with_seg_nrrd)

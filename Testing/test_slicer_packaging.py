@@ -1,0 +1,190 @@
+"""Static checks of the Slicer extension: packaging lists, .ui widget names, Python 3.12 syntax, metadata, icons.
+
+Run ``python Testing/test_slicer_packaging.py --update`` to rewrite the explicit file lists in
+MedSynSlicer/CMakeLists.txt after adding or removing a Python file under MedSynLib/ or MedSynSlicer/.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULE_DIR = os.path.join(ROOT, "MedSynSlicer")
+MODULE_CMAKE = os.path.join(MODULE_DIR, "CMakeLists.txt")
+UI_FILE = os.path.join(MODULE_DIR, "Resources", "UI", "MedSynSlicer.ui")
+WIDGET_FILE = os.path.join(MODULE_DIR, "MedSynSlicer.py")
+SKIP_DIRS = {"__pycache__", ".pytest_cache", "build"}
+
+
+def python_files(folder: str, relative_to: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                found.append(os.path.relpath(os.path.join(dirpath, name), relative_to).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def expected_lists() -> dict[str, list[str]]:
+    return {"MODULE_PYTHON_SCRIPTS": python_files(MODULE_DIR, MODULE_DIR),
+            "MEDSYNLIB_PYTHON_FILES": python_files(os.path.join(ROOT, "MedSynLib"), ROOT)}
+
+
+def listed(cmake_text: str, name: str) -> list[str]:
+    match = re.search(rf"# BEGIN {name}\n(.*?)# END {name}", cmake_text, re.S)
+    assert match, f"marker block {name} missing in MedSynSlicer/CMakeLists.txt"
+    entries = [line.strip() for line in match.group(1).splitlines() if line.strip()]
+    return [e.replace("${MODULE_NAME}", "MedSynSlicer") for e in entries]
+
+
+def update_cmake() -> None:
+    with open(MODULE_CMAKE, encoding="utf-8") as f:
+        text = f.read()
+    for name, files in expected_lists().items():
+        body = "".join(f"  {p}\n" for p in files)
+        text = re.sub(rf"(# BEGIN {name}\n).*?(# END {name})", lambda m: m.group(1) + body + m.group(2), text,
+                      flags=re.S)
+    with open(MODULE_CMAKE, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+# --- packaging ---------------------------------------------------------------------------------------------------
+
+def test_every_python_file_is_packaged():
+    with open(MODULE_CMAKE, encoding="utf-8") as f:
+        text = f.read()
+    for name, files in expected_lists().items():
+        missing = sorted(set(files) - set(listed(text, name)))
+        extra = sorted(set(listed(text, name)) - set(files))
+        assert not missing and not extra, (
+            f"{name} in MedSynSlicer/CMakeLists.txt is out of date (missing {missing}, stale {extra}). "
+            "Fix: python Testing/test_slicer_packaging.py --update")
+    assert "WITH_GENERIC_TESTS" in text
+    assert "Resources/UI/${MODULE_NAME}.ui" in text and "Resources/Icons/${MODULE_NAME}.png" in text
+
+
+def test_extension_metadata():
+    with open(os.path.join(ROOT, "CMakeLists.txt"), encoding="utf-8") as f:
+        top = f.read()
+    project = re.search(r"project\((\w+)\)", top).group(1)
+    assert project == "MedSyn" and not project.lower().startswith("slicer")
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(rf"set\({key} \"[^\"]+\"\)", top), key
+    assert 'set(EXTENSION_CATEGORY "Image Synthesis")' in top
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in top
+    for needed in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(MedSynSlicer)",
+                   "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+        assert needed in top, needed
+    with open(os.path.join(ROOT, f"{project}.json"), encoding="utf-8") as f:
+        entry = json.load(f)
+    assert entry["$schema"].startswith("https://") and entry["category"] == "Image Synthesis"
+    assert entry["scm_url"].startswith("https://") and entry["build_dependencies"] == ["PyTorch"]
+    with open(os.path.join(ROOT, "LICENSE"), encoding="utf-8") as f:
+        assert "Apache License" in f.read(2000)
+
+
+@pytest.mark.parametrize("path", ["MedSynSlicer/Resources/Icons/MedSynSlicer.png", "Resources/Icons/MedSyn.png"])
+def test_icons_are_128_px_png(path):
+    with open(os.path.join(ROOT, path), "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert (width, height) == (128, 128)
+
+
+# --- Python sources ----------------------------------------------------------------------------------------------
+
+MODULE_SOURCES = python_files(MODULE_DIR, ROOT) + ["Testing/render_panel.py"]
+
+
+@pytest.mark.parametrize("path", MODULE_SOURCES)
+def test_module_sources_compile_for_python_312_without_imp(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        source = f.read()
+    tree = ast.parse(source, filename=path, feature_version=(3, 12))
+    compile(source, path, "exec")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] not in ("imp", "distutils") for a in node.names), path
+        if isinstance(node, ast.ImportFrom):
+            assert (node.module or "").split(".")[0] not in ("imp", "distutils"), path
+
+
+def test_scene_package_imports_no_qt():
+    """MedSynSlicerLib must run with slicer-core alone: no qt, ctk, slicer.app or slicer.modules."""
+    for path in python_files(os.path.join(MODULE_DIR, "MedSynSlicerLib"), ROOT):
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            tree = ast.parse(f.read(), feature_version=(3, 12))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in ("qt", "ctk", "PythonQt", "PySide6", "PyQt5"), (path, name)
+                assert not name.startswith(("slicer.modules", "slicer.app")), (path, name)
+
+
+# --- .ui ---------------------------------------------------------------------------------------------------------
+
+def ui_widgets() -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in ET.parse(UI_FILE).getroot().iter("widget")}
+
+
+def test_every_widget_used_by_the_module_exists_in_the_ui():
+    with open(WIDGET_FILE, encoding="utf-8") as f:
+        source = f.read()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    # selectors reached through getattr(self.ui, name) with names from module constants
+    tree = ast.parse(source, feature_version=(3, 12))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "LOBE_SELECTORS" for t in node.targets):
+            used |= set(ast.literal_eval(node.value))
+    used |= {"airwaySegmentSelector", "vesselsSegmentSelector"}
+    missing = sorted(used - set(ui_widgets()))
+    assert not missing, f"widgets used in MedSynSlicer.py but missing in the .ui: {missing}"
+    assert "generateButton" in used and "cancelButton" in used and "progressBar" in used
+
+
+def test_parameter_names_in_ui_match_parameter_node():
+    with open(WIDGET_FILE, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), feature_version=(3, 12))
+    wrapper = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "MedSynSlicerParameterNode")
+    fields = {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    bound = {}
+    for name, widget in ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[name] = prop.find("string").text
+    assert set(bound.values()) <= fields, sorted(set(bound.values()) - fields)
+    assert {"reportText", "conditionSegmentation", "inputVolume", "outputSegmentation", "seed", "stepsLowres",
+            "stepsSuperres", "guidanceScale", "device", "lowresOnly", "holdLobes"} <= set(bound.values())
+    assert len(bound.values()) == len(set(bound.values())), "a parameter is bound to two widgets"
+
+
+def test_ui_scene_connections_cover_mrml_widgets():
+    root = ET.parse(UI_FILE).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    mrml = {name for name, w in ui_widgets().items()
+            if w.get("class") in ("qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget")}
+    assert mrml and mrml <= receivers, sorted(mrml - receivers)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--update"]:
+        update_cmake()
+        print(f"updated {MODULE_CMAKE}")
+    else:
+        sys.exit(pytest.main([__file__, "-q"]))
