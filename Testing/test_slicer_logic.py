@@ -233,3 +233,33 @@ def test_empty_report_is_refused_with_fix(logic):
     p.reportText = "   "
     with pytest.raises(ValueError, match="Fix"):
         lg.startGenerate(p)
+
+
+def test_real_cli_with_tiny_model_generate_edit_generate(module, scene, tmp_path):  # noqa: F811
+    """End to end with the real `medsyn` command line and a tiny random-weight model: generate, hold the airway of
+    the result, generate again; the CT overlays the conditions and the held airway comes back exactly."""
+    import vtk
+    from MedSynSlicerLib import conditions
+    from tiny_model import build_tiny_model
+
+    lg = module.MedSynSlicerLogic()
+    p = lg.getParameterNode()
+    p.outputFolder = tmp_path / "results"
+    p.model = str(build_tiny_model(tmp_path / "tiny"))
+    p.reportText = "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly."
+    p.seed, p.stepsLowres, p.stepsSuperres, p.device = 5, 3, 2, module.Device.CPU
+    first = lg.run(p, timeout_s=300)
+    assert first.ct_node.GetName() == "SYNTHETIC MedSyn CT 5"
+    assert first.ct_node.GetAttribute("synthetic") == "true"
+    seg = first.segmentation_node.GetSegmentation()
+    assert seg.GetNumberOfSegments() == 7
+    airway_id = lg.holdForEditing(p, "airway")
+    held = conditions.segment_array(first.segmentation_node, airway_id)
+    p.seed = 6
+    second = lg.run(p, timeout_s=300)
+    assert second.sidecar["held_channels"] == [2]
+    np.testing.assert_array_equal(conditions.segment_array(second.segmentation_node, "airway"), held)
+    m1, m2 = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    first.ct_node.GetIJKToRASMatrix(m1)
+    second.ct_node.GetIJKToRASMatrix(m2)
+    assert all(abs(m1.GetElement(i, j) - m2.GetElement(i, j)) < 1e-6 for i in range(4) for j in range(4))

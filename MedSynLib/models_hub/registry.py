@@ -42,7 +42,9 @@ def list_models() -> list[dict]:
 
 def resolve_model(name_or_path: str | None) -> Path:
     """A model folder from a registry name or a path; clear error if it is not installed."""
-    name = name_or_path or registry().get("default", "medsyn-demo")
+    name = name_or_path or "default"
+    if name == "default":
+        name = registry().get("default", "medsyn-demo")
     path = Path(name).expanduser()
     if (path / "model.json").is_file():
         return path
