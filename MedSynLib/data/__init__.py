@@ -1,0 +1,1 @@
+"""Training data: manifests of CT + masks + report, preprocessing into model space, caches."""

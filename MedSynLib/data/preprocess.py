@@ -1,0 +1,136 @@
+"""Cases -> model space, cached.
+
+A case is resampled onto the training grid (CT linear with -1024 HU outside, masks nearest), centred on its
+lungs, and stored compactly (int16 HU, uint8 labels) in ``<cache>/volumes/<case_id>.npz``; report features go to
+``<cache>/text/<case_id>.pt`` keyed by the text encoder's weights hash. Later epochs read only the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..io.alignment import lung_centred_grid, resample
+from ..io.codecs import hu_to_model, lobes_to_model, mask_to_model
+from ..io.images import Geometry, read_image
+from .manifest import Case
+
+log = logging.getLogger(__name__)
+
+
+class BadCase(ValueError):
+    """A case whose files are unreadable or inconsistent (the message names the case)."""
+
+
+def load_case(case: Case, grid: Geometry) -> dict[str, np.ndarray]:
+    """Read and resample one case onto ``grid`` (re-centred on its lungs): arrays (z, y, x)."""
+    try:
+        ct = read_image(case.ct, "CT")
+        masks = {k: read_image(getattr(case, k), k) for k in ("lobes", "airway", "vessels")}
+        for name, image in masks.items():
+            if image.GetSize() != ct.GetSize() or not np.allclose(image.GetOrigin(), ct.GetOrigin(), atol=1e-3) \
+                    or not np.allclose(image.GetSpacing(), ct.GetSpacing(), atol=1e-4):
+                raise ValueError(f"{name} mask geometry {image.GetSize()} / {image.GetSpacing()} does not match "
+                                 f"the CT {ct.GetSize()} / {ct.GetSpacing()}")
+        target = lung_centred_grid(ct, grid)
+        out = {"ct": resample(sitk.Cast(ct, sitk.sitkInt16), target, sitk.sitkLinear, -1024)}
+        for name, image in masks.items():
+            out[name] = resample(sitk.Cast(image, sitk.sitkUInt8), target)
+        if out["lobes"].max() > 5:
+            raise ValueError(f"lobe labels must be 0..5, found {int(out['lobes'].max())}")
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise BadCase(f"case {case.case_id}: {exc}") from exc
+    return out
+
+
+def encode_volume(arrays: dict[str, np.ndarray]) -> torch.Tensor:
+    """Cached arrays (or crops of them) -> model-space tensor (4, z, y, x) float32 in [-1, 1]."""
+    return torch.from_numpy(np.stack([
+        hu_to_model(np.asarray(arrays["ct"], dtype=np.float32)), lobes_to_model(arrays["lobes"]),
+        mask_to_model(arrays["airway"]), mask_to_model(arrays["vessels"])]).astype(np.float32))
+
+
+def _atomic_save(path: Path, writer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def grid_key(grid: Geometry) -> str:
+    return hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class VolumeCache:
+    """Preprocessed volumes on disk: ``<folder>/volumes/<grid>/<case_id>/{ct,lobes,airway,vessels}.npy``.
+
+    ``.npy`` files are memory-mapped on read, so a training crop touches only the voxels it uses.
+    """
+
+    NAMES = ("ct", "lobes", "airway", "vessels")
+
+    def __init__(self, folder: Path, grid: Geometry):
+        self.folder = Path(folder) / "volumes" / grid_key(grid)
+        self.grid = grid
+
+    def _case_dir(self, case: Case) -> Path:
+        return self.folder / case.case_id
+
+    def _complete(self, case: Case) -> bool:
+        return all((self._case_dir(case) / f"{n}.npy").is_file() for n in self.NAMES)
+
+    def get(self, case: Case) -> dict[str, np.ndarray]:
+        """The case's arrays (z, y, x), memory-mapped; preprocessed and cached on first use."""
+        if not self._complete(case):
+            arrays = load_case(case, self.grid)
+            for name in self.NAMES:
+                _atomic_save(self._case_dir(case) / f"{name}.npy",
+                             lambda tmp, a=arrays[name]: np.save(open(tmp, "wb"), a))
+        return {n: np.load(self._case_dir(case) / f"{n}.npy", mmap_mode="r") for n in self.NAMES}
+
+    def prepare(self, cases: list[Case], skip_bad: bool = False) -> list[Case]:
+        """Fill the cache; returns the usable cases (bad ones are logged and dropped with ``skip_bad``)."""
+        good = []
+        for i, case in enumerate(cases):
+            try:
+                self.get(case)
+                good.append(case)
+            except BadCase as exc:
+                if not skip_bad:
+                    raise
+                log.warning("skipping %s", exc)
+            if (i + 1) % 50 == 0:
+                log.info("preprocessed %d / %d cases", i + 1, len(cases))
+        if not good:
+            raise ValueError("no usable case in the manifest")
+        return good
+
+
+class TextFeatureCache:
+    """Report features (192, d) float16 per case, keyed by the encoder's identity."""
+
+    def __init__(self, folder: Path, encoder_key: str):
+        self.folder = Path(folder) / "text" / encoder_key
+
+    def prepare(self, cases: list[Case], encoder, batch: int = 16) -> None:
+        todo = [c for c in cases if not (self.folder / f"{c.case_id}.pt").is_file()]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            feats = encoder([c.report for c in chunk]).to(torch.float16).cpu()
+            for case, f in zip(chunk, feats):
+                _atomic_save(self.folder / f"{case.case_id}.pt", lambda tmp, f=f: torch.save(f.clone(), tmp))
+
+    def get(self, case: Case) -> torch.Tensor:
+        return torch.load(self.folder / f"{case.case_id}.pt", weights_only=True).float()

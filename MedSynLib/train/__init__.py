@@ -1,0 +1,1 @@
+"""Training: the report text encoder and both diffusion stages (single process, or torchrun / DDP)."""

@@ -1,0 +1,335 @@
+"""Training of the two diffusion stages (spec §4.2): x0 objective, AdamW, clipping, AMP, accumulation, EMA.
+
+Single process or ``torchrun --nproc-per-node N`` (PyTorch DDP; gloo on CPU, NCCL on GPUs). Every random draw of
+step ``s`` (diffusion times, noise, text dropout, SR crops and noise augmentation) comes from a generator seeded by
+``(seed, s)``, and the data order from one seeded by ``(seed, epoch)``; the *global* batch is drawn identically on
+every rank and each rank takes its slice. So a run resumed from a checkpoint, or spread over several processes,
+computes what one uninterrupted process computes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.manifest import read_manifest
+from ..data.preprocess import TextFeatureCache, VolumeCache, encode_volume
+from ..diffusion.schedule import TIME_SCALE, add_noise, x0_loss
+from ..io.images import Geometry
+from ..models.text_encoder import ReportEncoder
+from ..models.unet import UNetConfig, build_unet
+from ..models_hub.store import save_stage, sha256_file
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a diffusion training run needs (saved as JSON in the run folder).
+
+    grid: the full-resolution training grid (Geometry dict); the low-res stage trains on its ``lowres_factor``
+    subsample (voxel f·i, as the official data). crop: SR training crop (f, h, w) at full resolution
+    (multiples of lowres_factor); None = whole volume. batch_size is the global batch (all ranks, per micro-step).
+    """
+
+    stage: str = "lowres"
+    manifest: str = ""
+    out: str = ""
+    unet: dict = field(default_factory=dict)
+    text_encoder: str | None = None
+    grid: dict = field(default_factory=lambda: Geometry((256, 256, 256), (1.0, 1.0, 1.0),
+                                                        (-127.5, -127.5, -127.5)).to_dict())
+    lowres_factor: int = 4
+    crop: list[int] | None = None
+    cache: str | None = None
+    steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    precision: str = "fp32"
+    ema_decay: float = 0.999
+    ema_start: int = 0
+    ema_every: int = 1
+    text_dropout: float = 0.1
+    sr_noise_aug: float = 0.4
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    skip_bad: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.stage not in ("lowres", "superres"):
+            raise ValueError(f"stage must be lowres or superres, got {self.stage!r}")
+        if self.stage == "lowres" and not self.text_encoder:
+            raise ValueError("the low-res stage needs text_encoder (a folder written by `medsyn train-text`)")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+
+
+def _generator(*seeds: int) -> torch.Generator:
+    return torch.Generator().manual_seed(hash(tuple(seeds)) % (2**63))
+
+
+class EMA:
+    """Exponential moving average of a network's parameters (the weights that are sampled from)."""
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module, decay: float | None = None) -> None:
+        d = self.decay if decay is None else decay
+        for ema_p, p in zip(self.net.parameters(), net.parameters()):
+            ema_p.lerp_(p.detach(), 1 - d)
+
+
+class Batches:
+    """The training samples of each step, as model-space tensors (global batch, identical on every rank)."""
+
+    def __init__(self, config: TrainConfig, cases, volumes: VolumeCache, texts: TextFeatureCache | None):
+        self.config, self.cases, self.volumes, self.texts = config, cases, volumes, texts
+
+    def indices(self, consumed: int, count: int) -> list[int]:
+        n = len(self.cases)
+        out = []
+        for k in range(consumed, consumed + count):
+            epoch, pos = divmod(k, n)
+            order = torch.randperm(n, generator=_generator(self.config.seed, epoch, 1))
+            out.append(int(order[pos]))
+        return out
+
+    def sample(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        case = self.cases[index]
+        arrays = self.volumes.get(case)
+        if self.config.stage == "lowres":
+            return encode_volume(arrays), self.texts.get(case)
+        f = self.config.lowres_factor
+        crop = self.config.crop or list(arrays["ct"].shape)
+        starts = [int(torch.randint(0, (s - c) // f + 1, (1,), generator=gen)) * f
+                  for s, c in zip(arrays["ct"].shape, crop)]
+        window = tuple(slice(s, s + c) for s, c in zip(starts, crop))
+        return encode_volume({k: a[window] for k, a in arrays.items()}), None
+
+    def batch(self, consumed: int, count: int, gen: torch.Generator):
+        items = [self.sample(i, gen) for i in self.indices(consumed, count)]
+        x = torch.stack([it[0] for it in items])
+        text = torch.stack([it[1] for it in items]) if items[0][1] is not None else None
+        return x, text
+
+
+def sr_condition(x: torch.Tensor, factor: int, alpha: float, noise: torch.Tensor) -> torch.Tensor:
+    """Official SR training conditioning: nearest x(1/f) (voxel f·i), nearest x f, then ``(1 - a) lr + a eps``."""
+    low = x[..., ::factor, ::factor, ::factor]
+    up = torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest")
+    return (1 - alpha) * up + alpha * noise
+
+
+class DiffusionTrainer:
+    """One training run; ``run()`` trains to ``config.steps`` (resuming from the run folder's checkpoint)."""
+
+    def __init__(self, config: TrainConfig):
+        config.validate()
+        self.config = config
+        self.out = Path(config.out)
+        self.distributed = dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.world} processes")
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
+
+        torch.manual_seed(config.seed)
+        self.unet_config = UNetConfig.from_dict({**config.unet, "kind": config.stage})
+        self.net = build_unet(self.unet_config).to(self.device)
+        self.ema = EMA(self.net, config.ema_decay)
+        self.model = DistributedDataParallel(self.net) if self.distributed else self.net
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, betas=tuple(config.betas),
+                                           weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.step, self.consumed = 0, 0
+        self.batches = self._data()
+
+    def _data(self) -> Batches:
+        cfg = self.config
+        cases = read_manifest(cfg.manifest)
+        cache = Path(cfg.cache or self.out / "cache")
+        grid = Geometry.from_dict(cfg.grid)
+        # the low-res stage reads its grid directly: sampling the CT at voxel f·i of the full grid is the same
+        # linear interpolation of the original as the official 4x nearest subsample of the resampled volume
+        volumes = VolumeCache(cache, grid.subsampled(cfg.lowres_factor) if cfg.stage == "lowres" else grid)
+        texts = None
+        if self.rank == 0:
+            cases = volumes.prepare(cases, cfg.skip_bad)
+        if cfg.stage == "lowres":
+            encoder_dir = Path(cfg.text_encoder)
+            weights = next(p for p in (encoder_dir / "model.safetensors", encoder_dir / "pytorch_model.bin")
+                           if p.is_file())
+            texts = TextFeatureCache(cache, sha256_file(weights)[:16])
+            if self.rank == 0:
+                texts.prepare(cases, ReportEncoder.from_pretrained(encoder_dir))
+        if self.distributed:
+            dist.barrier()
+            if self.rank != 0:
+                cases = [c for c in cases if volumes._complete(c)]
+        return Batches(cfg, cases, volumes, texts)
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "consumed": self.consumed, "model": self.net.state_dict(),
+                "ema": self.ema.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "config": json.dumps(dataclasses.asdict(self.config))}
+
+    def save_checkpoint(self) -> Path:
+        path = self.out / "checkpoints" / CHECKPOINT
+        if self.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".last.", dir=path.parent)
+            os.close(fd)
+            torch.save(self.state(), tmp)
+            os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self) -> bool:
+        path = self.out / "checkpoints" / CHECKPOINT
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.net.load_state_dict(state["model"])
+        self.ema.net.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.consumed = int(state["step"]), int(state["consumed"])
+        return True
+
+    # --- one optimisation step ------------------------------------------------------------------------
+    def _loss(self, x0: torch.Tensor, text: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+        """Loss of this rank's slice of the global micro-batch (draws made for the whole batch, then sliced)."""
+        cfg = self.config
+        b = x0.shape[0]
+        t = torch.rand(b, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        lo, hi = self.rank * b // self.world, (self.rank + 1) * b // self.world
+        x0, t, noise = x0[lo:hi].to(self.device), t[lo:hi].to(self.device), noise[lo:hi].to(self.device)
+        x_t = add_noise(x0, t, noise)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            if cfg.stage == "lowres":
+                drop = (torch.rand(b, generator=gen) < cfg.text_dropout)[lo:hi].to(self.device)
+                text = text[lo:hi].to(self.device)
+                text = torch.where(drop[:, None, None], self.net.null_text(hi - lo).to(text.dtype), text)
+                pred = self.model(x_t, t * TIME_SCALE, text)
+            else:
+                alpha = float(torch.rand(1, generator=gen)) * cfg.sr_noise_aug
+                aug = torch.randn((b,) + x0.shape[1:], generator=gen)[lo:hi].to(self.device)
+                pred = self.model(x_t, t * TIME_SCALE, sr_condition(x0, cfg.lowres_factor, alpha, aug))
+        return x0_loss(pred, x0)
+
+    def _micro_batch_loss(self, micro: int) -> torch.Tensor:
+        cfg = self.config
+        gen = _generator(cfg.seed, self.step, micro, 2)
+        x0, text = self.batches.batch(self.consumed, cfg.batch_size, gen)
+        self.consumed += cfg.batch_size
+        return self._loss(x0, text, gen) / cfg.grad_accum
+
+    def train_step(self) -> float:
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            loss = self._micro_batch_loss(micro)
+            self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        if self.step >= cfg.ema_start and self.step % cfg.ema_every == 0:
+            self.ema.update(self.net, 0.0 if self.step == cfg.ema_start else None)
+        if self.distributed:
+            value = torch.tensor([total], device=self.device)
+            dist.all_reduce(value)
+            total = float(value) / self.world
+        return total
+
+    def run(self, stop_after: int | None = None) -> dict:
+        """Train until ``config.steps`` (or ``stop_after`` more steps); checkpoints atomically; returns metrics."""
+        cfg = self.config
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        resumed = self.load_checkpoint()
+        if resumed and self.rank == 0:
+            log.info("resumed at step %d", self.step)
+        start_step, t0 = self.step, time.perf_counter()
+        last = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        losses = []
+        log_file = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
+        try:
+            while self.step < last:
+                loss = self.train_step()
+                losses.append(loss)
+                elapsed = time.perf_counter() - t0
+                rate = (self.step - start_step) / elapsed
+                if self.rank == 0:
+                    log_file.write(json.dumps({"step": self.step, "loss": loss, "elapsed_s": round(elapsed, 3)}) + "\n")
+                    log_file.flush()
+                    if self.step % cfg.log_every == 0 or self.step == last:
+                        eta = (last - self.step) / rate if rate > 0 else math.inf
+                        print(f"[{cfg.stage}] step {self.step}/{cfg.steps} loss {loss:.5f} "
+                              f"{rate:.2f} steps/s ETA {eta:.0f} s", flush=True)
+                if self.step % cfg.checkpoint_every == 0 or self.step == last:
+                    self.save_checkpoint()
+        finally:
+            if log_file:
+                log_file.close()
+        return {"step": self.step, "last_loss": losses[-1] if losses else None,
+                "mean_loss_last_10": sum(losses[-10:]) / max(1, len(losses[-10:])),
+                "wall_s": time.perf_counter() - t0, "resumed": resumed}
+
+    def export(self, folder: Path, provenance: dict | None = None) -> Path:
+        """Write the EMA weights as a stage folder (this project's format)."""
+        meta = {"trained_steps": self.step, "config": dataclasses.asdict(self.config), **(provenance or {})}
+        return save_stage(self.ema.net.cpu(), folder, meta)
+
+
+def first_step_gradients(trainer: DiffusionTrainer) -> dict[str, torch.Tensor]:
+    """The (all-reduced) gradients of the first micro-batch, without changing the trainer's state."""
+    consumed = trainer.consumed
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer._micro_batch_loss(0).backward()
+    grads = {n: p.grad.detach().clone() for n, p in trainer.net.named_parameters() if p.grad is not None}
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.consumed = consumed
+    return grads
