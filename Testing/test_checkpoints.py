@@ -116,3 +116,13 @@ def test_stage_round_trip_keeps_outputs(tiny_lowres, tmp_path):
     with torch.no_grad():
         assert torch.allclose(load_stage(stage)(x, t, text), tiny_lowres(x, t, text), atol=1e-5)
     assert isinstance(load_stage(stage), LowResUNet) and not isinstance(load_stage(stage), SuperResUNet)
+
+
+def test_half_precision_storage_loads_as_float32(tiny_superres, tmp_path):
+    stage = save_stage(tiny_superres, tmp_path / "half", dtype=torch.float16)
+    full = save_stage(tiny_superres, tmp_path / "full")
+    assert (stage / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded = load_stage(stage)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert all(torch.allclose(p, q, atol=1e-3) for p, q in zip(loaded.parameters(), tiny_superres.parameters()))
+    assert tiny_superres.init_conv0.weight.dtype == torch.float32  # the caller's network is untouched

@@ -1,6 +1,7 @@
 """Manifest of training cases: a CSV with columns ``case_id, ct, lobes, airway, vessels, report``.
 
 Paths are relative to the CSV's folder; ``report`` is a text file (or a ``report_text`` column holds the text).
+Lines starting with ``#`` (e.g. the phantoms' SYNTHETIC banner) are not part of the report.
 This is the layout ``medsyn phantoms`` writes.
 """
 
@@ -46,5 +47,6 @@ def read_manifest(path: str | Path) -> list[Case]:
             if not report_file.is_file():
                 raise FileNotFoundError(f"case {row['case_id']}: report file not found: {report_file}")
             report = report_file.read_text(encoding="utf-8")
+        report = "\n".join(line for line in report.splitlines() if not line.lstrip().startswith("#")).strip()
         cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), report))
     return cases

@@ -40,6 +40,9 @@ class UNetConfig:
     mid_depth: (self-attention, cross-attention, 3D block) triples at the bottom (lowres; superres has 1, no text).
     up_order: "eval" (official inference: block, block, 3D block, upsample) or "train" (official training code:
         block, upsample, block, 3D block). Same parameters, different function: pick the one a checkpoint needs.
+    patch: space-to-depth factor (not in the official networks, which use 1). With p > 1 the network folds
+        p x p x p voxel blocks into channels on the way in and unfolds them on the way out, so all its layers run
+        on a grid p times coarser: how the CPU demo model does super-resolution with little work at 256³.
     """
 
     kind: str = "lowres"
@@ -53,6 +56,7 @@ class UNetConfig:
     init_kernel_size: int = 7
     resnet_groups: int = 8
     up_order: str = "eval"
+    patch: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
@@ -67,8 +71,8 @@ class UNetConfig:
 
     @property
     def spatial_divisor(self) -> int:
-        """h and w must be multiples of this."""
-        return 2 ** (len(self.dim_mults) - 1)
+        """h and w must be multiples of this (f of ``patch``)."""
+        return 2 ** (len(self.dim_mults) - 1) * self.patch
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -114,7 +118,7 @@ class _MedSynUNet(nn.Module):
         k = config.init_kernel_size
 
         setattr(self, self._stem_name,
-                nn.Conv3d(config.channels * self.in_factor, dim, k, padding=k // 2))
+                nn.Conv3d(config.channels * self.in_factor * config.patch ** 3, dim, k, padding=k // 2))
         self.time_mlp = nn.Sequential(
             SinusoidalTimeEmbedding(dim), nn.Linear(dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
 
@@ -136,14 +140,17 @@ class _MedSynUNet(nn.Module):
             for i, (d_in, d_out) in enumerate(reversed(pairs)))
         self._build_bottom(dims[-1], time_dim)
         setattr(self, self._head_name, nn.Sequential(
-            ResnetBlock(dim * 2, dim, time_dim=None, groups=groups), nn.Conv3d(dim, config.channels, 1)))
+            ResnetBlock(dim * 2, dim, time_dim=None, groups=groups),
+            nn.Conv3d(dim, config.channels * config.patch ** 3, 1)))
 
     def _unet(self, x: torch.Tensor, time: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         div = self.config.spatial_divisor
-        if x.shape[-1] % div or x.shape[-2] % div:
-            raise ValueError(f"h and w must be multiples of {div} for this network; got {tuple(x.shape[-3:])}")
+        p = self.config.patch
+        if x.shape[-1] % div or x.shape[-2] % div or x.shape[-3] % p:
+            raise ValueError(f"h and w must be multiples of {div} (and f of {p}) for this network; "
+                             f"got {tuple(x.shape[-3:])}")
         a, b, c, r = self._slots
-        x = getattr(self, self._stem_name)(x)
+        x = getattr(self, self._stem_name)(space_to_depth(x, p))
         stem = x
         t = self.time_mlp(time)
         skips = []
@@ -160,7 +167,26 @@ class _MedSynUNet(nn.Module):
             else:
                 x = lvl[c](lvl[b](lvl[r](x), t), t)
         head = getattr(self, self._head_name)
-        return head[1](head[0](torch.cat((x, stem), dim=1)))
+        return depth_to_space(head[1](head[0](torch.cat((x, stem), dim=1))), p)
+
+
+def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(b, c, f, h, w) -> (b, c p³, f/p, h/p, w/p): each p x p x p block becomes channels (identity for p = 1)."""
+    if p == 1:
+        return x
+    b, c, f, h, w = x.shape
+    x = x.reshape(b, c, f // p, p, h // p, p, w // p, p).permute(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, c * p**3, f // p, h // p, w // p)
+
+
+def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of :func:`space_to_depth`."""
+    if p == 1:
+        return x
+    b, cp, f, h, w = x.shape
+    c = cp // p**3
+    x = x.reshape(b, c, p, p, p, f, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c, f * p, h * p, w * p)
 
 
 class LowResUNet(_MedSynUNet):

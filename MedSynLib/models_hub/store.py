@@ -10,6 +10,7 @@ Folders are written to a temporary sibling and renamed, so a crash never leaves 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -56,12 +57,17 @@ def commit_folder(tmp: Path, target: Path) -> Path:
     return target
 
 
-def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = None) -> Path:
-    """Write ``net`` (a LowResUNet or SuperResUNet) as a stage folder; returns the folder."""
+def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = None,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``net`` (a LowResUNet or SuperResUNet) as a stage folder; returns the folder.
+
+    dtype: storage precision (float16 halves packaged files; loading always gives float32 networks).
+    """
     folder = Path(folder)
     tmp = atomic_folder(folder)
     try:
-        save_model(net, str(tmp / WEIGHTS_FILE), metadata={"format": STAGE_FORMAT})
+        stored = copy.deepcopy(net).to(dtype) if dtype != torch.float32 else net
+        save_model(stored, str(tmp / WEIGHTS_FILE), metadata={"format": STAGE_FORMAT})
         config = {
             "format": STAGE_FORMAT,
             "unet": net.config.to_dict(),
@@ -131,6 +137,7 @@ def load_stage(folder: Path, device: torch.device | str = "cpu", verify_hash: bo
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights} cannot be read as safetensors ({exc}); the file is corrupted") from exc
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     net = load_tied_state(net, state, str(weights))
     return net.to(device).eval()
 
