@@ -89,3 +89,18 @@ def test_config_round_trips_through_json():
     assert UNetConfig.from_dict(d) == TINY_SUPERRES
     with pytest.raises(ValueError, match="unknown UNetConfig fields"):
         UNetConfig.from_dict({**d, "bogus": 1})
+
+
+def test_patch_networks_run_on_a_coarser_grid():
+    from MedSynLib.models.unet import depth_to_space, space_to_depth
+
+    x = torch.randn(1, 3, 8, 8, 12)
+    assert torch.equal(depth_to_space(space_to_depth(x, 4), 4), x)
+    net = SuperResUNet(UNetConfig(kind="superres", dim=8, dim_mults=(1, 2), attn_heads=1, mid_depth=1, patch=4,
+                                  init_kernel_size=1)).eval()
+    vol = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert net(vol, torch.tensor([10.0]), vol).shape == vol.shape
+    assert net.init_conv0.weight.shape[1] == 8 * 64
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(torch.randn(1, 4, 16, 12, 16), torch.tensor([1.0]), torch.randn(1, 4, 16, 12, 16))
