@@ -1,7 +1,14 @@
 """Synthetic chest CT phantoms (SYNTHETIC, not patients): anatomy, findings, HU, masks, reports, measurements.
 
-``generate(seed, grid)`` -> :class:`Phantom` with ``ct`` (int16 HU), ``lobes`` (uint8 labels 1..5),
-``airway`` and ``vessels`` (uint8 {0,1}) in (z, y, x) order, and a ``truth`` dict.
+``generate(seed, grid, **findings)`` -> :class:`Phantom` with ``ct`` (int16 HU), ``lobes`` (uint8 labels 1..5,
+``MedSynLib.io.codecs.LOBE_LABELS``), ``airway`` (lumen) and ``vessels`` (uint8 {0, 1}) in (z, y, x) order on a
+:class:`Grid` (default 256³ at 1 mm; x patient right -> left, y anterior -> posterior, z inferior -> superior,
+identity direction), and a ``truth`` dict.
+
+Modules: ``grid`` (coordinates, smooth fields, tube rasterisation), ``anatomy`` (shapes in mm), ``trees``
+(airway and vessel trees), ``findings`` (what is wrong), ``generate`` (HU composition), ``measure``
+(measurements on any CT + masks), ``report`` (report text), ``dataset`` (``medsyn phantoms``), ``preview``
+(``medsyn preview``), ``bench``.
 """
 
 from .anatomy import AnatomyParams

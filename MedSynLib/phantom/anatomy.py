@@ -12,10 +12,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from MedSynLib.io.codecs import LOBE_LABELS
+
 from .grid import make_segments, polyline
 
-# lobe labels (MedSynLib.io.codecs.LOBE_LABELS)
-LUL, LLL, RUL, RML, RLL = 1, 2, 3, 4, 5
+_LABEL = {name: value for value, name in LOBE_LABELS.items()}
+LUL, LLL, RUL, RML, RLL = (_LABEL[f"{s} {p} lobe"] for s, p in
+                           (("left", "upper"), ("left", "lower"), ("right", "upper"), ("right", "middle"),
+                            ("right", "lower")))
+"""Lobe label values, taken from the channel codec (``MedSynLib.io.codecs.LOBE_LABELS``)."""
 
 
 @dataclass
@@ -52,24 +57,24 @@ class AnatomyParams:
         f = float(np.clip(rng.normal(1.0 if male else 0.94, 0.035), 0.86, 1.06))
         return AnatomyParams(
             sex=sex, age=age,
-            thorax_half_width=float(np.clip(116.0 * f, 100, 122)),
+            thorax_half_width=float(np.clip(112.0 * f, 98, 118)),
             thorax_depth_ratio=float(rng.uniform(0.66, 0.80)),
             fat_mm=float(np.clip(rng.gamma(4.0, 4.0) + (4 if not male else 0) + 0.05 * (age - 40), 4, 40)),
             muscle_mm=float(rng.uniform(9, 16) * (1.1 if male else 0.9) * (1.1 - 0.003 * age)),
             z_apex=float(rng.uniform(106, 116)),
-            lung_height=float(np.clip(rng.normal(162, 9) * f, 140, 180)),
-            left_dome_drop=float(rng.uniform(8, 22)),
-            carina_depth=float(rng.uniform(62, 78) * f),
+            lung_height=float(np.clip(rng.normal(174, 8) * f, 155, 190)),
+            left_dome_drop=float(rng.uniform(8, 18)),
+            carina_depth=float(rng.uniform(58, 70) * f),
             trachea_radius=float(rng.uniform(8.2, 10.0) if male else rng.uniform(7.2, 8.8)),
             aorta_radius=float(rng.uniform(13.0, 15.0) + 0.03 * (age - 40)),
             heart_angle_deg=float(rng.uniform(25, 45)),
             heart_shift=float(rng.uniform(10, 24)),
             oblique_post_r=float(rng.uniform(5, 25)),
             oblique_post_l=float(rng.uniform(10, 30)),
-            horizontal_fissure=float(rng.uniform(-45, -28)),
+            horizontal_fissure=float(rng.uniform(-22, -6)),
             fissure_tilt=tuple(float(v) for v in rng.uniform(-0.12, 0.12, 3)),
             rib_pitch=float(rng.uniform(23, 28) * f),
-            rib_drop=float(rng.uniform(30, 50)),
+            rib_drop=float(rng.uniform(60, 85)),
         )
 
     def to_dict(self) -> dict:
@@ -101,21 +106,27 @@ class Anatomy:
         self.z_bottom = -250.0
         # spine
         self.r_vert = float(np.clip(A * 0.15, 15, 19))
-        self.Yv = self.Yc + B - 0.55 * self.r_vert
+        self.Yv = self.Yc + 1.12 * B - 0.15 * self.r_vert
         # heart: ellipse in the axial plane rotated by theta, half width along x = ctr * A
         th = np.deg2rad(p.heart_angle_deg)
         self.heart_theta = th
         hw = ctr * A  # transverse half width (thoracic width = 2A)
-        ratio = 0.72
-        a = hw / np.sqrt(np.cos(th) ** 2 + (ratio * np.sin(th)) ** 2)
+        y_trachea = self.Yv - self.r_vert - 17.0 - p.trachea_radius
+        max_depth = (y_trachea - 10.0 - (self.Yc - B + 3.0)) / 2  # stay in front of the main bronchi
+        for ratio in np.linspace(0.82, 0.7, 7):
+            a = hw / np.sqrt(np.cos(th) ** 2 + (ratio * np.sin(th)) ** 2)
+            half_depth = np.sqrt((a * np.sin(th)) ** 2 + (a * ratio * np.cos(th)) ** 2)
+            if half_depth <= max_depth:
+                break
         self.ha, self.hb = float(a), float(a * ratio)
         self.hc = float(np.clip(0.85 * a, 45, 75))
         shift = min(p.heart_shift, A - hw - 8.0)  # keep the heart inside the cavity
         shift = max(shift, -(A - hw - 8.0))
         self.Xh = float(shift)
-        half_depth = np.sqrt((a * np.sin(th)) ** 2 + (a * ratio * np.cos(th)) ** 2)
         self.Yh = float(self.Yc - B + half_depth + 3.0)
-        self.Zh = float(max(self.z_dome_l, self.z_dome_r) + 0.35 * self.hc + 12.0)
+        dome = max(self.z_dome_l, self.z_dome_r)
+        self.hc = float(np.clip((self.z_carina - 42.0 - dome) / 1.35, 35.0, self.hc))  # top 30 mm below the carina
+        self.Zh = float(dome + 0.35 * self.hc + 12.0)
         self.heart_half_width = float(hw)
         self.ctr = float(ctr)
         self._build_tubes(rng)
@@ -124,7 +135,7 @@ class Anatomy:
     def cavity_axes(self, Z):
         """Half width / half depth (mm) of the inner rib cage at height Z; narrows towards the apex."""
         t = np.clip((Z - self.z_w) / (self.z_apex + 12 - self.z_w), 0.0, 1.2)
-        fa = 1.0 - 0.50 * t ** 2
+        fa = 1.0 - 0.50 * t ** 1.6
         fb = 1.0 - 0.25 * t ** 2
         return self.A * fa, self.B * fb
 
@@ -136,6 +147,7 @@ class Anatomy:
         """Superellipse radius of the inner rib cage (< 1 inside)."""
         a, b = self.cavity_axes(Z)
         yc = self.cavity_center_y(Z)
+        b = np.where(Y > yc, b * 1.12, b)  # deeper posteriorly: paravertebral gutters
         return np.sqrt((X / a) ** 2 + ((Y - yc) / b) ** 2)
 
     def body_axes(self, Z):
@@ -160,10 +172,11 @@ class Anatomy:
         """(superellipse radius of the skin, approx. depth below the skin in mm)."""
         a, b = self.body_axes(Z)
         yb = self.body_center_y(Z)
-        u, v = X / a, (Y - yb) / b
-        r = (np.abs(u) ** 2.4 + np.abs(v) ** 2.4) ** (1 / 2.4)
-        rho = np.sqrt(X * X + (Y - yb) ** 2)
-        depth = rho * (1 - r) / np.maximum(r, 1e-3)
+        dy = Y - yb
+        r = np.sqrt((X / a) ** 2 + (dy / b) ** 2)  # one full-size pass per operation, float32
+        depth = np.sqrt(X * X + dy * dy)
+        depth *= 1.0 - r
+        depth /= np.maximum(r, 1e-3)
         return r, depth
 
     # ------------------------------------------------------------------ lungs
@@ -177,8 +190,8 @@ class Anatomy:
         ql = ((X - xd) / (0.55 * A)) ** 2
         qy = ((Y - yd) / (0.9 * B)) ** 2
         post = np.clip((Y - yd) / B, 0, None)
-        zr_s = zr - 25.0 * qr - 22.0 * qy - 30.0 * post
-        zl_s = zl - 25.0 * ql - 22.0 * qy - 30.0 * post
+        zr_s = zr - 25.0 * qr - 15.0 * qy - 18.0 * post
+        zl_s = zl - 25.0 * ql - 15.0 * qy - 18.0 * post
         w = _smoothstep((X + 10.0) / 20.0)  # blend across the midline
         return zr_s * (1 - w) + zl_s * w
 
@@ -186,7 +199,13 @@ class Anatomy:
         A, B = self.A, self.B
         xa = 0.42 * A
         dx = np.minimum(np.abs(X - xa), np.abs(X + xa))
-        return self.z_apex - 45.0 * (dx / (0.6 * A)) ** 2 - 25.0 * ((Y - (self.Yc + 0.2 * B)) / B) ** 2
+        return self.z_apex - 75.0 * (dx / (0.6 * A)) ** 2 - 30.0 * ((Y - (self.Yc + 0.2 * B)) / B) ** 2
+
+    def heart_box(self, margin: float = 2.0):
+        """Bounding box (mm) of the heart: ((x0, x1), (y0, y1), (z0, z1))."""
+        r = max(self.ha, self.hb) + margin
+        return ((self.Xh - r, self.Xh + r), (self.Yh - r, self.Yh + r),
+                (self.Zh - self.hc - margin, self.Zh + self.hc + margin))
 
     def heart_norm(self, X, Y, Z, grow: float = 0.0):
         c, s = np.cos(self.heart_theta), np.sin(self.heart_theta)
@@ -203,36 +222,44 @@ class Anatomy:
         post = (np.abs(X) < rv * 0.8) & (Y > self.Yv)
         return body | post
 
-    def lung_region(self, X, Y, Z, sd_med):
-        """Both lungs (bool), given ``sd_med``: signed distance (mm) to mediastinal tubes at the same points."""
-        cav = self.cavity_norm(X, Y, Z) < 1.0
+    def lung_region(self, X, Y, Z, sd_med, cav=None, heart=None):
+        """Both lungs (bool), given ``sd_med``: signed distance (mm) to mediastinal tubes at the same points.
+
+        ``cav`` (inside the rib cage) and ``heart`` masks may be passed when already computed.
+        """
+        cav = self.cavity_norm(X, Y, Z) < 1.0 if cav is None else cav
         m = cav & (Z > self.diaphragm_z(X, Y)) & (Z < self.lung_top_z(X, Y))
-        m &= self.heart_norm(X, Y, Z) >= 1.0
+        m &= ~(self.heart_norm(X, Y, Z) < 1.0 if heart is None else heart)
         m &= ~self.spine_column(X, Y)
         m &= sd_med > 4.0
-        # anterior junction / thymic fat and the upper mediastinal fat pad
-        up = _smoothstep((Z - self.z_carina + 30) / 40.0)
-        m &= np.abs(X - 4.0) > 4.0 + 18.0 * up * (1 - np.clip((self.Yc - self.B - Y) / -60.0, 0, 1) * 0.5)
+        # mediastinal column behind the heart (oesophagus, aorta, azygos) and the upper mediastinum
+        up = _smoothstep((Z - self.z_carina + 10) / 30.0)
+        y_tr = self.Yv - self.r_vert - 17.0 - self.p.trachea_radius
+        col = (np.abs(X - 6.0) < 13.0 + 10.0 * up) & (Y > y_tr - 12.0 - 25.0 * up)
+        m &= ~col
+        m &= np.abs(X - 2.0) > 1.5  # anterior junction line
         return m
 
     def lobe_of(self, X, Y, Z):
         """Lobe label (1..5) a lung point would have (no lung test); X < 0 is the right lung."""
         B = self.B
         tx, ty, tz = self.p.fissure_tilt
-        YA, YP = self.Yc - 0.55 * B, self.Yc + B
-        zA_r, zA_l = self.z_dome_r - 5.0, self.z_dome_l - 5.0
+        YA, YP = self.Yc - 0.8 * B, self.Yc + 1.1 * B
+        zA_r, zA_l = self.z_dome_r - 8.0, self.z_dome_l - 8.0
         zP_r = self.z_carina + self.p.oblique_post_r
         zP_l = self.z_carina + self.p.oblique_post_l
-        f = (Y - YA) / (YP - YA)
+        f = np.clip((Y - YA) / (YP - YA), 0, None) ** 0.75
         wav = 4.0 * np.sin(X / 23.0 + 3 * tx) * np.cos(Y / 31.0 + 5 * ty)
         obl_r = zA_r + f * (zP_r - zA_r) + tx * np.abs(X) + wav
         obl_l = zA_l + f * (zP_l - zA_l) + ty * np.abs(X) + wav
         hor = self.z_carina + self.p.horizontal_fissure + 0.15 * (Y - self.Yc) + tz * X + 0.6 * wav
-        right = X < 0
-        lab = np.where(right,
-                       np.where(Z < obl_r, RLL, np.where(Z < hor, RML, RUL)),
-                       np.where(Z < obl_l, LLL, LUL))
-        return lab.astype(np.uint8)
+        right = X < 0  # thresholds and labels below do not depend on Z: cheap, then one 3-D pass
+        obl = np.where(right, obl_r, obl_l)
+        hor = np.where(right, hor, -np.inf)
+        lower = np.where(right, np.uint8(RLL), np.uint8(LLL))
+        mid = np.where(right, np.uint8(RML), np.uint8(LUL))
+        upper = np.where(right, np.uint8(RUL), np.uint8(LUL))
+        return np.where(Z < obl, lower, np.where(Z < hor, mid, upper)).astype(np.uint8, copy=False)
 
     # ------------------------------------------------------------------ mediastinal tubes
     def _build_tubes(self, rng):

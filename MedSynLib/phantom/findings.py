@@ -10,11 +10,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-EFFUSION_SIZES = {"small": (80.0, 250.0), "moderate": (320.0, 650.0), "large": (800.0, 1200.0)}
-"""Per-side effusion volume ranges (mL) for each size word; the report's size word is derived from the volume."""
+EFFUSION_SIZES = {"small": (60.0, 160.0), "moderate": (220.0, 420.0), "large": (520.0, 800.0)}
+"""Per-side effusion volume ranges (mL) for each size word, scaled to the phantom's lungs (about 1.2 L per side,
+roughly half a real adult's inspiratory volume); the report's size word is derived from the volume."""
 
 CTR_NORMAL = (0.40, 0.49)
-CTR_ENLARGED = (0.56, 0.68)
+CTR_ENLARGED = (0.56, 0.63)
 CTR_THRESHOLD = 0.52
 """Cardiomegaly is reported when CTR > 0.52; sampled values avoid 0.49..0.56 so that the label is unambiguous."""
 
@@ -25,9 +26,9 @@ EMPHYSEMA_LAA = {"mild": (6.0, 12.0), "moderate": (13.0, 22.0), "severe": (24.0,
 def effusion_size_word(ml: float) -> str:
     if ml <= 0:
         return "none"
-    if ml < 290:
+    if ml < 190:
         return "small"
-    if ml < 750:
+    if ml < 470:
         return "moderate"
     return "large"
 

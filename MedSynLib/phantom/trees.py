@@ -3,7 +3,7 @@
 Each lobe's territory is a cloud of lattice points inside it. A branch starting at ``p`` heads a fraction of the
 way towards its territory's centroid, then the territory is cut in two across its longest axis and each half
 grows a child (Kitaoka-style). Radii follow Murray's law with flow proportional to territory volume,
-``r = k * V^(1/3)``, so they taper from the hila to the periphery. Airways stop at a lumen radius of ~0.8 mm;
+``r = k * V^(1/3)``, so they taper from the hila to the periphery. Airways stop at a lumen radius of 0.85 mm;
 vessels go on to the lattice cells. Arteries share the airway topology (bronchovascular bundles), veins are
 an independent tree draining to the left atrium.
 """
@@ -33,9 +33,10 @@ class _Builder:
         return out
 
 
-def _grow(b: _Builder, p, pts, k, cell_vol, rmin, r_cap, rng, parent, lobe, gen, lam, wall_frac, leaf_n):
+def _grow(b: _Builder, p, pts, k, cell_vol, rmin, r_cap, rng, parent, lobe, gen, lam, wall_frac, leaf_n,
+          lam_first=None):
     n = len(pts)
-    c = pts.mean(0)
+    c = pts.sum(0) / n
     r = min(k * (n * cell_vol) ** (1 / 3), r_cap)
     if r < rmin:
         return
@@ -43,19 +44,17 @@ def _grow(b: _Builder, p, pts, k, cell_vol, rmin, r_cap, rng, parent, lobe, gen,
     if n <= leaf_n:
         b.add(p, c, r, 0.8 * r, w, parent, lobe, gen)
         return
-    e = p + lam * (c - p)
+    e = p + (lam if lam_first is None else lam_first) * (c - p)
     idx = b.add(p, e, r, 0.95 * r, w, parent, lobe, gen)
     ext = pts.max(0) - pts.min(0)
-    axis = np.zeros(3)
-    axis[int(np.argmax(ext))] = 1.0
-    axis += rng.normal(0, 0.35, 3)
+    axis = rng.normal(0, 0.35, 3)
+    axis[int(np.argmax(ext))] += 1.0
     proj = (pts - c) @ axis
-    side = proj > np.median(proj) if rng.random() < 0.5 else proj > 0
-    if side.all() or not side.any():
-        side = proj > np.median(proj)
-        if side.all() or not side.any():
-            b.add(e, c, 0.95 * r, 0.8 * r, w, idx, lobe, gen + 1)
-            return
+    side = proj > 0  # cut through the centroid, across the (jittered) longest axis
+    n_side = int(side.sum())
+    if n_side == 0 or n_side == n:
+        side = np.zeros(n, bool)
+        side[np.argsort(proj)[n // 2:]] = True
     for sub in (pts[side], pts[~side]):
         _grow(b, e, sub, k, cell_vol, rmin, 0.95 * r, rng, idx, lobe, gen + 1, lam, wall_frac, leaf_n)
 
@@ -83,7 +82,7 @@ def build_trees(an: Anatomy, lobe_pts: dict[int, np.ndarray], cell_mm: float, se
     rmb = air.add(car, rmb_end, 0.75 * rt, 0.72 * rt, wf * 0.75 * rt + 0.3, t, 0, 1)
     bi_end = rmb_end + np.array([-4.0, 4.0, -22.0])
     bi = air.add(rmb_end, bi_end, 0.6 * rt, 0.58 * rt, wf * 0.6 * rt + 0.3, rmb, 0, 2)
-    lmb_end = car + np.array([33.0, 6.0, -33.0])
+    lmb_end = car + np.array([33.0, 12.0, -33.0])
     lmb = air.add(car, lmb_end, 0.68 * rt, 0.65 * rt, wf * 0.68 * rt + 0.3, t, 0, 1)
     origins = {RUL: (rmb_end, rmb, 2), RML: (bi_end, bi, 3), RLL: (bi_end, bi, 3),
                LUL: (lmb_end, lmb, 2), LLL: (lmb_end, lmb, 2)}
@@ -107,13 +106,13 @@ def build_trees(an: Anatomy, lobe_pts: dict[int, np.ndarray], cell_mm: float, se
             continue
         side = "R" if lobe in (RUL, RML, RLL) else "L"
         o, par, gen = origins[lobe]
-        _grow(air, o, pts, k_air, cell, 0.8, 0.62 * rt, np.random.default_rng(topo[lobe]), par, lobe, gen,
-              0.32, wf, 1)
+        _grow(air, o, pts, k_air, cell, 0.85, 0.62 * rt, np.random.default_rng(topo[lobe]), par, lobe, gen,
+              0.32, wf, 1, lam_first=0.5)
         ao = o + off[side] + (np.array([0, 0, 8.0]) if lobe in (RUL, LUL) else 0)
         hi = hil_idx[side]
         a_idx = art.add(an.hilum_art[side], ao, 9.0, 8.0, 0.0, hi, lobe, 1)
         _grow(art, ao, pts, k_art, cell, 0.55, 8.0, np.random.default_rng(topo[lobe]), a_idx, lobe, 2,
-              0.32, 0.0, 1)
+              0.32, 0.0, 1, lam_first=0.5)
         oi, opt = ost_idx[side]
         vo = o + np.array([0.0, 6.0, -16.0 if lobe in (RLL, LLL) else -4.0])
         v_idx = vein.add(opt, vo, 7.0, 6.5, 0.0, oi, lobe, 1)
@@ -133,3 +132,14 @@ def prune(tree: np.ndarray, drop_start: np.ndarray) -> np.ndarray:
         if keep[i] and par[i] >= 0 and not keep[par[i]]:
             keep[i] = False
     return keep
+
+
+def subset(tree: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``tree[keep]`` with parent indices renumbered (-1 where the parent was dropped)."""
+    new = np.cumsum(keep) - 1
+    out = tree[keep].copy()
+    par = out["parent"]
+    valid = par >= 0
+    par[valid] = np.where(keep[par[valid]], new[par[valid]], -1)
+    out["parent"] = par
+    return out

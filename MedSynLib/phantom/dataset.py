@@ -1,0 +1,163 @@
+"""Write a data set of phantoms: one folder per case plus ``manifest.csv`` (resumable, multi-process).
+
+Layout (paths in the manifest are relative to the data set folder)::
+
+    DIR/manifest.csv
+    DIR/case_000000/ct.nii.gz       int16 HU
+                    lobes.nii.gz    uint8 labels 0..5 (MedSynLib.io.codecs.LOBE_LABELS)
+                    airway.nii.gz   uint8 {0,1} (airway lumen)
+                    vessels.nii.gz  uint8 {0,1} (pulmonary vessels)
+                    report.txt      '# SYNTHETIC ...' comment line, then FINDINGS / IMPRESSION
+                    truth.json      parameters and measurements, "synthetic": true
+
+Geometry: spacing as requested, identity direction, origin at minus half the field of view (LPS), so the
+image axes are x right->left, y anterior->posterior, z inferior->superior. Each case is written to a hidden
+temporary folder and renamed when complete; finished cases are skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .generate import SYNTHETIC_NOTE, Phantom, generate
+from .grid import Grid
+from .measure import measure_all
+from .report import render_report
+
+FILES = ("ct.nii.gz", "lobes.nii.gz", "airway.nii.gz", "vessels.nii.gz", "report.txt", "truth.json")
+MANIFEST_COLUMNS = ("case_id", "ct", "lobes", "airway", "vessels", "report", "truth", "seed", "size", "spacing",
+                    "age", "sex", "effusion_right_ml", "effusion_left_ml", "ctr", "cardiomegaly",
+                    "emphysema_laa", "laa950_measured", "consolidation_lobes", "ggo_lobes", "n_nodules",
+                    "synthetic")
+
+
+REPORT_BANNER = "# SYNTHETIC MedSyn phantom - not a patient"
+"""First line of every ``report.txt``; lines starting with '#' are comments (see :func:`read_report`)."""
+
+
+def read_report(path) -> str:
+    """The report text of a ``report.txt`` without its '#' comment lines (what a text encoder should see)."""
+    lines = Path(path).read_text().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("#")).strip() + "\n"
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` in a data set with master seed ``seed`` (independent of the worker count)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def to_image(arr: np.ndarray, grid: Grid) -> sitk.Image:
+    """(z, y, x) array -> SimpleITK image with the phantom geometry and the SYNTHETIC note in ``descrip``."""
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(tuple(float(s) for s in grid.spacing))
+    img.SetOrigin(grid.origin)
+    img.SetDirection(grid.direction)
+    img.SetMetaData("ITK_FileNotes", SYNTHETIC_NOTE)
+    img.SetMetaData("descrip", SYNTHETIC_NOTE)
+    return img
+
+
+def write_case(ph: Phantom, folder: Path, report: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arr in (("ct", ph.ct), ("lobes", ph.lobes), ("airway", ph.airway), ("vessels", ph.vessels)):
+        sitk.WriteImage(to_image(arr, ph.grid), str(folder / f"{name}.nii.gz"), True)
+    (folder / "report.txt").write_text(REPORT_BANNER + "\n" + report)
+    (folder / "truth.json").write_text(json.dumps(ph.truth, indent=1, sort_keys=True))
+
+
+def make_case(index: int, out: str, size: int, spacing: float, seed: int, measure: bool = True) -> str:
+    """Generate and write case ``index`` (atomic: temporary folder, then rename). Returns the case id."""
+    cid = f"case_{index:06d}"
+    final = Path(out) / cid
+    if (final / "truth.json").exists():
+        return cid
+    s = case_seed(seed, index)
+    ph = generate(s, Grid.cube(size, spacing))
+    sp = ph.grid.spacing_zyx
+    if measure:
+        ph.truth["measured"] = measure_all(ph.ct, sp, ph.lobes, ph.airway, ph.effusion)
+    ph.truth["case_id"] = cid
+    report = render_report(ph.truth, seed=s)
+    ph.truth["report"] = report
+    tmp = Path(out) / f".tmp-{cid}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write_case(ph, tmp, report)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another run finished it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cid
+
+
+def _row(folder: Path) -> dict:
+    t = json.loads((folder / "truth.json").read_text())
+    f = t["findings"]
+    eff = t.get("effusion_ml_true", {})
+    cid = folder.name
+    return {
+        "case_id": cid, "ct": f"{cid}/ct.nii.gz", "lobes": f"{cid}/lobes.nii.gz", "airway": f"{cid}/airway.nii.gz",
+        "vessels": f"{cid}/vessels.nii.gz", "report": f"{cid}/report.txt", "truth": f"{cid}/truth.json",
+        "seed": t["seed"], "size": t["grid"]["shape_zyx"][2], "spacing": t["grid"]["spacing_xyz"][0],
+        "age": t["age"], "sex": t["sex"], "effusion_right_ml": eff.get("right", 0.0),
+        "effusion_left_ml": eff.get("left", 0.0), "ctr": f["ctr"], "cardiomegaly": int(t["cardiomegaly"]),
+        "emphysema_laa": f["emphysema_laa"],
+        "laa950_measured": t.get("measured", {}).get("laa950_percent", ""),
+        "consolidation_lobes": ";".join(str(c["lobe"]) for c in f["consolidation"]),
+        "ggo_lobes": ";".join(str(c["lobe"]) for c in f["ggo"]),
+        "n_nodules": sum(1 for n in f["nodules"] if n.get("placed", True)), "synthetic": 1,
+    }
+
+
+def write_manifest(out: str) -> Path:
+    """(Re)write ``manifest.csv`` from every complete case folder, sorted by case id."""
+    outp = Path(out)
+    rows = [_row(d) for d in sorted(outp.glob("case_*")) if (d / "truth.json").exists()]
+    path = outp / "manifest.csv"
+    tmp = outp / ".manifest.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def _work(args):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    return make_case(*args)
+
+
+def write_dataset(out: str, n: int, size: int = 256, spacing: float = 1.0, seed: int = 0, workers: int = 1,
+                  measure: bool = True, log=print) -> Path:
+    """Write cases 0..n-1 that are missing, then the manifest. Returns the manifest path."""
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    for stale in outp.glob(".tmp-case_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    todo = [i for i in range(n) if not (outp / f"case_{i:06d}" / "truth.json").exists()]
+    if log:
+        log(f"medsyn phantoms: {n - len(todo)} of {n} cases present, writing {len(todo)} to {outp} (SYNTHETIC)")
+    jobs = [(i, str(outp), size, spacing, seed, measure) for i in todo]
+    t0 = time.time()
+    if workers > 1 and len(jobs) > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            for k, cid in enumerate(pool.imap_unordered(_work, jobs), 1):
+                if log:
+                    log(f"  {cid} ({k}/{len(jobs)}, {time.time() - t0:.1f} s)")
+    else:
+        for k, j in enumerate(jobs, 1):
+            cid = make_case(*j)
+            if log:
+                log(f"  {cid} ({k}/{len(jobs)}, {time.time() - t0:.1f} s)")
+    return write_manifest(out)

@@ -1,0 +1,261 @@
+"""Synthetic chest CT phantoms: anatomy, measurements vs ground truth, reports, data set writer, preview.
+
+Small grids (64³ at 4 mm, 128³ at 2 mm) keep the suite fast; the anatomy is defined in mm, so it is the same
+phantom as at 256³ / 1 mm.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MedSynLib.phantom import Findings, Grid, generate
+from MedSynLib.phantom.dataset import MANIFEST_COLUMNS, read_report, write_dataset
+from MedSynLib.phantom.findings import effusion_size_word, emphysema_grade
+from MedSynLib.phantom.measure import (airway_volume, cardiothoracic_ratio, dice, effusion_volume, laa950,
+                                       lobe_volumes)
+from MedSynLib.phantom.preview import preview_files
+from MedSynLib.phantom.report import PHRASES, render_report, split_phrases
+
+G64 = Grid.cube(64, 4.0)
+G128 = Grid.cube(128, 2.0)
+
+
+@functools.lru_cache(maxsize=None)
+def phantom(seed: int, grid: Grid = G64, **force):
+    return generate(seed, grid, **force)
+
+
+def _ph(seed, grid=G64, **force):
+    return phantom(seed, grid, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in force.items()})
+
+
+# ----------------------------------------------------------------------------------------------- anatomy
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_airway_one_component_reaching_every_lobe(seed):
+    ph = _ph(seed, effusion="none")
+    cc = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(ph.airway), True))
+    assert cc.max() == 1, f"airway has {cc.max()} 26-connected components"
+    for lobe in range(1, 6):
+        assert (ph.airway[ph.lobes == lobe] > 0).any(), f"no airway in lobe {lobe}"
+
+
+def test_airway_connected_on_finer_grid_and_with_effusion():
+    ph = _ph(3, G128, effusion=("bilateral", "moderate"))
+    cc = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(ph.airway), True))
+    assert cc.max() == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_lobe_has_vessels_and_all_labels_present(seed):
+    ph = _ph(seed, effusion="none")
+    assert set(np.unique(ph.lobes)) == {0, 1, 2, 3, 4, 5}
+    assert ph.truth["lobes_present"] == [1, 2, 3, 4, 5]
+    for lobe in range(1, 6):
+        assert ph.vessels[ph.lobes == lobe].sum() > 0, f"no vessels in lobe {lobe}"
+    vols = lobe_volumes(ph.lobes, G64.spacing_zyx)
+    assert all(v > 40 for v in vols.values()), vols
+    assert 1500 < sum(vols.values()) < 4500
+
+
+def test_outputs_types_hu_and_synthetic_flag():
+    ph = _ph(0)
+    assert ph.ct.dtype == np.int16 and ph.lobes.dtype == np.uint8 and ph.airway.dtype == np.uint8
+    assert ph.ct.shape == (64, 64, 64)
+    assert ph.truth["synthetic"] is True
+    lung = (ph.lobes > 0) & (ph.vessels == 0) & (ph.airway == 0)
+    assert -900 < np.median(ph.ct[lung]) < -780
+    assert ph.ct.min() >= -1024 and ph.ct.max() > 600  # cortical bone
+    assert np.median(ph.ct[0:3, 0:3, 0:3]) < -950  # air in the corner
+
+
+def test_effusion_excluded_from_lobes():
+    ph = _ph(4, effusion=("right", "large"))
+    assert ph.effusion.sum() > 0
+    assert not (ph.lobes[ph.effusion > 0] > 0).any()
+    eff = effusion_volume(ph.ct, G64.spacing_zyx, ph.lobes, ph.effusion)
+    assert eff["right"] == pytest.approx(ph.truth["effusion_ml_true"]["right"], abs=0.1)
+    assert eff["left"] == 0
+
+
+# ----------------------------------------------------------------------------------- measurements vs truth
+
+@pytest.mark.parametrize("seed,eff,grid,rel,abs_ml", [
+    (10, ("right", "moderate"), G128, 0.15, 15.0),
+    (11, ("bilateral", "small"), G128, 0.15, 15.0),
+    (12, ("left", "large"), G64, 0.25, 20.0),
+    (13, ("bilateral", "moderate"), G64, 0.25, 20.0),
+])
+def test_effusion_volume_from_ct_without_mask(seed, eff, grid, rel, abs_ml):
+    ph = _ph(seed, grid, effusion=eff, consolidation=0)
+    got = effusion_volume(ph.ct, grid.spacing_zyx, ph.lobes)  # no effusion mask: CT densities only
+    truth = ph.truth["effusion_ml_true"]
+    for side in ("right", "left"):
+        assert abs(got[side] - truth[side]) <= rel * truth[side] + abs_ml, (side, got, truth)
+
+
+def test_no_effusion_measured_when_none():
+    ph = _ph(14, effusion="none", consolidation=0)
+    got = effusion_volume(ph.ct, G64.spacing_zyx, ph.lobes)
+    assert got["total"] < 20.0, got
+
+
+@pytest.mark.parametrize("seed,cm", [(0, False), (1, True), (2, False), (5, True)])
+def test_cardiothoracic_ratio(seed, cm):
+    ph = _ph(seed, effusion="none", cardiomegaly=cm)
+    r = cardiothoracic_ratio(ph.lobes, G64.spacing_zyx, ph.ct)
+    assert abs(r["ctr"] - ph.truth["findings"]["ctr"]) <= 0.04, (r, ph.truth["findings"]["ctr"])  # 4 mm voxels
+    assert (r["ctr"] > 0.52) == cm
+
+
+@pytest.mark.parametrize("seed,grade", [(20, "mild"), (21, "severe"), (22, "none")])
+def test_laa950_matches_requested_emphysema(seed, grade):
+    ph = _ph(seed, emphysema=grade)
+    got = laa950(ph.ct, ph.lobes, ph.airway)
+    want = ph.truth["findings"]["emphysema_laa"]
+    if grade == "none":
+        assert want == 0 and got < 2.0
+    else:
+        assert abs(got - want) <= 1.0, (got, want)
+        assert emphysema_grade(want) == grade
+
+
+def test_simple_measures():
+    ph = _ph(0)
+    assert dice(ph.lobes, ph.lobes, 3) == 1.0
+    assert dice(ph.airway, np.zeros_like(ph.airway)) == 0.0
+    assert airway_volume(ph.airway, G64.spacing_zyx) == ph.airway.sum() * 64.0
+
+
+# ------------------------------------------------------------------------------------------------ reports
+
+_NEG = re.compile(r"\b(no|not|without|clear)\b", re.I)
+_TERMS = {
+    "effusion": r"pleural effusion|effusions|pleural space",
+    "cardiomegaly": r"cardiomegaly|heart is enlarged|enlarged cardiac",
+    "emphysema": r"emphysema|bulla",
+    "consolidation": r"consolidation",
+    "ggo": r"ground-glass",
+    "nodule": r"nodule",
+}
+
+
+def _truth_of(f: Findings, age=60, sex="female") -> dict:
+    return {"findings": f.to_dict(), "age": age, "sex": sex, "cardiomegaly": f.cardiomegaly,
+            "emphysema_grade": emphysema_grade(f.emphysema_laa), "effusion_ml_true": dict(f.effusion_ml),
+            "effusion_size": {k: effusion_size_word(v) for k, v in f.effusion_ml.items()}}
+
+
+def _present(t: dict) -> dict:
+    f = t["findings"]
+    return {"effusion": any(v > 0 for v in t["effusion_ml_true"].values()), "cardiomegaly": t["cardiomegaly"],
+            "emphysema": f["emphysema_laa"] > 0, "consolidation": bool(f["consolidation"]), "ggo": bool(f["ggo"]),
+            "nodule": bool(f["nodules"])}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_reports_never_contradict_truth(seed):
+    rng = np.random.default_rng(seed)
+    t = _truth_of(Findings.sample(rng, age=70))
+    text = render_report(t, seed=seed)
+    assert text.count("FINDINGS:") == 1 and text.count("IMPRESSION:") == 1
+    present = _present(t)
+    sentences = [s for s in re.split(r"(?<=[.])\s+|\n", text) if s.strip()]
+    for key, pat in _TERMS.items():
+        hits = [s for s in sentences if re.search(pat, s, re.I) and "pericardial" not in s.lower()]
+        if not present[key]:
+            assert all(_NEG.search(s) for s in hits), (key, hits, text)
+        else:
+            assert any(not _NEG.search(s) for s in hits), (key, text)
+    eff = t["effusion_ml_true"]
+    pos = [s for s in sentences if re.search(_TERMS["effusion"], s, re.I) and not _NEG.search(s)]
+    for side, other in (("right", "left"), ("left", "right")):
+        if eff[side] > 0 and eff[other] == 0:
+            assert all(other not in s.lower() and "bilateral" not in s.lower() for s in pos), text
+            assert any(side in s.lower() for s in pos), text
+            assert any(effusion_size_word(eff[side]) in s.lower() for s in pos), text
+
+
+def test_report_of_generated_case_and_template_split():
+    ph = _ph(1)
+    text = render_report(ph.truth, seed=3, header=True)
+    assert text.startswith(f"{ph.truth['age']}") or "year old" in text.splitlines()[0]
+    train, held = split_phrases(0.34, seed=1)
+    for k, v in PHRASES.items():
+        assert len(train[k]) >= 1 and set(train[k]) | set(held[k]) == set(v) and not set(train[k]) & set(held[k])
+    assert sum(len(v) for v in held.values()) > 10
+    t2 = render_report(ph.truth, seed=3, pool=train)
+    assert "FINDINGS:" in t2
+
+
+# --------------------------------------------------------------------------------- data set writer, preview
+
+def _files(d: Path) -> dict:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_dataset_deterministic_resumable_manifest_and_preview(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_dataset(str(a), 2, size=48, spacing=5.0, seed=3, log=None)
+    write_dataset(str(b), 2, size=48, spacing=5.0, seed=3, workers=2, log=None)
+    fa, fb = _files(a), _files(b)
+    assert fa.keys() == fb.keys() and all(fa[k] == fb[k] for k in fa), "same seed must give identical files"
+
+    # resume: one case removed, a half-written temporary folder left behind, one more case requested
+    import shutil
+    shutil.rmtree(a / "case_000001")
+    (a / ".tmp-case_000001-999").mkdir()
+    (a / ".tmp-case_000001-999" / "ct.nii.gz").write_bytes(b"partial")
+    m0 = (a / "case_000000" / "ct.nii.gz").stat().st_mtime_ns
+    write_dataset(str(a), 3, size=48, spacing=5.0, seed=3, log=None)
+    assert (a / "case_000000" / "ct.nii.gz").stat().st_mtime_ns == m0  # kept, not rewritten
+    assert not list(a.glob(".tmp-*"))
+    assert _files(a)["case_000001/ct.nii.gz"] == fb["case_000001/ct.nii.gz"]
+    rows = list(csv.DictReader(open(a / "manifest.csv")))
+    assert [r["case_id"] for r in rows] == ["case_000000", "case_000001", "case_000002"]
+    assert set(MANIFEST_COLUMNS) <= set(rows[0]) and rows[0]["synthetic"] == "1"
+    for r in rows:
+        for col in ("ct", "lobes", "airway", "vessels", "report", "truth"):
+            assert (a / r[col]).exists()
+
+    # geometry and SYNTHETIC marks
+    img = sitk.ReadImage(str(a / rows[0]["ct"]))
+    assert img.GetSize() == (48, 48, 48) and img.GetSpacing() == pytest.approx((5.0, 5.0, 5.0))
+    assert img.GetOrigin() == pytest.approx((-117.5, -117.5, -117.5))
+    assert img.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert "SYNTHETIC" in img.GetMetaData("descrip")
+    assert img.GetPixelID() == sitk.sitkInt16
+    lob = sitk.ReadImage(str(a / rows[0]["lobes"]))
+    assert lob.GetPixelID() == sitk.sitkUInt8 and "SYNTHETIC" in lob.GetMetaData("descrip")
+    assert "SYNTHETIC" in (a / rows[0]["report"]).read_text()
+    assert read_report(a / rows[0]["report"]).startswith(("FINDINGS:",)) or "year" in read_report(
+        a / rows[0]["report"]).splitlines()[0]
+    assert '"synthetic": true' in (a / rows[0]["truth"]).read_text()
+
+    # preview of the written files
+    png = tmp_path / "p.png"
+    preview_files(str(a / rows[0]["ct"]), str(png), lobes=str(a / rows[0]["lobes"]),
+                  airway=str(a / rows[0]["airway"]), vessels=str(a / rows[0]["vessels"]), panel=128)
+    out = sitk.ReadImage(str(png))
+    assert out.GetSize() == (3 * 128, 128) and out.GetNumberOfComponentsPerPixel() == 3
+
+
+def test_cli_registers_phantoms_and_preview():
+    from MedSynLib.phantom.cli import add_parser
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    add_parser(ap.add_subparsers(dest="command"))
+    a = ap.parse_args(["phantoms", "--n", "2", "--out", "x", "--size", "64", "--spacing", "4", "--workers", "2"])
+    assert callable(a.func) and a.n == 2 and a.size == 64 and a.spacing == 4.0
+    b = ap.parse_args(["preview", "--ct", "c.nii.gz", "--out", "p.png"])
+    assert callable(b.func)
+    from MedSynLib.cli import COMMAND_MODULES
+    assert "MedSynLib.phantom.cli" in COMMAND_MODULES
