@@ -5,10 +5,14 @@ A model folder holds ``model.json``::
     {"format": "medsyn-model/1", "name": "...", "title": "...", "license": "...",
      "text_encoder": "text_encoder", "lowres": "lowres", "superres": "superres",
      "grid": {"size": [x, y, z], "spacing": [...], "origin": [...], "direction": [...]},
-     "lowres_factor": 4, "defaults": {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}}
+     "lowres_factor": 4, "defaults": {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"},
+     "space": {"kind": "grid"}}
 
 The model array (b, c, f, h, w) is the image array (z, y, x) on ``grid``; the low-res grid is every
-``lowres_factor``-th voxel of it.
+``lowres_factor``-th voxel of it. ``space`` says what the grid means: ``{"kind": "grid"}`` (or no key) = a plain
+patient-space box; ``{"kind": "atlas", "atlas_mask": "atlas_lung_mask.nii.gz"}`` = the grid is an atlas space
+(official MedSyn, spec §6): real CTs are affinely registered to the atlas lung mask (labels 50 right, 100 left)
+before segmentation.
 """
 
 from __future__ import annotations
@@ -38,10 +42,27 @@ class LoadedModel:
     defaults: dict
     sha256: dict
     spec: dict
+    folder: Path | None = None
 
     @property
     def lowres_grid(self) -> Geometry:
         return self.grid.subsampled(self.lowres_factor)
+
+    @property
+    def space(self) -> str:
+        """"grid" (plain patient-space box) or "atlas" (an atlas space; see the module docstring)."""
+        return self.spec.get("space", {}).get("kind", "grid")
+
+    def atlas_mask_file(self) -> Path:
+        """The atlas lung mask of an atlas-space model; a clear error when the model has none."""
+        name = self.spec.get("space", {}).get("atlas_mask")
+        path = Path(self.folder or ".") / name if name else None
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"model {self.name!r} works in an atlas space but its atlas lung mask is missing"
+                + (f" ({path})" if path else "") + ". Fix: re-import it with `medsyn models import ... --atlas FILE` "
+                "(the official preprocess/*_Reg_mask.nii.gz, labels 50 right lung, 100 left lung)")
+        return path
 
 
 def read_model_spec(folder: Path) -> dict:
@@ -77,4 +98,4 @@ def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: 
         raise ValueError(f"{folder}: the text encoder gives {encoder.hidden_size}-wide features but the low-res "
                          f"network expects {lowres.config.text_dim}")
     return LoadedModel(spec.get("name", folder.name), encoder, lowres, superres, Geometry.from_dict(spec["grid"]),
-                       int(spec.get("lowres_factor", 4)), {**DEFAULTS, **spec.get("defaults", {})}, sha, spec)
+                       int(spec.get("lowres_factor", 4)), {**DEFAULTS, **spec.get("defaults", {})}, sha, spec, folder)

@@ -1,4 +1,9 @@
-"""``medsyn generate`` and ``medsyn segment``: argument parsing, progress reporting and cancellation."""
+"""``medsyn generate``, ``medsyn segment`` and ``medsyn batch``: argument parsing, progress, cancellation, errors.
+
+Exit codes: 0 done; 2 bad input or setting (a message says what to fix; batch: some case failed);
+3 out of memory (a message says what to change); 130 cancelled (SIGTERM / Ctrl-C). Nothing half-written is
+left behind in any case.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,30 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from ..io.images import read_image
 from ..models_hub.bundle import load_model
 from ..models_hub.registry import resolve_model
 from ..runtime import PRECISIONS, resolve_device
+from .batch import read_prompts, run_batch
 from .generate import generate, segment
-from .outputs import write_result
+from .outputs import model_info, write_result
+
+EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 2, 3, 130
+OOM_FIX = ("use --max-gpu-memory GB (tiles the super-resolution stage; try the GPU's size minus 2), "
+           "--precision bf16, --lowres-only, or --device cpu")
+CONDITIONS = ("lobes", "airway", "vessels")
 
 
 class Reporter:
-    """Progress as a terminal line (``text``) or one JSON object per line on stdout (``json``)."""
+    """Progress as a terminal line (``text``) or one JSON object per line on stdout (``json``).
+
+    ``context`` (e.g. the batch case) is added to every progress event.
+    """
 
     def __init__(self, mode: str):
-        self.mode, self.start, self.stage_start = mode, time.perf_counter(), {}
+        self.mode, self.start, self.stage_start, self.context = mode, time.perf_counter(), {}, {}
 
     def emit(self, event: dict) -> None:
         if self.mode == "json":
@@ -28,12 +44,13 @@ class Reporter:
 
     def __call__(self, stage: str, step: int, total: int) -> None:
         now = time.perf_counter()
-        t0 = self.stage_start.setdefault(stage, now if step <= 1 else self.start)
-        rate = (now - t0) / max(step, 1)
+        if step <= 1:
+            self.stage_start[stage] = now
+        rate = (now - self.stage_start.get(stage, self.start)) / max(step, 1)
         eta = rate * (total - step)
         if self.mode == "json":
             self.emit({"event": "progress", "stage": stage, "step": step, "total": total,
-                       "elapsed_s": round(now - self.start, 3), "eta_s": round(eta, 3)})
+                       "elapsed_s": round(now - self.start, 3), "eta_s": round(eta, 3), **self.context})
         else:
             bar = "#" * int(30 * step / total)
             print(f"\r{stage:9s} [{bar:30s}] {step}/{total} ETA {eta:5.0f} s", end="", file=sys.stderr, flush=True)
@@ -49,10 +66,25 @@ def _common(p) -> None:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto = bf16 (fp16 on older GPUs) on CUDA, fp32 on the CPU")
     p.add_argument("--lowres-only", action="store_true", help="stop after the 64³ stage (fast preview)")
+    p.add_argument("--max-gpu-memory", type=float, default=None, metavar="GB",
+                   help="memory budget: the super-resolution stage is split into as many depth chunks as needed "
+                        "(default on CUDA: the GPU's free memory)")
+    p.add_argument("--sr-tiles", type=int, default=None, metavar="N",
+                   help="force N overlapping depth chunks in the super-resolution stage")
+    p.add_argument("--preview", action="store_true", help="also write preview.png (three planes, lung window, masks)")
     p.add_argument("--progress", choices=("text", "json"), default="text")
     p.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
+
+
+def _condition_args(p) -> None:
+    for name in CONDITIONS:
+        p.add_argument(f"--{name}", type=Path, help=f"{name} label map to hold fixed (NIfTI/NRRD, any geometry)")
+    p.add_argument("--reference-ct", type=Path, default=None,
+                   help="atlas-space models: the patient CT the condition masks were drawn on (they are aligned "
+                        "with it); without it masks are taken to lie in model space (e.g. drawn on a generated CT)")
 
 
 def add_parser(sub) -> None:
@@ -60,8 +92,7 @@ def add_parser(sub) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--report", help="report text (Findings / Impression)")
     src.add_argument("--report-file", type=Path, help="file holding the report text")
-    for name in ("lobes", "airway", "vessels"):
-        g.add_argument(f"--{name}", type=Path, help=f"{name} label map to hold fixed (NIfTI/NRRD, any geometry)")
+    _condition_args(g)
     _common(g)
     g.set_defaults(func=_run, mode="generate")
     s = sub.add_parser("segment", help="segment a real CT by holding the CT channel fixed")
@@ -69,58 +100,128 @@ def add_parser(sub) -> None:
     s.add_argument("--report", default=None, help="optional report text to condition on")
     _common(s)
     s.set_defaults(func=_run, mode="segment")
+    b = sub.add_parser("batch", help="K SYNTHETIC CTs for each report of a CSV file (resumable, with a manifest)")
+    b.add_argument("--prompts", required=True, type=Path,
+                   help="CSV with a 'report' column, optional 'id' and 'seed' columns")
+    b.add_argument("--per-prompt", type=int, default=1, metavar="K", help="samples per report")
+    _condition_args(b)
+    _common(b)
+    b.set_defaults(func=_run_batch, mode="batch")
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _run(args) -> int:
-    reporter = Reporter(args.progress)
+def _settings(args, reporter: Reporter) -> dict:
+    return dict(steps_lowres=args.steps_lowres, steps_sr=args.steps_sr, guidance=args.guidance,
+                sampler=args.sampler, precision=args.precision, lowres_only=args.lowres_only, progress=reporter,
+                max_gpu_memory_gb=args.max_gpu_memory, sr_tiles=args.sr_tiles)
+
+
+def _conditions(args) -> dict:
+    conditions = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
+    if args.reference_ct is not None:
+        conditions["reference_ct"] = read_image(args.reference_ct, "reference CT")
+    return conditions
+
+
+def _load(args):
+    folder = resolve_model(args.model)
+    return load_model(folder, resolve_device(args.device), load_superres=not args.lowres_only)
+
+
+def _guarded(reporter: Reporter, work) -> int:
+    """Run ``work() -> int`` and turn cancellation, out-of-memory and input errors into messages and exit codes."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        folder = resolve_model(args.model)
-        device = resolve_device(args.device)
-        settings = dict(seed=args.seed, steps_lowres=args.steps_lowres, steps_sr=args.steps_sr,
-                        guidance=args.guidance, sampler=args.sampler, precision=args.precision,
-                        lowres_only=args.lowres_only, progress=reporter)
-        if args.mode == "generate":
-            report = args.report if args.report is not None else _read_report(args.report_file)
-            conditions = {n: read_image(getattr(args, n), n) for n in ("lobes", "airway", "vessels")
-                          if getattr(args, n) is not None}
-            model = load_model(folder, device, load_superres=not args.lowres_only)
-            result = generate(report, model, conditions, **settings)
-        else:
-            ct = read_image(args.ct, "CT")
-            model = load_model(folder, device, load_superres=not args.lowres_only)
-            result = segment(ct, model, report=args.report, **settings)
-        info = {"name": model.name, "path": str(folder), "sha256": model.sha256}
-        sidecar = write_result(result, args.out, args.mode, info)
+        return work()
     except KeyboardInterrupt:
         reporter.emit({"event": "cancelled"})
-        print("medsyn: cancelled; nothing was written", file=sys.stderr)
-        return 130
+        print("medsyn: cancelled; nothing was written for the unfinished run", file=sys.stderr)
+        return EXIT_CANCELLED
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        fix = _fix_for(exc)
+        if _out_of_memory(exc):
+            message = f"out of memory: {str(exc).splitlines()[0][:300]}"
+            reporter.emit({"event": "error", "message": message, "fix": OOM_FIX, "kind": "out_of_memory"})
+            print(f"medsyn: error: {message}\n  fix: {OOM_FIX}\n  nothing was written", file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+        fix = "use --device cpu" if "CUDA" in str(exc) else ""
         reporter.emit({"event": "error", "message": str(exc), "fix": fix})
         print(f"medsyn: error: {exc}" + (f"\n  fix: {fix}" if fix else ""), file=sys.stderr)
-        return 2
-    reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
-    if args.progress == "text":
-        print(f"wrote {args.out} (SYNTHETIC)", file=sys.stderr)
-    return 0
+        return EXIT_BAD_INPUT
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _run(args) -> int:
+    reporter = Reporter(args.progress)
+
+    def work() -> int:
+        settings = _settings(args, reporter)
+        if args.mode == "generate":
+            report = args.report if args.report is not None else _read_report(args.report_file)
+            conditions = _conditions(args)
+            reference = conditions.pop("reference_ct", None)
+            model = _load(args)
+            result = generate(report, model, conditions, seed=args.seed, reference_ct=reference, **settings)
+            sidecar = write_result(result, args.out, "generate", model_info(model), preview=args.preview)
+        else:
+            ct = read_image(args.ct, "CT")
+            model = _load(args)
+            result = segment(ct, model, report=args.report, seed=args.seed, **settings)
+            sidecar = write_result(result, args.out, "segment", model_info(model), preview=args.preview,
+                                   source_ct=args.ct)
+        reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
+        if args.progress == "text":
+            print(f"wrote {args.out} (SYNTHETIC)" if args.mode == "generate" else f"wrote {args.out}",
+                  file=sys.stderr)
+        return 0
+
+    return _guarded(reporter, work)
+
+
+def _run_batch(args) -> int:
+    reporter = Reporter(args.progress)
+
+    def work() -> int:
+        cases = read_prompts(args.prompts, args.per_prompt, args.seed)
+        conditions = _conditions(args)
+        reference = conditions.pop("reference_ct", None)
+        model = _load(args)
+        settings = _settings(args, reporter)
+
+        def on_case(index, case, status, error):
+            reporter.context = {"case": case.folder, "case_index": index, "cases": len(cases)}
+            event = {"event": "case", "status": status, "id": case.id, "k": case.k, "seed": case.seed,
+                     "folder": case.folder, "index": index, "total": len(cases)}
+            reporter.emit({**event, "error": error} if error else event)
+            if args.progress == "text" and status != "running":
+                print(f"[{index + 1}/{len(cases)}] {case.folder}: {status} {error}".rstrip(), file=sys.stderr)
+
+        rows = run_batch(cases, args.out, lambda c: generate(c.report, model, conditions, seed=c.seed,
+                                                            reference_ct=reference, **settings),
+                         model_info(model), preview=args.preview, on_case=on_case)
+        failed = [r for r in rows if r["status"] == "failed"]
+        manifest = str(Path(args.out) / "manifest.csv")
+        if failed:
+            message = f"{len(failed)} of {len(rows)} cases failed (see {manifest}); first: {failed[0]['error']}"
+            reporter.emit({"event": "error", "message": message, "fix": "correct those rows and run again: "
+                           "finished cases are kept"})
+            print(f"medsyn: error: {message}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        reporter.emit({"event": "done", "out": str(args.out), "manifest": manifest, "cases": len(rows)})
+        if args.progress == "text":
+            print(f"wrote {len(rows)} SYNTHETIC cases to {args.out}", file=sys.stderr)
+        return 0
+
+    return _guarded(reporter, work)
 
 
 def _read_report(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"report file not found: {path}")
     return path.read_text(encoding="utf-8")
-
-
-def _fix_for(exc: Exception) -> str:
-    text = str(exc)
-    if "out of memory" in text.lower():
-        return "use --lowres-only, --precision bf16, or --device cpu"
-    if "CUDA" in text:
-        return "use --device cpu"
-    return ""

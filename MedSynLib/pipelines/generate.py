@@ -3,6 +3,14 @@
 Both return a :class:`GenerationResult` of numpy arrays (z, y, x) with their geometry. Conditions and CTs in any
 geometry are resampled into the model's grid (nearest neighbour for labels, linear for CT); segmentation results
 are mapped back to the input CT's grid.
+
+Patient space -> model space depends on the model's ``space`` (see :mod:`MedSynLib.models_hub.bundle`):
+
+- "grid" models: a CT is placed by re-centring the model grid on its lungs (no rotation, no scaling).
+- "atlas" models (official MedSyn): a CT is affinely registered to the atlas lung mask (:mod:`.atlas`) and
+  resampled through that transform; masks go back through its inverse. Condition masks for ``generate`` are
+  taken as already in model space (drawn on a generated CT) unless a ``reference_ct`` they were drawn on is
+  given; then they go through that CT's alignment. The generated CT itself is always in model space.
 """
 
 from __future__ import annotations
@@ -15,11 +23,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, hold_channels, make_sampler, sample, upsample_lowres
+from ..diffusion import GuidedDenoiser, draw_noise, hold_channels, make_sampler, sample, upsample_lowres
 from ..io.codecs import hu_to_model, lobes_to_model, mask_to_model, model_to_hu_int16, model_to_lobes, model_to_mask
-from ..io.images import Geometry
+from ..io.alignment import lung_centred_grid, resample
+from ..io.images import Geometry, read_image
 from ..models_hub.bundle import LoadedModel
 from ..runtime import autocast, resolve_precision
+from .atlas import align_to_atlas
+from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles
 
 CONDITION_CHANNELS = {"lobes": 1, "airway": 2, "vessels": 3}
 Progress = Callable[[str, int, int], None]
@@ -40,13 +51,11 @@ class GenerationResult:
     metadata: dict = field(default_factory=dict)
 
 
-def _resample(image: sitk.Image, grid: Geometry, interpolator, default: float) -> np.ndarray:
-    out = sitk.Resample(image, grid.reference(), sitk.Transform(), interpolator, default, image.GetPixelID())
-    return sitk.GetArrayFromImage(out)
-
-
-def encode_condition(name: str, image: sitk.Image, grid: Geometry) -> np.ndarray:
+def encode_condition(name: str, image: sitk.Image, grid: Geometry,
+                     transform: sitk.Transform | None = None) -> np.ndarray:
     """A lobe / airway / vessel label map in any geometry -> model-space channel (z, y, x) on ``grid``.
+
+    ``transform`` maps model points to the mask's points (an atlas alignment); identity if None.
 
     Refuses NaNs, empty masks, non-binary airway/vessel masks and lobe labels outside 0..5.
     """
@@ -62,32 +71,11 @@ def encode_condition(name: str, image: sitk.Image, grid: Geometry) -> np.ndarray
         raise ValueError(f"{name} condition must be a binary mask (0/1); found values {labels[:10].tolist()}. "
                          "Threshold it or export a single segment")
     image = sitk.Cast(image, sitk.sitkUInt8)
-    array = _resample(image, grid, sitk.sitkNearestNeighbor, 0)
+    array = resample(image, grid, sitk.sitkNearestNeighbor, 0, transform)
     if not array.any():
         raise ValueError(f"{name} condition is empty inside the model's field of view ({grid.size} voxels at "
                          f"{grid.spacing} mm): check that it overlaps the model grid")
     return lobes_to_model(array) if name == "lobes" else mask_to_model(array)
-
-
-def lung_centred_grid(ct: sitk.Image, grid: Geometry) -> Geometry:
-    """The model grid (size, spacing, direction) re-centred on the lungs of ``ct`` (air-density voxels not
-    connected to the image border)."""
-    hu = sitk.Cast(ct, sitk.sitkFloat32)
-    air = sitk.BinaryThreshold(hu, -2000.0, -400.0, 1, 0)
-    components = sitk.ConnectedComponent(air)
-    arr = sitk.GetArrayViewFromImage(components)
-    border = np.unique(np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(), arr[:, -1].ravel(),
-                                       arr[:, :, 0].ravel(), arr[:, :, -1].ravel()]))
-    lungs = np.isin(arr, border, invert=True) & (arr > 0)
-    if lungs.sum() < 100:
-        raise ValueError("no lungs found in the CT (no air-density region inside the body); is it a chest CT in HU?")
-    idx = np.argwhere(lungs)
-    centre_index = (idx.min(0) + idx.max(0)) / 2.0  # (z, y, x)
-    centre = np.array(ct.TransformContinuousIndexToPhysicalPoint(centre_index[::-1].tolist()))
-    direction = np.array(grid.direction).reshape(3, 3)
-    half = (np.array(grid.size) - 1) / 2.0 * np.array(grid.spacing)
-    origin = centre - direction @ half
-    return Geometry(grid.size, grid.spacing, tuple(origin.tolist()), grid.direction)
 
 
 class _Run:
@@ -112,8 +100,36 @@ class _Run:
         return None if self.progress is None else (lambda i, n: self.progress(stage, i + 1, n))
 
 
+def _patient_to_model(ct: sitk.Image, model: LoadedModel, run: _Run) -> tuple[Geometry, sitk.Transform, dict]:
+    """Where a patient CT goes in model space: (model grid, transform model -> CT points, metadata)."""
+    if model.space == "atlas":
+        atlas = read_image(model.atlas_mask_file(), "atlas lung mask")
+        t0 = time.perf_counter()
+        alignment = align_to_atlas(ct, atlas)
+        run.timings["alignment_s"] = time.perf_counter() - t0
+        return model.grid, alignment.transform, {"alignment": alignment.to_dict()}
+    grid = lung_centred_grid(ct, model.grid)
+    return grid, sitk.Transform(), {"model_grid_used": grid.to_dict()}
+
+
+def _sr_tiles(model: LoadedModel, run: _Run, sr_tiles: int | None, max_gpu_memory_gb: float | None) -> int:
+    """Tile count of the SR stage: ``sr_tiles`` if given, else the fewest that fit the memory budget (an explicit
+    budget that cannot be met is an error; the automatic CUDA budget then gets the smallest chunks)."""
+    if sr_tiles is not None:
+        if sr_tiles < 1:
+            raise ValueError(f"--sr-tiles must be at least 1, got {sr_tiles}")
+        return sr_tiles
+    budget = gpu_budget_bytes(run.device, max_gpu_memory_gb)
+    if budget is None or model.superres is None:
+        return 1
+    x, y, z = model.grid.size
+    resident = parameter_bytes(model.lowres, model.superres, model.text_encoder)
+    return plan_sr_tiles(model.superres.config, (z, y, x), run.dtype, budget, resident,
+                         strict=max_gpu_memory_gb is not None)
+
+
 def _sample_both_stages(model: LoadedModel, text: torch.Tensor, known: torch.Tensor | None, held: list[int],
-                        seed: int, settings: dict, run: _Run, lowres_only: bool):
+                        seed: int, settings: dict, run: _Run, lowres_only: bool, sr_tiles: int = 1):
     factor = model.lowres_factor
     x, y, z = model.grid.size
     lowres_shape = (1, model.lowres.config.channels, z // factor, y // factor, x // factor)
@@ -126,7 +142,7 @@ def _sample_both_stages(model: LoadedModel, text: torch.Tensor, known: torch.Ten
         return x64.float(), None
     sr_sampler = make_sampler(settings["sampler"], settings["steps_sr"])
     x256 = run.stage("superres", lambda: sample(
-        SuperResDenoiser(model.superres, upsample_lowres(x64.float(), factor)), sr_sampler,
+        TiledSuperRes(model.superres, upsample_lowres(x64.float(), factor), sr_tiles), sr_sampler,
         draw_noise((1, lowres_shape[1], z, y, x), seed + 1, device=run.device), hold_channels(known, held),
         run.on_step("superres")))
     return x64.float(), x256.float()
@@ -139,10 +155,13 @@ def _settings(model: LoadedModel, **overrides) -> dict:
 def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] | None = None, seed: int = 0,
              steps_lowres: int | None = None, steps_sr: int | None = None, guidance: float | None = None,
              sampler: str | None = None, precision: str = "auto", lowres_only: bool = False,
-             progress: Progress | None = None) -> GenerationResult:
+             progress: Progress | None = None, reference_ct: sitk.Image | None = None,
+             max_gpu_memory_gb: float | None = None, sr_tiles: int | None = None) -> GenerationResult:
     """Report (+ optional lobe/airway/vessel label maps to hold fixed) -> synthetic CT and masks on the model grid.
 
-    With ``lowres_only`` the arrays are the stage-1 result on the low-res grid.
+    With ``lowres_only`` the arrays are the stage-1 result on the low-res grid. ``reference_ct``: the patient CT
+    the condition masks were drawn on (atlas-space models only; they are aligned with it). ``sr_tiles`` forces the
+    number of SR chunks along f; otherwise ``max_gpu_memory_gb`` (on CUDA default: the free memory) picks it.
     """
     if not isinstance(report, str) or not report.strip():
         raise ValueError("the report is empty: give Findings/Impression text to condition on")
@@ -154,30 +173,45 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
     if unknown:
         raise ValueError(f"unknown condition {sorted(unknown)}; use lobes, airway, vessels")
     known, held = None, sorted(CONDITION_CHANNELS[k] for k in conditions)
+    transform, extra = None, {}
+    if reference_ct is not None:
+        if model.space != "atlas":
+            raise ValueError(f"a reference CT only applies to atlas-space models; {model.name!r} generates on a plain "
+                             "grid, where condition masks are used where they lie. Fix: leave out --reference-ct")
+        if conditions:
+            _, transform, extra = _patient_to_model(reference_ct, model, run)
     if conditions:
         x, y, z = model.grid.size
         volume = np.zeros((1, 4, z, y, x), np.float32)
         for name, image in conditions.items():
-            volume[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, model.grid)
+            volume[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, model.grid, transform)
         known = torch.from_numpy(volume).to(device)
+    tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
     text = run.stage("text", lambda: model.text_encoder([report]))
-    x64, x256 = _sample_both_stages(model, text, known, held, seed, settings, run, lowres_only)
-    return _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, with_ct=True)
+    x64, x256 = _sample_both_stages(model, text, known, held, seed, settings, run, lowres_only, tiles)
+    result = _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, with_ct=True)
+    result.metadata.update(extra, sr_tiles=tiles)
+    return result
 
 
 def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed: int = 0,
             steps_lowres: int | None = None, steps_sr: int | None = None, guidance: float | None = None,
             sampler: str | None = None, precision: str = "auto", lowres_only: bool = False,
-            progress: Progress | None = None) -> GenerationResult:
-    """Segment a real CT (HU) by holding the CT channel fixed; masks come back on the CT's own grid."""
+            progress: Progress | None = None, max_gpu_memory_gb: float | None = None,
+            sr_tiles: int | None = None) -> GenerationResult:
+    """Segment a real CT (HU) by holding the CT channel fixed; masks come back on the CT's own grid.
+
+    The CT goes into model space as the model's ``space`` says (module docstring); ``metadata`` records how
+    ("alignment" for atlas models, "model_grid_used" for grid models).
+    """
     values = sitk.GetArrayViewFromImage(ct)
     if not np.isfinite(values).all():
         raise ValueError("the CT contains NaN or infinite values")
     device = next(model.lowres.parameters()).device
     run = _Run(model, device, precision, progress)
     settings = _settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance, sampler=sampler)
-    grid = lung_centred_grid(ct, model.grid)
-    hu = _resample(sitk.Cast(ct, sitk.sitkFloat32), grid, sitk.sitkLinear, -1024.0)
+    grid, transform, extra = _patient_to_model(ct, model, run)
+    hu = resample(sitk.Cast(ct, sitk.sitkFloat32), grid, sitk.sitkLinear, -1024.0, transform)
     x, y, z = grid.size
     known = torch.zeros((1, 4, z, y, x))
     known[0, 0] = torch.from_numpy(hu_to_model(hu).astype(np.float32))
@@ -186,16 +220,16 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
         text = run.stage("text", lambda: model.text_encoder([report]))
     else:
         text = model.lowres.null_text(1).detach()
-    x64, x256 = _sample_both_stages(model, text, known, [0], seed, settings, run, lowres_only)
+    tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
+    x64, x256 = _sample_both_stages(model, text, known, [0], seed, settings, run, lowres_only, tiles)
     result = _decode(x64, x256, model, lowres_only, settings, run, seed, report, [0], with_ct=False)
-    source = result.lowres_geometry if lowres_only else result.geometry
-    shifted = Geometry(source.size, source.spacing, grid.origin, grid.direction)
-    target = Geometry.of(ct)
+    source = grid.subsampled(model.lowres_factor) if lowres_only else grid
+    target, inverse = Geometry.of(ct), transform.GetInverse()
     for name in ("lobes", "airway", "vessels"):
-        image = shifted.apply(sitk.GetImageFromArray(getattr(result, name)))
-        setattr(result, name, _resample(image, target, sitk.sitkNearestNeighbor, 0))
+        image = source.apply(sitk.GetImageFromArray(getattr(result, name)))
+        setattr(result, name, resample(image, target, sitk.sitkNearestNeighbor, 0, inverse))
     result.geometry = target
-    result.metadata["model_grid_used"] = grid.to_dict()
+    result.metadata.update(extra, sr_tiles=tiles)
     return result
 
 
@@ -203,7 +237,7 @@ def _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, wi
     final = x64 if lowres_only else x256
     vol = final[0].cpu()
     metadata = {"report": report, "seed": seed, "settings": settings, "held_channels": held,
-                "lowres_only": lowres_only, "device": str(run.device),
+                "lowres_only": lowres_only, "space": model.space, "device": str(run.device),
                 "precision": str(run.dtype).removeprefix("torch."), "timings_s": dict(run.timings)}
     return GenerationResult(
         ct_hu=model_to_hu_int16(vol[0]) if with_ct else None,

@@ -1,0 +1,83 @@
+"""``medsyn models list`` and ``medsyn models import``: argument parsing for the registry and the importer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..models.unet import UP_ORDERS
+from ..pipelines.cli import Reporter
+from .importer import OFFICIAL_LAYOUT, OFFICIAL_NAME, import_official_model
+from .registry import list_models, user_models_dir
+
+LIST_FIELDS = ("name", "title", "available", "license", "requires_license_acceptance", "packaged", "path")
+
+
+def add_parser(sub) -> None:
+    m = sub.add_parser("models", help="list the models; import the official checkpoints")
+    actions = m.add_subparsers(dest="models_command", metavar="ACTION")
+    actions.required = True
+    lst = actions.add_parser("list", help="registry and imported models, with where they are and their licence")
+    lst.add_argument("--json", action="store_true", help="print a JSON list (one object per model)")
+    lst.set_defaults(func=_list)
+    imp = actions.add_parser("import", help="convert the official MedSyn checkpoints once into a model folder "
+                                            f"under {user_models_dir()}")
+    imp.add_argument("folder", nargs="?", type=Path, default=None,
+                     help="the official model/ folder; fills in --lowres, --superres and --text-finetuned from "
+                          + ", ".join(f"{v}" for v in OFFICIAL_LAYOUT.values()))
+    imp.add_argument("--lowres", type=Path, help="low-res checkpoint: <N>_ckpt folder, results folder or .bin file")
+    imp.add_argument("--superres", type=Path, help="super-resolution checkpoint (same forms)")
+    imp.add_argument("--text-encoder", type=Path, required=True,
+                     help="local folder of microsoft/BiomedVLP-CXR-BERT-specialized (config.json, vocab.txt, weights)")
+    imp.add_argument("--text-finetuned", type=Path, default=None,
+                     help="the official fine-tuned language model, pretrained_lm/pytorch_model.bin")
+    imp.add_argument("--atlas", type=Path, default=None,
+                     help="the official atlas lung mask preprocess/*_Reg_mask.nii.gz (needed by `medsyn segment`)")
+    imp.add_argument("--up-order", choices=UP_ORDERS, default="eval",
+                     help="decoder ordering: eval (official inference scripts) or train (official training code)")
+    imp.add_argument("--name", default=OFFICIAL_NAME, help=f"model name (default {OFFICIAL_NAME})")
+    imp.add_argument("--accept-license", action="store_true",
+                     help="accept the licence of the official weights (CC-BY-NC 4.0, non-commercial)")
+    imp.add_argument("--force", action="store_true", help="replace an installed model of the same name")
+    imp.add_argument("--progress", choices=("text", "json"), default="text")
+    imp.set_defaults(func=_import)
+
+
+def _list(args) -> int:
+    models = [{k: entry.get(k) for k in LIST_FIELDS} for entry in list_models()]
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    for entry in models:
+        state = "installed" if entry["available"] else "not installed"
+        print(f"{entry['name']:20s} {state:14s} {entry['license'] or '':14s} {entry['title']}")
+        print(f"{'':20s} {entry['path']}")
+    return 0
+
+
+def _import(args) -> int:
+    reporter = Reporter(args.progress)
+    try:
+        parts = {"lowres": args.lowres, "superres": args.superres, "text_finetuned": args.text_finetuned}
+        if args.folder is not None:
+            parts = {k: v if v is not None else args.folder / OFFICIAL_LAYOUT[k] for k, v in parts.items()}
+            if args.text_finetuned is None and not parts["text_finetuned"].is_file():
+                parts["text_finetuned"] = None
+        missing = [f"--{k.replace('_', '-')}" for k in ("lowres", "superres") if parts[k] is None]
+        if missing:
+            raise ValueError(f"missing {' and '.join(missing)}. Fix: give the official checkpoint folders, or the "
+                             "official model/ folder as the first argument")
+        target = user_models_dir() / args.name
+        import_official_model(target, parts["lowres"], parts["superres"], args.text_encoder, parts["text_finetuned"],
+                              args.atlas, args.up_order, args.name, args.accept_license, args.force, reporter)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        reporter.emit({"event": "error", "message": str(exc), "fix": ""})
+        print(f"medsyn: error: {exc}", file=sys.stderr)
+        return 2
+    reporter.emit({"event": "done", "out": str(target), "name": args.name})
+    if args.progress == "text":
+        print(f"imported {args.name} into {target}" + ("" if args.atlas else
+              "\n  note: no --atlas given; `medsyn segment` needs it (re-import with --atlas FILE --force)"),
+              file=sys.stderr)
+    return 0

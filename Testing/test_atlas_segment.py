@@ -1,0 +1,129 @@
+"""Atlas-space models: lung masks of a CT, affine alignment to the atlas lung mask, segmentation mapped back.
+
+The tiny atlas (``tiny_model.ATLAS_LUNGS``) has two ellipsoid lungs; the test CT has shifted, scaled ellipsoid lungs
+inside an elliptic body, on an anisotropic grid of its own.
+"""
+
+import importlib
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MedSynLib.io.images import Geometry, to_image, write_image
+from MedSynLib.models_hub.bundle import load_model
+from MedSynLib.pipelines import generate, segment
+from MedSynLib.pipelines.outputs import model_info, write_result
+from MedSynLib.pipelines.atlas import LEFT_LUNG, RIGHT_LUNG, align_to_atlas, lung_labels
+
+from tiny_model import ATLAS_GRID, ATLAS_LUNGS, build_tiny_model, ellipsoids
+
+CT_GRID = Geometry((48, 40, 36), (3.2, 3.5, 4.0), (-80.0, -75.0, -70.0))
+CENTRE = np.array([-80 + 24 * 3.2 + 6.0, -75 + 20 * 3.5 - 5.0, -70 + 18 * 4.0 + 8.0])
+LUNGS = {"centres": (CENTRE + [-24, 0, 0], CENTRE + [25, 0, 0]), "radii": ((17, 27, 38), (16, 28, 37))}
+
+
+def chest_ct(bridge: bool = False) -> sitk.Image:
+    """Body (40 HU) in air (-1000 HU) with two lungs (-850 HU); ``bridge`` joins them with an air tube."""
+    ct = ellipsoids(CT_GRID, [CENTRE], [(70, 60, 1000)], [40], background=-1000)
+    lungs = ellipsoids(CT_GRID, LUNGS["centres"], LUNGS["radii"], (1, 2))
+    ct[lungs > 0] = -850
+    if bridge:
+        ct[ellipsoids(CT_GRID, [CENTRE], [(30, 4, 4)], [1]) > 0] = -900
+    return to_image(ct, CT_GRID)
+
+
+def ct_lungs() -> np.ndarray:
+    return ellipsoids(CT_GRID, LUNGS["centres"], LUNGS["radii"], (RIGHT_LUNG, LEFT_LUNG))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def atlas_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-atlas", atlas=True)
+
+
+@pytest.mark.parametrize("bridge", [False, True], ids=["separate lungs", "lungs joined by airways"])
+def test_lung_labels_find_right_and_left(bridge):
+    labels = lung_labels(chest_ct(bridge))
+    array = sitk.GetArrayFromImage(labels)
+    assert set(np.unique(array)) == {0, RIGHT_LUNG, LEFT_LUNG}
+    x = {v: np.mean([labels.TransformIndexToPhysicalPoint(idx[::-1].tolist())[0]
+                     for idx in np.argwhere(array == v)[::7]]) for v in (RIGHT_LUNG, LEFT_LUNG)}
+    assert x[RIGHT_LUNG] < CENTRE[0] < x[LEFT_LUNG]  # LPS: the right lung has the smaller x
+
+
+def test_no_lungs_is_a_clear_error():
+    with pytest.raises(ValueError, match="no lungs found"):
+        lung_labels(to_image(np.full((20, 20, 20), 40, np.int16), Geometry((20, 20, 20), (3.0, 3.0, 3.0))))
+
+
+def test_alignment_maps_the_atlas_onto_the_ct_lungs(atlas_model):
+    atlas = sitk.ReadImage(str(atlas_model / "atlas_lung_mask.nii.gz"))
+    alignment = align_to_atlas(chest_ct(), atlas)
+    assert alignment.lung_dice > 0.85
+    back = sitk.GetArrayFromImage(sitk.Resample(atlas, chest_ct(), alignment.transform.GetInverse(),
+                                                sitk.sitkNearestNeighbor, 0))
+    lungs = ct_lungs()
+    for value in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(back == value, lungs == value) > 0.8
+    identity = sitk.GetArrayFromImage(sitk.Resample(atlas, chest_ct(), sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    assert dice(identity > 0, lungs > 0) < 0.6  # the CT really is displaced from the atlas
+
+
+class AtlasLungsNet(torch.nn.Module):
+    """A stand-in SR network predicting the atlas lungs as lobe label 5 and nothing else (model grid)."""
+
+    def __init__(self, config, lungs: np.ndarray):
+        super().__init__()
+        self.config, self.lungs = config, torch.from_numpy(lungs > 0)
+
+    def forward(self, x, time, lowres_up):
+        out = -torch.ones_like(x)
+        out[:, 1] = torch.where(self.lungs, 1.0, -1.0)
+        return out
+
+
+def test_segment_aligns_the_ct_and_maps_the_masks_back(atlas_model, monkeypatch, tmp_path):
+    model = load_model(atlas_model)
+    assert model.space == "atlas"
+    atlas = sitk.ReadImage(str(model.atlas_mask_file()))
+    atlas_on_grid = sitk.GetArrayFromImage(sitk.Resample(atlas, ATLAS_GRID.reference(), sitk.Transform(),
+                                                         sitk.sitkNearestNeighbor, 0))
+    model.superres = AtlasLungsNet(model.superres.config, atlas_on_grid)
+    pipeline, held = importlib.import_module("MedSynLib.pipelines.generate"), {}
+    original = pipeline.hold_channels
+
+    def capture(known, channels):
+        held[known.shape[-1]] = known[0, 0].numpy().copy()  # the model-space CT, low-res and full-res
+        return original(known, channels)
+
+    monkeypatch.setattr(pipeline, "hold_channels", capture)
+    result = segment(chest_ct(), model, seed=0, steps_lowres=1, steps_sr=1)
+    # the CT went into model space through the alignment: the atlas lungs hold air there (measured 0.96)
+    assert (held[ATLAS_GRID.size[0]][atlas_on_grid > 0] < 0.0).mean() > 0.9
+    # masks come back on the CT's grid, over the CT's lungs
+    assert Geometry.from_dict(result.geometry.to_dict()) == CT_GRID and result.lobes.shape == (36, 40, 48)
+    assert dice(result.lobes == 5, ct_lungs() > 0) > 0.8
+    assert result.metadata["space"] == "atlas" and result.metadata["alignment"]["lung_dice"] > 0.85
+    assert "alignment_s" in result.metadata["timings_s"]
+    write_image(chest_ct(), tmp_path / "ct.nrrd", description="test CT")
+    write_result(result, tmp_path / "seg", "segment", model_info(model), preview=True, source_ct=tmp_path / "ct.nrrd")
+    lobes = sitk.ReadImage(str(next((tmp_path / "seg").glob("MedSyn_segmentation_lobes_*.nii.gz"))))
+    assert Geometry.of(lobes).size == CT_GRID.size and (tmp_path / "seg" / "preview.png").is_file()
+
+
+def test_conditions_follow_a_reference_ct_only_when_given(atlas_model):
+    model = load_model(atlas_model, load_superres=False)
+    lungs = ct_lungs()
+    airway = to_image((lungs == RIGHT_LUNG).astype(np.uint8), CT_GRID)
+    aligned = generate("findings normal chest ct", model, {"airway": airway}, steps_lowres=1, lowres_only=True,
+                       reference_ct=chest_ct())
+    plain = generate("findings normal chest ct", model, {"airway": airway}, steps_lowres=1, lowres_only=True)
+    right = ellipsoids(aligned.geometry, ATLAS_LUNGS["centres"][:1], ATLAS_LUNGS["radii"][:1], [1])
+    assert dice(aligned.airway > 0, right > 0) > dice(plain.airway > 0, right > 0) + 0.1
+    assert "alignment" in aligned.metadata and "alignment" not in plain.metadata
