@@ -12,6 +12,10 @@ import sys
 
 COMMAND_MODULES = (
     "MedSynLib.pipelines.cli",
+    "MedSynLib.models_hub.cli",
+    "MedSynLib.train.cli",
+    "MedSynLib.train.text_encoder",
+    "MedSynLib.phantom.cli",
 )
 
 

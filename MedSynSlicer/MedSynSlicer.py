@@ -398,18 +398,25 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onImportWeights(self) -> None:
         import qt
 
-        path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(), "Import the official MedSyn weights", "",
-            "Checkpoints (*.pt *.pth *.ckpt *.bin *.safetensors *.zip);;All files (*)")
+        window = slicer.util.mainWindow()
+        path = qt.QFileDialog.getExistingDirectory(
+            window, "Official MedSyn model folder (results_* checkpoint folders and pretrained_lm)")
         if not path:
             return
+        text_encoder = qt.QFileDialog.getExistingDirectory(
+            window, "Local CXR-BERT folder (microsoft/BiomedVLP-CXR-BERT-specialized: config.json, vocab.txt, weights)")
+        if not text_encoder:
+            return
+        atlas = qt.QFileDialog.getOpenFileName(
+            window, "Optional: the official atlas lung mask (needed to segment real CTs)", "",
+            "NIfTI (*.nii *.nii.gz);;All files (*)")
         if not self.licenseAccepted({"name": OFFICIAL_MODEL_NAME, "title": "MedSyn official weights",
                                      "license": "CC-BY-NC-4.0", "requires_license_acceptance": True}):
             return
         if not self.ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("Could not start the weights import.", waitCursor=True):
-            self.importProcess = self.logic.startImportWeights(path, OFFICIAL_MODEL_NAME)
+            self.importProcess = self.logic.startImportWeights(path, text_encoder, OFFICIAL_MODEL_NAME, atlas or None)
             self.ui.statusLabel.text = f"Importing weights from {path}..."
             self.pollTimer.start()
             self.updateButtons()
@@ -687,8 +694,9 @@ class MedSynSlicerLogic(ScriptedLoadableModuleLogic):
     def deviceInfo(self) -> dict:
         return runner.probe_device(self.python, runner.child_environment(self.childEnvironment()))
 
-    def startImportWeights(self, path: str, name: str) -> runner.MedSynProcess:
-        command = runner.medsyn_command(runner.import_weights_arguments(path, name), self.python)
+    def startImportWeights(self, path: str, text_encoder: str, name: str,
+                           atlas: Optional[str] = None) -> runner.MedSynProcess:
+        command = runner.medsyn_command(runner.import_weights_arguments(path, text_encoder, name, atlas), self.python)
         return runner.MedSynProcess(command, env=runner.child_environment(self.childEnvironment())).start()
 
     # --- run ------------------------------------------------------------------------------------------------------

@@ -192,3 +192,12 @@ def test_cancel_kills_process_tree_and_leaves_nothing(tmp_path, stand_in, monkey
     assert job.failure_message() == "Cancelled."
     assert os.listdir(root) == [], "no temporary files may remain after Cancel"
     assert process.poll()[-1].kind == "exit"
+
+
+def test_import_weights_arguments_are_accepted_by_the_real_command_line():
+    from MedSynLib.cli import build_parser
+
+    args = build_parser().parse_args(runner.import_weights_arguments("/data/model", "/data/cxr-bert", "medsyn-official",
+                                                                     "/data/atlas.nii.gz"))
+    assert args.command == "models" and args.accept_license and str(args.text_encoder) == "/data/cxr-bert"
+    assert str(args.atlas) == "/data/atlas.nii.gz"

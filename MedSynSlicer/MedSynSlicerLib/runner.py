@@ -497,8 +497,11 @@ def list_models(python: str | None = None, env: dict[str, str] | None = None) ->
     return models
 
 
-def import_weights_arguments(path: str, name: str) -> list[str]:
-    return ["models", "import", path, "--name", name]
+def import_weights_arguments(model_folder: str, text_encoder: str, name: str, atlas: str | None = None) -> list[str]:
+    """``medsyn models import``: the official ``model/`` folder (checkpoints + pretrained_lm), a local CXR-BERT
+    folder, optionally the atlas lung mask; the user has accepted the licence in the dialog."""
+    args = ["models", "import", model_folder, "--text-encoder", text_encoder, "--name", name, "--accept-license"]
+    return args + (["--atlas", atlas] if atlas else [])
 
 
 class BackgroundCall:
