@@ -1,0 +1,5 @@
+import sys
+
+from .conditioning import main
+
+sys.exit(main())

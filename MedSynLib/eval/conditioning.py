@@ -1,0 +1,165 @@
+"""Conditioning benchmark mirroring the paper's Tables II-V, with the phantom measurement functions.
+
+    python -m MedSynLib.eval --model medsyn-demo --seeds 8 --json eval.json [--lowres-only]
+
+- Table II: pleural effusion volume (mL, from the CT alone), "large bilateral effusions" vs "no effusion".
+- Table III: cardiothoracic ratio, cardiomegaly vs normal heart size.
+- Table IV: %LAA-950 inside the lungs, emphysema vs no emphysema.
+- Table V: anatomy-conditioned generation (lobes + airway of held-out phantoms held): Dice of the generated lung
+  region (air-density lung found on the generated CT) to the held lobes; and fixed-CT segmentation of held-out
+  phantoms: mean lobe Dice and airway Dice, with and without the report.
+
+Prompts are worded differently from the phantom report templates (held out). Each comparison reports mean ± sd
+over the seeds and a one-sided permutation test (exact for small groups, else 20,000 permutations), so no
+statistics package is needed. This is a benchmark that prints measured numbers, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..io.alignment import lung_labels
+from ..io.images import Geometry, to_image
+from ..models_hub.bundle import load_model
+from ..models_hub.registry import resolve_model
+from ..phantom import Grid
+from ..phantom import generate as make_phantom
+from ..phantom import measure
+from ..phantom.report import render_report
+from ..pipelines import generate, segment
+from ..runtime import resolve_device
+
+PROMPTS = {
+    "effusion": ("FINDINGS: Both pleural spaces are filled by large dependent fluid collections with adjacent "
+                 "collapse of the lower lobes. IMPRESSION: Large pleural fluid collections on both sides.",
+                 "FINDINGS: The pleural spaces are clear, without fluid. Lungs are well aerated. IMPRESSION: No "
+                 "pleural fluid."),
+    "cardiomegaly": ("FINDINGS: Marked enlargement of the cardiac silhouette. Lungs are clear. IMPRESSION: Enlarged "
+                     "heart.",
+                     "FINDINGS: Cardiac size is normal. Lungs are clear. IMPRESSION: Normal heart size."),
+    "emphysema": ("FINDINGS: Extensive centrilobular and paraseptal lucencies with large apical bullae. "
+                  "IMPRESSION: Advanced emphysematous destruction of the lungs.",
+                  "FINDINGS: Normal lung attenuation without lucencies or bullae. IMPRESSION: No emphysematous "
+                  "change."),
+}
+NEUTRAL = "FINDINGS: Lungs are clear. Heart size normal. IMPRESSION: Unremarkable chest CT."
+
+
+def permutation_p(a: list[float], b: list[float], rounds: int = 20000, seed: int = 0) -> float:
+    """One-sided p-value for mean(a) > mean(b) (exact when the groups are small)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    pooled, n = np.concatenate([a, b]), len(a)
+    observed = a.mean() - b.mean()
+    total = len(pooled)
+    if total <= 16:
+        splits = [np.array(c) for c in itertools.combinations(range(total), n)]
+    else:
+        rng = np.random.default_rng(seed)
+        splits = [rng.permutation(total)[:n] for _ in range(rounds)]
+    hits = 0
+    for idx in splits:
+        mask = np.zeros(total, bool)
+        mask[idx] = True
+        hits += pooled[mask].mean() - pooled[~mask].mean() >= observed - 1e-12
+    return hits / len(splits)
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [float(v) for v in values if np.isfinite(v)]
+
+
+def _summary(values: list[float]) -> dict:
+    """mean ± sd of the finite values; ``unmeasurable`` counts results the measurement could not read (NaN)."""
+    ok = _finite(values)
+    return {"mean": float(np.mean(ok)) if ok else float("nan"),
+            "sd": float(np.std(ok, ddof=1)) if len(ok) > 1 else 0.0,
+            "n": len(ok), "unmeasurable": len(values) - len(ok), "values": [float(v) for v in values]}
+
+
+def _measure(result) -> dict:
+    spacing = tuple(reversed(result.geometry.spacing))
+    ct, lobes = result.ct_hu.astype(np.float32), result.lobes
+    return {"effusion_ml": measure.effusion_volume(ct, spacing, lobes)["total"],
+            "ctr": measure.cardiothoracic_ratio(lobes, spacing, ct)["ctr"],
+            "laa950": measure.laa950(ct, lobes, result.airway)}
+
+
+def compare_prompts(model, seeds: list[int], lowres_only: bool, log) -> dict:
+    tables = {}
+    for name, key in (("effusion", "effusion_ml"), ("cardiomegaly", "ctr"), ("emphysema", "laa950")):
+        groups = []
+        for prompt in PROMPTS[name]:
+            values = []
+            for seed in seeds:
+                values.append(_measure(generate(prompt, model, seed=seed, lowres_only=lowres_only))[key])
+            groups.append(values)
+        tables[name] = {"measure": key, "with_finding": _summary(groups[0]), "without": _summary(groups[1]),
+                        "p_one_sided": permutation_p(_finite(groups[0]), _finite(groups[1]))
+                        if _finite(groups[0]) and _finite(groups[1]) else float("nan"),
+                        "ratio": float(np.mean(groups[0]) / max(np.mean(groups[1]), 1e-6))}
+        log(f"{name}: {tables[name]['with_finding']['mean']:.3f} vs {tables[name]['without']['mean']:.3f} "
+            f"(p = {tables[name]['p_one_sided']:.4f})")
+    return tables
+
+
+def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: bool, log) -> dict:
+    grid = model.lowres_grid if lowres_only else model.grid
+    spacing = grid.spacing[0]
+    held_dice, seg_lobe, seg_lobe_report, seg_airway = [], [], [], []
+    for i in range(cases):
+        ph = make_phantom(seed=900000 + i, grid=Grid.cube(grid.size[0], spacing))
+        geometry = Geometry(grid.size, grid.spacing, ph.grid.origin, ph.grid.direction)
+        lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
+        result = generate(NEUTRAL, model, {"lobes": lobes_img, "airway": airway_img}, seed=seeds[i % len(seeds)],
+                          lowres_only=lowres_only)
+        lung = sitk.GetArrayFromImage(sitk.Resample(lung_labels(to_image(result.ct_hu, result.geometry)),
+                                                    result.geometry.reference(), sitk.Transform(),
+                                                    sitk.sitkNearestNeighbor, 0)) > 0
+        held = sitk.GetArrayFromImage(sitk.Resample(lobes_img, result.geometry.reference())) > 0
+        held_dice.append(measure.dice(lung, held))
+        ct_img = to_image(ph.ct, geometry)
+        for report, bucket in ((None, seg_lobe), (render_report(ph.truth, seed=i), seg_lobe_report)):
+            seg = segment(ct_img, model, report=report, seed=seeds[i % len(seeds)], lowres_only=lowres_only)
+            bucket.append(float(np.mean([measure.dice(seg.lobes, ph.lobes, k) for k in range(1, 6)])))
+            if report is None:
+                seg_airway.append(measure.dice(seg.airway, ph.airway))
+        log(f"held-out phantom {i}: lung Dice {held_dice[-1]:.3f}, lobe Dice {seg_lobe[-1]:.3f} "
+            f"(with report {seg_lobe_report[-1]:.3f}), airway Dice {seg_airway[-1]:.3f}")
+    return {"anatomy_conditioned_lung_dice": _summary(held_dice), "segmentation_lobe_dice": _summary(seg_lobe),
+            "segmentation_lobe_dice_with_report": _summary(seg_lobe_report),
+            "segmentation_airway_dice": _summary(seg_airway)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m MedSynLib.eval", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--cases", type=int, default=4, help="held-out phantoms for Table V")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--lowres-only", action="store_true", help="measure the 64³ results (faster)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    model = load_model(resolve_model(args.model), resolve_device(args.device), load_superres=not args.lowres_only)
+    seeds = list(range(args.seeds))
+    t0 = time.perf_counter()
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds,
+              "prompts": PROMPTS, "tables_II_IV": compare_prompts(model, seeds, args.lowres_only, log),
+              "table_V": anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log)}
+    result["wall_s"] = time.perf_counter() - t0
+    print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
