@@ -119,11 +119,14 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
         result = generate(NEUTRAL, model, {"lobes": lobes_img, "airway": airway_img}, seed=seeds[i % len(seeds)],
                           lowres_only=lowres_only)
-        lung = sitk.GetArrayFromImage(sitk.Resample(lung_labels(to_image(result.ct_hu, result.geometry)),
-                                                    result.geometry.reference(), sitk.Transform(),
-                                                    sitk.sitkNearestNeighbor, 0)) > 0
         held = sitk.GetArrayFromImage(sitk.Resample(lobes_img, result.geometry.reference())) > 0
-        held_dice.append(measure.dice(lung, held))
+        try:
+            lung = sitk.GetArrayFromImage(sitk.Resample(lung_labels(to_image(result.ct_hu, result.geometry)),
+                                                        result.geometry.reference(), sitk.Transform(),
+                                                        sitk.sitkNearestNeighbor, 0)) > 0
+            held_dice.append(measure.dice(lung, held))
+        except ValueError:  # no lungs recognisable on the generated CT: the conditioning failed
+            held_dice.append(0.0)
         ct_img = to_image(ph.ct, geometry)
         for report, bucket in ((None, seg_lobe), (render_report(ph.truth, seed=i), seg_lobe_report)):
             seg = segment(ct_img, model, report=report, seed=seeds[i % len(seeds)], lowres_only=lowres_only)

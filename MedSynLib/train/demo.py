@@ -136,7 +136,8 @@ def log_summary(path: Path) -> dict:
 def model_card(work: Path, text_metrics: dict, data: dict) -> str:
     low, sr = (log_summary(Path(work) / stage / "train_log.jsonl") for stage in ("lowres", "superres"))
     held = text_metrics.get("heldout") or {}
-    hardware = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    hardware = (f"2-core {platform.machine()} CPU, torch {torch.__version__}; the text encoder and SR stage, then the "
+                "low-res stage, trained as side-by-side processes of 1 thread each (--only ... --threads 1)")
     return f"""# MedSyn demo model
 
 {STATEMENT}
@@ -163,7 +164,8 @@ seed {data['seed']}.
 | super-resolution | {sr['step']} | {sr['mean_loss_last_10']:.4f} (mean of last 10) | {sr['wall_s']:.0f} s |
 
 Hardware: {hardware}. AdamW, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance text dropout 0.1.
-Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo`.
+Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo` (one command,
+resumable; the defaults are the budgets above).
 """
 
 
@@ -171,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.train.demo", description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="working folder (phantoms, caches, checkpoints)")
     p.add_argument("--package", type=Path, default=None, help="write the finished model folder here")
-    p.add_argument("--lowres-cases", type=int, default=400)
+    p.add_argument("--lowres-cases", type=int, default=300)
     p.add_argument("--sr-cases", type=int, default=24)
     p.add_argument("--text-steps", type=int, default=2000)
-    p.add_argument("--lowres-steps", type=int, default=2000)
-    p.add_argument("--sr-steps", type=int, default=1500)
+    p.add_argument("--lowres-steps", type=int, default=3000)
+    p.add_argument("--sr-steps", type=int, default=2500)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--stop-after", type=int, default=None, help="training steps per stage in this run")
