@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -91,7 +92,9 @@ class TrainConfig:
 
 
 def _generator(*seeds: int) -> torch.Generator:
-    return torch.Generator().manual_seed(hash(tuple(seeds)) % (2**63))
+    """A generator seeded from ``seeds`` by sha256 (stable across processes and Python versions)."""
+    digest = hashlib.sha256(repr(tuple(int(s) for s in seeds)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 class EMA:
