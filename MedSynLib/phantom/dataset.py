@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..io import images
 from .generate import SYNTHETIC_NOTE, Phantom, generate
 from .grid import Grid
 from .measure import measure_all
@@ -56,20 +57,15 @@ def case_seed(seed: int, index: int) -> int:
 
 
 def to_image(arr: np.ndarray, grid: Grid) -> sitk.Image:
-    """(z, y, x) array -> SimpleITK image with the phantom geometry and the SYNTHETIC note in ``descrip``."""
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing(tuple(float(s) for s in grid.spacing))
-    img.SetOrigin(grid.origin)
-    img.SetDirection(grid.direction)
-    img.SetMetaData("ITK_FileNotes", SYNTHETIC_NOTE)
-    img.SetMetaData("descrip", SYNTHETIC_NOTE)
-    return img
+    """(z, y, x) array -> SimpleITK image with the phantom geometry."""
+    return images.to_image(arr, images.Geometry(tuple(reversed(grid.shape)), tuple(map(float, grid.spacing)),
+                                                grid.origin, grid.direction))
 
 
 def write_case(ph: Phantom, folder: Path, report: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, arr in (("ct", ph.ct), ("lobes", ph.lobes), ("airway", ph.airway), ("vessels", ph.vessels)):
-        sitk.WriteImage(to_image(arr, ph.grid), str(folder / f"{name}.nii.gz"), True)
+        images.write_image(to_image(arr, ph.grid), folder / f"{name}.nii.gz", description=SYNTHETIC_NOTE)
     (folder / "report.txt").write_text(REPORT_BANNER + "\n" + report)
     (folder / "truth.json").write_text(json.dumps(ph.truth, indent=1, sort_keys=True))
 
