@@ -34,7 +34,7 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedSynLib")) and \
         os.path.isdir(os.path.join(_SOURCE_ROOT, "MedSynLib")) and _SOURCE_ROOT not in sys.path:
     sys.path.append(_SOURCE_ROOT)
 
-from MedSynSlicerLib import conditions, dependencies, results, runner, sceneutil  # noqa: E402
+from MedSynSlicerLib import conditions, dependencies, results, runner  # noqa: E402
 from MedSynSlicerLib.conditions import ConditionSelection  # noqa: E402
 from MedSynSlicerLib.examples import DEFAULT_REPORT, EXAMPLE_REPORTS  # noqa: E402
 

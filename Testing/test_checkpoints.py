@@ -9,7 +9,7 @@ from MedSynLib.models import LowResUNet, SuperResUNet
 from MedSynLib.models_hub.store import CheckpointError, load_stage, save_stage
 from MedSynLib.official.checkpoint import import_official_stage, load_official_network
 
-from conftest import TINY_LOWRES, TINY_SUPERRES
+from conftest import TINY_LOWRES
 
 
 def _save_official(net, folder, prefix="module.denoise_fn.", ema_offset=0.0):

@@ -10,14 +10,12 @@ Physical points are LPS (ITK): x grows towards the patient's left, so the right 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..io.alignment import LEFT_LUNG, RIGHT_LUNG, coarse_grid, lung_labels  # noqa: F401 (re-exported)
-from ..io.images import Geometry
 
 @dataclass
 class AtlasAlignment:
