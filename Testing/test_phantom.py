@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from MedSynLib.phantom.findings import effusion_size_word, emphysema_grade
 from MedSynLib.phantom.measure import (airway_volume, cardiothoracic_ratio, dice, effusion_volume, laa950,
                                        lobe_volumes)
 from MedSynLib.phantom.preview import preview_files
-from MedSynLib.phantom.report import PHRASES, render_report, split_phrases
+from MedSynLib.phantom.report import PHRASES, phrase_pool, render_report, split_phrases
 
 G64 = Grid.cube(64, 4.0)
 G128 = Grid.cube(128, 2.0)
@@ -193,6 +194,20 @@ def test_report_of_generated_case_and_template_split():
     assert sum(len(v) for v in held.values()) > 10
     t2 = render_report(ph.truth, seed=3, pool=train)
     assert "FINDINGS:" in t2
+    assert phrase_pool("all") is PHRASES
+    assert all(set(phrase_pool("train")[k]).isdisjoint(phrase_pool("heldout")[k]) for k in PHRASES)
+    with pytest.raises(ValueError, match="wording"):
+        phrase_pool("test")
+
+
+def test_dataset_reports_use_only_the_requested_wording(tmp_path):
+    from MedSynLib.phantom.dataset import make_case
+
+    make_case(0, str(tmp_path), 32, 8.0, seed=5, measure=False, wording="heldout")
+    truth = json.loads((tmp_path / "case_000000" / "truth.json").read_text())
+    assert truth["report_wording"] == "heldout"
+    assert truth["report"] == render_report(truth, seed=truth["seed"], pool=phrase_pool("heldout"))
+    assert read_report(tmp_path / "case_000000" / "report.txt") == truth["report"]
 
 
 # --------------------------------------------------------------------------------- data set writer, preview

@@ -9,7 +9,7 @@ def _phantoms(args) -> int:
     from .dataset import write_dataset
 
     path = write_dataset(args.out, args.n, size=args.size, spacing=args.spacing, seed=args.seed,
-                         workers=args.workers, measure=not args.no_measure)
+                         workers=args.workers, measure=not args.no_measure, wording=args.wording)
     print(f"manifest: {path}")
     return 0
 
@@ -35,6 +35,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="master seed (case i uses a seed derived from it)")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--no-measure", action="store_true", help="skip the measurements in truth.json")
+    p.add_argument("--wording", choices=("all", "train", "heldout"), default="all",
+                   help="report templates: all, or the train / held-out halves (train a model on 'train' reports "
+                        "and test it on 'heldout' prompts it never saw)")
     p.set_defaults(func=_phantoms)
 
     q = subparsers.add_parser(

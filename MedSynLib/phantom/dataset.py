@@ -32,7 +32,7 @@ from ..io import images
 from .generate import SYNTHETIC_NOTE, Phantom, generate
 from .grid import Grid
 from .measure import measure_all
-from .report import render_report
+from .report import phrase_pool, render_report
 
 FILES = ("ct.nii.gz", "lobes.nii.gz", "airway.nii.gz", "vessels.nii.gz", "report.txt", "truth.json")
 MANIFEST_COLUMNS = ("case_id", "ct", "lobes", "airway", "vessels", "report", "truth", "seed", "size", "spacing",
@@ -70,8 +70,11 @@ def write_case(ph: Phantom, folder: Path, report: str) -> None:
     (folder / "truth.json").write_text(json.dumps(ph.truth, indent=1, sort_keys=True))
 
 
-def make_case(index: int, out: str, size: int, spacing: float, seed: int, measure: bool = True) -> str:
-    """Generate and write case ``index`` (atomic: temporary folder, then rename). Returns the case id."""
+def make_case(index: int, out: str, size: int, spacing: float, seed: int, measure: bool = True,
+              wording: str = "all") -> str:
+    """Generate and write case ``index`` (atomic: temporary folder, then rename). Returns the case id.
+
+    wording: which report templates to use (:data:`MedSynLib.phantom.report.WORDINGS`)."""
     cid = f"case_{index:06d}"
     final = Path(out) / cid
     if (final / "truth.json").exists():
@@ -82,7 +85,8 @@ def make_case(index: int, out: str, size: int, spacing: float, seed: int, measur
     if measure:
         ph.truth["measured"] = measure_all(ph.ct, sp, ph.lobes, ph.airway, ph.effusion)
     ph.truth["case_id"] = cid
-    report = render_report(ph.truth, seed=s)
+    ph.truth["report_wording"] = wording
+    report = render_report(ph.truth, seed=s, pool=phrase_pool(wording))
     ph.truth["report"] = report
     tmp = Path(out) / f".tmp-{cid}-{os.getpid()}"
     if tmp.exists():
@@ -135,8 +139,12 @@ def _work(args):
 
 
 def write_dataset(out: str, n: int, size: int = 256, spacing: float = 1.0, seed: int = 0, workers: int = 1,
-                  measure: bool = True, log=print) -> Path:
-    """Write cases 0..n-1 that are missing, then the manifest. Returns the manifest path."""
+                  measure: bool = True, log=print, wording: str = "all") -> Path:
+    """Write cases 0..n-1 that are missing, then the manifest. Returns the manifest path.
+
+    wording "train" keeps the held-out report templates out of the data set, so that a model trained on it can be
+    prompted with wordings it never saw (``phrase_pool("heldout")``)."""
+    phrase_pool(wording)  # validate before any work
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     for stale in outp.glob(".tmp-case_*"):
@@ -144,7 +152,7 @@ def write_dataset(out: str, n: int, size: int = 256, spacing: float = 1.0, seed:
     todo = [i for i in range(n) if not (outp / f"case_{i:06d}" / "truth.json").exists()]
     if log:
         log(f"medsyn phantoms: {n - len(todo)} of {n} cases present, writing {len(todo)} to {outp} (SYNTHETIC)")
-    jobs = [(i, str(outp), size, spacing, seed, measure) for i in todo]
+    jobs = [(i, str(outp), size, spacing, seed, measure, wording) for i in todo]
     t0 = time.time()
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers) as pool:

@@ -58,6 +58,13 @@ PHRASES: dict[str, tuple[str, ...]] = {
               "No destructive osseous lesion."),
     "imp.normal": ("No acute cardiopulmonary abnormality.", "Normal chest CT.",
                    "No acute abnormality in the chest."),
+    "imp.emph": ("{Grade} emphysema.", "{Grade} emphysematous change.", "Emphysema, {grade}."),
+    "imp.effusion.one": ("{Size} {side} pleural effusion.", "{Side} pleural effusion, {size}.",
+                         "{Size} effusion in the {side} pleural space."),
+    "imp.effusion.bil": ("Bilateral pleural effusions ({rsize} right, {lsize} left).",
+                         "{Rsize} right and {lsize} left pleural effusions.",
+                         "Pleural effusions on both sides, {rsize} on the right and {lsize} on the left."),
+    "imp.heart.pos": ("Cardiomegaly.", "Enlarged heart.", "Cardiac enlargement."),
 }
 """Template pool: statement key -> alternative wordings."""
 
@@ -76,6 +83,40 @@ def split_phrases(holdout_fraction: float = 0.3, seed: int = 0,
         held[k] = tuple(v[i] for i in sorted(order[:n_h]))
         train[k] = tuple(v[i] for i in sorted(order[n_h:]))
     return train, held
+
+
+WORDINGS = ("all", "train", "heldout")
+"""Which templates reports use: every wording, or the two halves of :func:`split_phrases` (default split)."""
+
+
+def phrase_pool(wording: str = "all") -> dict:
+    """The template pool for a wording in :data:`WORDINGS`: train a model on "train" reports and prompt it with
+    "heldout" ones to test wordings it never saw."""
+    if wording not in WORDINGS:
+        raise ValueError(f"report wording must be one of {WORDINGS}, got {wording!r}")
+    return PHRASES if wording == "all" else dict(zip(("train", "heldout"), split_phrases()))[wording]
+
+
+def prompt_truth(effusion: str = "none", cardiomegaly: bool = False, emphysema: str = "none",
+                 age: int = 60, sex: str = "male") -> dict:
+    """A minimal ``truth`` for :func:`render_report` with only the named findings (nothing else abnormal).
+
+    effusion: "none" or "<size> <side>" (size small/moderate/large, side right/left/bilateral);
+    emphysema: "none" or a grade (mild/moderate/severe).
+    """
+    from .findings import EFFUSION_SIZES, effusion_size_word
+
+    sides = {"right": ("right",), "left": ("left",), "bilateral": ("right", "left")}
+    ml = {"right": 0.0, "left": 0.0}
+    if effusion != "none":
+        size, side = effusion.split()
+        for s in sides[side]:
+            ml[s] = float(np.mean(EFFUSION_SIZES[size]))
+    findings = {"effusion_ml": ml, "ctr": 0.6 if cardiomegaly else 0.45, "bullae": 0, "consolidation": [],
+                "ggo": [], "nodules": [], "emphysema_laa": 0.0 if emphysema == "none" else 20.0}
+    return {"age": age, "sex": sex, "findings": findings, "effusion_ml_true": ml,
+            "effusion_size": {k: effusion_size_word(v) for k, v in ml.items()}, "cardiomegaly": bool(cardiomegaly),
+            "emphysema_grade": emphysema}
 
 
 def _cap(s: str) -> str:
@@ -108,7 +149,7 @@ def render_report(truth: dict, seed: int = 0, pool: dict | None = None, header: 
         if nb > 0:
             cm = f"{rng.uniform(1.6, 3.6):.1f}"
             lung.append(say("bullae", n=_NUM.get(nb, str(nb)), cm=cm) if nb > 1 else say("bulla1", cm=cm))
-        imp.append(f"{_cap(grade)} emphysema.")
+        imp.append(say("imp.emph", grade=grade))
     elif rng.random() < 0.7:
         lung.append(say("emph.neg"))
     cons = f.get("consolidation", [])
@@ -151,10 +192,10 @@ def render_report(truth: dict, seed: int = 0, pool: dict | None = None, header: 
     elif len(sides) == 1:
         s = sides[0]
         pleura.append(say("effusion.one", side=s, size=size[s]))
-        imp.append(f"{_cap(size[s])} {s} pleural effusion.")
+        imp.append(say("imp.effusion.one", side=s, size=size[s]))
     else:
         pleura.append(say("effusion.bil", rsize=size["right"], lsize=size["left"]))
-        imp.append(f"Bilateral pleural effusions ({size['right']} right, {size['left']} left).")
+        imp.append(say("imp.effusion.bil", rsize=size["right"], lsize=size["left"]))
     if sides and max(eff.values()) > 190:
         a = say("atelectasis")
         pleura[-1] = pleura[-1][:-1] + ", " + a if a.startswith("with") else pleura[-1] + " " + a
@@ -162,7 +203,7 @@ def render_report(truth: dict, seed: int = 0, pool: dict | None = None, header: 
     heart = []
     if truth.get("cardiomegaly"):
         heart.append(say("heart.pos", ctr=f"{float(f['ctr']):.2f}"))
-        imp.insert(0, "Cardiomegaly.")
+        imp.insert(0, say("imp.heart.pos"))
     else:
         heart.append(say("heart.neg"))
     if rng.random() < 0.6:
