@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 import torch
 
 from MedSynLib.io.images import Geometry
 from MedSynLib.models_hub.store import load_stage
-from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig, first_step_gradients, sr_condition
+from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig, first_step_gradients, learning_rate, sr_condition
 
 from tiny_model import build_tiny_model
 from train_cases import write_cases
@@ -45,11 +46,12 @@ def weights(trainer):
 
 
 def test_resume_in_process_is_bit_exact(data, tmp_path):
-    full = DiffusionTrainer(lowres_config(data, tmp_path / "full"))
+    schedule = dict(lr_schedule="cosine", warmup_steps=2)
+    full = DiffusionTrainer(lowres_config(data, tmp_path / "full", **schedule))
     full.run()
-    part = DiffusionTrainer(lowres_config(data, tmp_path / "part"))
+    part = DiffusionTrainer(lowres_config(data, tmp_path / "part", **schedule))
     part.run(stop_after=3)
-    resumed = DiffusionTrainer(lowres_config(data, tmp_path / "part"))
+    resumed = DiffusionTrainer(lowres_config(data, tmp_path / "part", **schedule))
     metrics = resumed.run()
     assert metrics["resumed"] and resumed.step == 6
     a, b = weights(full), weights(resumed)
@@ -57,6 +59,33 @@ def test_resume_in_process_is_bit_exact(data, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(full.ema.net.parameters(), resumed.ema.net.parameters()))
     log = [json.loads(line) for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_learning_rate_warmup_and_cosine_decay():
+    config = TrainConfig(lr=1e-3, steps=110, warmup_steps=10, lr_schedule="cosine", lr_min_ratio=0.1)
+    rates = [learning_rate(config, s) for s in range(110)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)  # linear warm-up
+    assert rates[10] == pytest.approx(1e-3) and rates[60] == pytest.approx(0.55e-3)  # half-way: mean of the ends
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] == pytest.approx(1e-4, rel=1e-2)
+    constant = dataclasses.replace(config, lr_schedule="constant")
+    assert learning_rate(constant, 5) == pytest.approx(6e-4) and learning_rate(constant, 100) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        dataclasses.replace(config, lr_schedule="step", stage="superres").validate()
+
+
+def test_previews_are_written_and_leave_training_unchanged(data, tmp_path):
+    plain = DiffusionTrainer(lowres_config(data, tmp_path / "plain", steps=4))
+    plain.run()
+    shown = DiffusionTrainer(lowres_config(data, tmp_path / "shown", steps=4, preview_every=2, preview_steps=2))
+    shown.run()
+    a, b = weights(plain), weights(shown)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    previews = sorted(p.name for p in (tmp_path / "shown" / "previews").iterdir())
+    assert previews == ["step_000002.png", "step_000004.png"]
+    png = sitk.ReadImage(str(tmp_path / "shown" / "previews" / "step_000004.png"))
+    assert png.GetSize() == (3 * 192, 2 * 192) and png.GetNumberOfComponentsPerPixel() == 3
+    rgb = sitk.GetArrayFromImage(png)
+    assert rgb[192:].std() > 0 and rgb[:192].std() > 0  # the training case (bottom) and the sample (top)
 
 
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
@@ -109,10 +138,11 @@ def test_superres_training_crops_and_export(data, tmp_path):
     config = TrainConfig(stage="superres", manifest=str(manifest), out=str(tmp_path / "sr"), cache=str(cache),
                          grid=GRID, crop=[16, 16, 16],
                          unet={"dim": 8, "dim_mults": [1, 2], "attn_heads": 1, "mid_depth": 1},
-                         steps=2, batch_size=1, precision="bf16")
+                         steps=2, batch_size=1, precision="bf16", preview_every=2, preview_steps=2)
     trainer = DiffusionTrainer(config)
     metrics = trainer.run()
     assert metrics["step"] == 2 and metrics["last_loss"] > 0
+    assert (tmp_path / "sr" / "previews" / "step_000002.png").is_file()
     stage = trainer.export(tmp_path / "sr_stage")
     net = load_stage(stage)
     assert net.config.kind == "superres"

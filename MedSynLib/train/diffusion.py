@@ -60,6 +60,9 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 1
     lr: float = 1e-4
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    lr_min_ratio: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -72,6 +75,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
+    preview_every: int = 0
+    preview_steps: int = 10
     skip_bad: bool = False
 
     @classmethod
@@ -89,6 +94,23 @@ class TrainConfig:
             raise ValueError("the low-res stage needs text_encoder (a folder written by `medsyn train-text`)")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Learning rate of optimisation step ``step`` (0-based): linear warm-up over ``warmup_steps``, then constant
+    or a cosine decay to ``lr_min_ratio * lr`` at ``steps`` (a pure function of the step, so resumes stay exact)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return config.lr
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    return config.lr * (config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _generator(*seeds: int) -> torch.Generator:
@@ -275,6 +297,8 @@ class DiffusionTrainer:
             total += float(loss.detach())
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, self.step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
@@ -314,12 +338,57 @@ class DiffusionTrainer:
                               f"{rate:.2f} steps/s ETA {eta:.0f} s", flush=True)
                 if self.step % cfg.checkpoint_every == 0 or self.step == last:
                     self.save_checkpoint()
+                if cfg.preview_every and self.rank == 0 and (self.step % cfg.preview_every == 0 or self.step == last):
+                    self.write_preview()
         finally:
             if log_file:
                 log_file.close()
         return {"step": self.step, "last_loss": losses[-1] if losses else None,
                 "mean_loss_last_10": sum(losses[-10:]) / max(1, len(losses[-10:])),
                 "wall_s": time.perf_counter() - t0, "resumed": resumed}
+
+    @torch.no_grad()
+    def write_preview(self) -> Path:
+        """Sample with the EMA weights and write ``previews/step_NNNNNN.png``: the sample (top) above the first
+        training case (bottom), axial | coronal | sagittal, lung window, lobe / airway / vessel overlays.
+
+        Low-res stage: conditioned on the first case's report (no guidance). SR stage: conditioned on the first
+        case's low-res volume, on the central training crop. ``preview_steps`` DDIM steps from fixed noise (seed
+        ``config.seed``), so previews of successive steps are comparable; the training RNG is not touched.
+        """
+        from ..diffusion.samplers import make_sampler
+        from ..diffusion.sampling import GuidedDenoiser, SuperResDenoiser, draw_noise, sample
+        from ..io.codecs import model_to_hu, model_to_lobes, model_to_mask
+        from ..phantom.preview import montage, stack_rows, write_png
+
+        cfg, case = self.config, self.batches.cases[0]
+        reference = encode_volume(self.batches.volumes.get(case))[None]
+        net = self.ema.net.eval()
+        if cfg.stage == "lowres":
+            denoise = GuidedDenoiser(net, self.batches.texts.get(case)[None].to(self.device))
+            spacing = Geometry.from_dict(cfg.grid).subsampled(cfg.lowres_factor).spacing
+        else:
+            if cfg.crop:
+                start = [(s - c) // 2 // cfg.lowres_factor * cfg.lowres_factor
+                         for s, c in zip(reference.shape[2:], cfg.crop)]
+                reference = reference[(..., *(slice(a, a + c) for a, c in zip(start, cfg.crop)))]
+            condition = sr_condition(reference, cfg.lowres_factor, 0.0, torch.zeros_like(reference))
+            denoise = SuperResDenoiser(net, condition.to(self.device))
+            spacing = Geometry.from_dict(cfg.grid).spacing
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            x = sample(denoise, make_sampler("ddim", cfg.preview_steps),
+                       draw_noise(reference.shape, cfg.seed, device=self.device))
+        rows = []
+        for vol in (x[0].float().cpu(), reference[0]):
+            masks = {"lobes": model_to_lobes(vol[1]), "airway": model_to_mask(vol[2]),
+                     "vessels": model_to_mask(vol[3])}
+            rows.append(montage(model_to_hu(vol[0]).numpy(), tuple(reversed(spacing)), masks, panel=192))
+        path = self.out / "previews" / f"step_{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        write_png(stack_rows(rows), tmp)
+        os.replace(tmp, path)
+        return path
 
     def export(self, folder: Path, provenance: dict | None = None) -> Path:
         """Write the EMA weights as a stage folder (this project's format)."""
