@@ -3,7 +3,7 @@
 import json
 import math
 
-from MedSynLib.eval.conditioning import _summary, permutation_p
+from MedSynLib.eval.conditioning import _summary, heldout_prompts, permutation_p
 from MedSynLib.train.demo import log_summary
 
 
@@ -25,3 +25,17 @@ def test_log_summary_adds_up_resumed_runs(tmp_path):
     summary = log_summary(log)
     assert summary["step"] == 4 and math.isclose(summary["wall_s"], 3.5)
     assert math.isclose(summary["mean_loss_last_10"], 0.65)
+
+
+def test_heldout_prompts_use_no_training_template():
+    from MedSynLib.phantom.report import phrase_pool
+
+    fixed = lambda pool: {t for templates in pool.values() for t in templates if "{" not in t}  # noqa: E731
+    train_only = fixed(phrase_pool("train")) - fixed(phrase_pool("heldout"))  # "Cardiomegaly." is both
+    prompts = heldout_prompts()
+    assert set(prompts) == {"effusion", "cardiomegaly", "emphysema"}
+    with_finding = {"effusion": "effusion", "cardiomegaly": "enlarge", "emphysema": "emphysema"}
+    for name, (positive, negative) in prompts.items():
+        assert positive != negative and with_finding[name] in positive.lower()
+        for text in (positive, negative):
+            assert not [t for t in train_only if t in text], text

@@ -1,6 +1,6 @@
 """Conditioning benchmark mirroring the paper's Tables II-V, with the phantom measurement functions.
 
-    python -m MedSynLib.eval --model medsyn-demo --seeds 8 --json eval.json [--lowres-only]
+    python -m MedSynLib.eval --model medsyn-demo --seeds 8 --json eval.json [--lowres-only] [--prompts paraphrase]
 
 - Table II: pleural effusion volume (mL, from the CT alone), "large bilateral effusions" vs "no effusion".
 - Table III: cardiothoracic ratio, cardiomegaly vs normal heart size.
@@ -9,7 +9,8 @@
   region (air-density lung found on the generated CT) to the held lobes; and fixed-CT segmentation of held-out
   phantoms: mean lobe Dice and airway Dice, with and without the report.
 
-Prompts are worded differently from the phantom report templates (held out). Each comparison reports mean ± sd
+Prompts use only report templates held out of the demo's training reports (:func:`heldout_prompts`; the demo
+data set is written with ``wording="train"``); ``--prompts paraphrase`` tries free wording instead. Each comparison reports mean ± sd
 over the seeds and a one-sided permutation test (exact for small groups, else 20,000 permutations), so no
 statistics package is needed. This is a benchmark that prints measured numbers, not a test.
 """
@@ -32,11 +33,11 @@ from ..models_hub.registry import resolve_model
 from ..phantom import Grid
 from ..phantom import generate as make_phantom
 from ..phantom import measure
-from ..phantom.report import render_report
+from ..phantom.report import phrase_pool, prompt_truth, render_report
 from ..pipelines import generate, segment
 from ..runtime import resolve_device
 
-PROMPTS = {
+PARAPHRASES = {
     "effusion": ("FINDINGS: Both pleural spaces are filled by large dependent fluid collections with adjacent "
                  "collapse of the lower lobes. IMPRESSION: Large pleural fluid collections on both sides.",
                  "FINDINGS: The pleural spaces are clear, without fluid. Lungs are well aerated. IMPRESSION: No "
@@ -49,7 +50,24 @@ PROMPTS = {
                   "FINDINGS: Normal lung attenuation without lucencies or bullae. IMPRESSION: No emphysematous "
                   "change."),
 }
-NEUTRAL = "FINDINGS: Lungs are clear. Heart size normal. IMPRESSION: Unremarkable chest CT."
+"""Free paraphrases with words the phantom reports never use ("fluid collections", "lucencies"): a text encoder
+trained from scratch on phantom reports cannot know them (measured in the README)."""
+
+
+def heldout_prompts() -> dict[str, tuple[str, str]]:
+    """(with finding, without) per table, written only with the held-out report templates (``phrase_pool("heldout")``):
+    the finding words of the phantom vocabulary in sentences a model trained on "train" wordings never saw."""
+    pool = phrase_pool("heldout")
+
+    def say(**findings):
+        return render_report(prompt_truth(**findings), seed=0, pool=pool, header=False).strip()
+
+    return {"effusion": (say(effusion="large bilateral"), say()),
+            "cardiomegaly": (say(cardiomegaly=True), say()),
+            "emphysema": (say(emphysema="severe"), say())}
+
+
+PROMPT_SETS = {"heldout": heldout_prompts, "paraphrase": lambda: PARAPHRASES}
 
 
 def permutation_p(a: list[float], b: list[float], rounds: int = 20000, seed: int = 0) -> float:
@@ -91,11 +109,11 @@ def _measure(result) -> dict:
             "laa950": measure.laa950(ct, lobes, result.airway)}
 
 
-def compare_prompts(model, seeds: list[int], lowres_only: bool, log) -> dict:
+def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, log) -> dict:
     tables = {}
     for name, key in (("effusion", "effusion_ml"), ("cardiomegaly", "ctr"), ("emphysema", "laa950")):
         groups = []
-        for prompt in PROMPTS[name]:
+        for prompt in prompts[name]:
             values = []
             for seed in seeds:
                 values.append(_measure(generate(prompt, model, seed=seed, lowres_only=lowres_only))[key])
@@ -117,7 +135,7 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
         ph = make_phantom(seed=900000 + i, grid=Grid.cube(grid.size[0], spacing))
         geometry = Geometry(grid.size, grid.spacing, ph.grid.origin, ph.grid.direction)
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
-        result = generate(NEUTRAL, model, {"lobes": lobes_img, "airway": airway_img}, seed=seeds[i % len(seeds)],
+        result = generate(heldout_prompts()["effusion"][1], model, {"lobes": lobes_img, "airway": airway_img}, seed=seeds[i % len(seeds)],
                           lowres_only=lowres_only)
         held = sitk.GetArrayFromImage(sitk.Resample(lobes_img, result.geometry.reference())) > 0
         try:
@@ -128,7 +146,7 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
         except ValueError:  # no lungs recognisable on the generated CT: the conditioning failed
             held_dice.append(0.0)
         ct_img = to_image(ph.ct, geometry)
-        for report, bucket in ((None, seg_lobe), (render_report(ph.truth, seed=i), seg_lobe_report)):
+        for report, bucket in ((None, seg_lobe), (render_report(ph.truth, seed=i, pool=phrase_pool("heldout")), seg_lobe_report)):
             seg = segment(ct_img, model, report=report, seed=seeds[i % len(seeds)], lowres_only=lowres_only)
             bucket.append(float(np.mean([measure.dice(seg.lobes, ph.lobes, k) for k in range(1, 6)])))
             if report is None:
@@ -147,15 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=int, default=4, help="held-out phantoms for Table V")
     p.add_argument("--device", default="auto")
     p.add_argument("--lowres-only", action="store_true", help="measure the 64³ results (faster)")
+    p.add_argument("--prompts", choices=sorted(PROMPT_SETS), default="heldout",
+                   help="heldout: phantom vocabulary in report templates held out of training (default); "
+                        "paraphrase: free wording with words the phantom reports never use")
+    p.add_argument("--skip-anatomy", action="store_true", help="only Tables II-IV (prompts)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     model = load_model(resolve_model(args.model), resolve_device(args.device), load_superres=not args.lowres_only)
     seeds = list(range(args.seeds))
     t0 = time.perf_counter()
     log = lambda m: print(m, flush=True)  # noqa: E731
-    result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds,
-              "prompts": PROMPTS, "tables_II_IV": compare_prompts(model, seeds, args.lowres_only, log),
-              "table_V": anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log)}
+    prompts = PROMPT_SETS[args.prompts]()
+    result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds, "prompt_set": args.prompts,
+              "prompts": prompts, "tables_II_IV": compare_prompts(model, prompts, seeds, args.lowres_only, log)}
+    if not args.skip_anatomy:
+        result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log)
     result["wall_s"] = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
     if args.json:
