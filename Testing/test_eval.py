@@ -3,7 +3,7 @@
 import json
 import math
 
-from MedSynLib.eval.conditioning import _summary, heldout_prompts, permutation_p
+from MedSynLib.eval.conditioning import _summary, heldout_prompts, markdown_table, permutation_p, write_to_card
 from MedSynLib.train.demo import log_summary
 
 
@@ -39,3 +39,27 @@ def test_heldout_prompts_use_no_training_template():
         assert positive != negative and with_finding[name] in positive.lower()
         for text in (positive, negative):
             assert not [t for t in train_only if t in text], text
+
+
+def _result(lowres_only=True):
+    s = lambda *v: _summary(list(v))  # noqa: E731
+    tables = {name: {"with_finding": s(a, a + 2), "without": s(b, b + 2), "ratio": a / b, "p_one_sided": 0.01}
+              for name, a, b in (("effusion", 600.0, 60.0), ("cardiomegaly", 0.6, 0.45), ("emphysema", 20.0, 2.0))}
+    return {"model": "m", "lowres_only": lowres_only, "seeds": [0, 1], "prompt_set": "heldout",
+            "tables_II_IV": tables,
+            "table_V": {"anatomy_conditioned_lung_dice": s(0.9, float("nan")), "segmentation_lobe_dice": s(0.8, 0.82),
+                        "segmentation_lobe_dice_with_report": s(0.81, 0.83), "segmentation_airway_dice": s(0.5, 0.6)}}
+
+
+def test_benchmark_table_goes_into_the_model_card(tmp_path):
+    table = markdown_table(_result())
+    assert "| II effusion volume (mL, from the CT) | 601 ± 1 | 61 ± 1 | 10.00 | 0.0100 |" in table
+    assert "0.90 ± 0.00 (1 of 2 unmeasurable)" in table and "airway Dice | 0.55 ± 0.07 |" in table
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# Model\n\nAbout.\n")
+    write_to_card(tmp_path, _result())
+    write_to_card(tmp_path, _result())  # a second run replaces the section
+    text = card.read_text()
+    assert text.startswith("# Model\n\nAbout.\n\n## Conditioning benchmark") and text.count("## Conditioning") == 1
+    assert json.loads((tmp_path / "eval_lowres_2seeds.json").read_text())["model"] == "m"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MODEL_CARD.md", "eval_lowres_2seeds.json"]

@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -158,6 +160,57 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
             "segmentation_airway_dice": _summary(seg_airway)}
 
 
+def _pm(s: dict, digits: int) -> str:
+    text = f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
+    return text + (f" ({s['unmeasurable']} of {s['n'] + s['unmeasurable']} unmeasurable)" if s["unmeasurable"] else "")
+
+
+def markdown_table(result: dict) -> str:
+    """The benchmark as a Markdown section (for the README and the model card)."""
+    res = "64³ low-res results" if result["lowres_only"] else "256³ results"
+    lines = [CARD_SECTION, "",
+             f"`python -m MedSynLib.eval` on `{result['model']}`: {len(result['seeds'])} seeds per prompt, "
+             f"{result['prompt_set']} prompts, measured on the {res}; mean ± sd, one-sided permutation test.", "",
+             "| table | with the finding | without | ratio | p |", "|---|---|---|---|---|"]
+    for name, label, digits in (("effusion", "II effusion volume (mL, from the CT)", 0),
+                                ("cardiomegaly", "III cardiothoracic ratio", 3), ("emphysema", "IV %LAA-950", 1)):
+        t = result["tables_II_IV"][name]
+        lines.append(f"| {label} | {_pm(t['with_finding'], digits)} | {_pm(t['without'], digits)} | "
+                     f"{t['ratio']:.2f} | {t['p_one_sided']:.4f} |")
+    v = result.get("table_V")
+    if v:
+        n = v["segmentation_lobe_dice"]["n"]
+        lines += ["", f"| Table V ({n} held-out phantoms) | Dice |", "|---|---|",
+                  f"| lung region of the generated CT vs the held lobes (lobes + airway held) | "
+                  f"{_pm(v['anatomy_conditioned_lung_dice'], 2)} |",
+                  f"| fixed-CT segmentation, mean lobe Dice, no report | {_pm(v['segmentation_lobe_dice'], 2)} |",
+                  f"| fixed-CT segmentation, mean lobe Dice, with the report | "
+                  f"{_pm(v['segmentation_lobe_dice_with_report'], 2)} |",
+                  f"| fixed-CT segmentation, airway Dice | {_pm(v['segmentation_airway_dice'], 2)} |"]
+    return "\n".join(lines) + "\n"
+
+
+CARD_SECTION = "## Conditioning benchmark"
+
+
+def write_to_card(folder: Path, result: dict) -> Path:
+    """Put ``result`` beside a model folder's MODEL_CARD.md (as JSON) and its table into the card, replacing an
+    earlier benchmark section (written atomically)."""
+    folder = Path(folder)
+    card = folder / "MODEL_CARD.md"
+    if not card.is_file():
+        raise FileNotFoundError(f"{folder} has no MODEL_CARD.md; give the folder of a packaged model")
+    tag = f"eval_{'lowres' if result['lowres_only'] else 'full'}_{len(result['seeds'])}seeds"
+    text = card.read_text()
+    text = text[:text.index(CARD_SECTION)].rstrip() if CARD_SECTION in text else text.rstrip()
+    text += "\n\n" + markdown_table(result) + f"\nNumbers: `{tag}.json`.\n"
+    for path, content in ((folder / f"{tag}.json", json.dumps(result, indent=2)), (card, text)):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(content)
+        os.replace(tmp, path)
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.eval", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -170,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                         "paraphrase: free wording with words the phantom reports never use")
     p.add_argument("--skip-anatomy", action="store_true", help="only Tables II-IV (prompts)")
     p.add_argument("--json", default=None)
+    p.add_argument("--card", type=Path, default=None,
+                   help="model folder: write the JSON beside its MODEL_CARD.md and the table into the card")
     args = p.parse_args(argv)
     model = load_model(resolve_model(args.model), resolve_device(args.device), load_superres=not args.lowres_only)
     seeds = list(range(args.seeds))
@@ -182,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log)
     result["wall_s"] = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
+    print(markdown_table(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    if args.card:
+        write_to_card(args.card, result)
     return 0
 
 
