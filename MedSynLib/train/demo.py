@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -29,8 +30,8 @@ from .text_encoder import train_text_encoder
 
 GRID = Geometry((256, 256, 256), (1.0, 1.0, 1.0), (-127.5, -127.5, -127.5))
 TEXT = {"vocab_size": 2000, "hidden": 128, "layers": 2, "heads": 4, "batch_size": 16, "max_length": 160, "lr": 2e-3}
-LOWRES_UNET = {"dim": 40, "dim_mults": [1, 2, 4], "attn_heads": 4, "text_dim": 128, "mid_depth": 2, "patch": 4,
-               "init_kernel_size": 1}
+LOWRES_UNET = {"dim": 64, "dim_mults": [1, 2, 2], "attn_heads": 4, "text_dim": 128, "mid_depth": 2, "patch": 4,
+               "init_kernel_size": 3}
 SUPERRES_UNET = {"dim": 32, "dim_mults": [1, 2, 4], "attn_heads": 2, "mid_depth": 1, "patch": 4,
                  "init_kernel_size": 1}
 SAMPLING = {"steps_lowres": 12, "steps_sr": 2, "guidance": 1.5, "sampler": "dpmpp2m"}
@@ -54,9 +55,9 @@ def train_demo(work: Path, package: Path | None, lowres_cases: int, sr_cases: in
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     low_manifest = write_dataset(str(work / "phantoms64"), lowres_cases, size=64, spacing=4.0, seed=seed,
-                                 workers=workers, measure=False, log=None)
+                                 workers=workers, measure=False, log=None, wording="train")
     sr_manifest = write_dataset(str(work / "phantoms256"), sr_cases, size=256, spacing=1.0, seed=seed + 1,
-                                workers=workers, measure=False, log=None)
+                                workers=workers, measure=False, log=None, wording="train")
     times["phantoms_s"] = time.perf_counter() - t0
     _log(f"phantoms ready: {lowres_cases} at 64³/4 mm, {sr_cases} at 256³/1 mm")
 
@@ -74,7 +75,8 @@ def train_demo(work: Path, package: Path | None, lowres_cases: int, sr_cases: in
         return {"finished": True, "times": times}
     for stage, manifest, unet, steps, extra in (
             ("lowres", low_manifest, LOWRES_UNET, lowres_steps,
-             {"text_encoder": str(text_dir / "text_encoder"), "batch_size": 2, "lr": 2e-4}),
+             {"text_encoder": str(text_dir / "text_encoder"), "batch_size": 2, "lr": 2e-4, "lr_schedule": "cosine",
+              "warmup_steps": 100, "preview_every": 1000}),
             ("superres", sr_manifest, SUPERRES_UNET, sr_steps,
              {"crop": [64, 64, 64], "batch_size": 2, "lr": 2e-4})):
         if only not in (None, stage, "package"):
@@ -136,8 +138,7 @@ def log_summary(path: Path) -> dict:
 def model_card(work: Path, text_metrics: dict, data: dict) -> str:
     low, sr = (log_summary(Path(work) / stage / "train_log.jsonl") for stage in ("lowres", "superres"))
     held = text_metrics.get("heldout") or {}
-    hardware = (f"2-core {platform.machine()} CPU, torch {torch.__version__}; the text encoder and SR stage, then the "
-                "low-res stage, trained as side-by-side processes of 1 thread each (--only ... --threads 1)")
+    hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}"
     return f"""# MedSyn demo model
 
 {STATEMENT}
@@ -154,7 +155,8 @@ def model_card(work: Path, text_metrics: dict, data: dict) -> str:
 ## Data
 Procedural chest CT phantoms (`medsyn phantoms`): {data['lowres_cases']} cases at 64³ / 4 mm for the text encoder
 and the low-res stage, {data['sr_cases']} cases at 256³ / 1 mm for the super-resolution stage (64³ crops); master
-seed {data['seed']}.
+seed {data['seed']}. Reports use only the "train" half of the report templates (`wording="train"`), so that the
+benchmark below can prompt with wordings the model never saw.
 
 ## Training
 | part | steps | final loss | wall time |
@@ -163,7 +165,9 @@ seed {data['seed']}.
 | low-res | {low['step']} | {low['mean_loss_last_10']:.4f} (mean of last 10) | {low['wall_s']:.0f} s |
 | super-resolution | {sr['step']} | {sr['mean_loss_last_10']:.4f} (mean of last 10) | {sr['wall_s']:.0f} s |
 
-Hardware: {hardware}. AdamW, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance text dropout 0.1.
+Hardware: {hardware}. AdamW (low-res: lr 2e-4, 100 warm-up steps, cosine decay to 2e-5; SR: lr 2e-4 constant),
+batch 2, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance text dropout 0.1. Sample previews
+of the low-res stage every 1,000 steps are in the working folder (`lowres/previews/`).
 Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo` (one command,
 resumable; the defaults are the budgets above).
 """
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lowres-cases", type=int, default=300)
     p.add_argument("--sr-cases", type=int, default=24)
     p.add_argument("--text-steps", type=int, default=2000)
-    p.add_argument("--lowres-steps", type=int, default=3000)
+    p.add_argument("--lowres-steps", type=int, default=10000)
     p.add_argument("--sr-steps", type=int, default=2500)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=2024)
