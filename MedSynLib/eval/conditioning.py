@@ -56,10 +56,11 @@ PARAPHRASES = {
 trained from scratch on phantom reports cannot know them (measured in the README)."""
 
 
-def heldout_prompts() -> dict[str, tuple[str, str]]:
+def heldout_prompts(wording: str = "heldout") -> dict[str, tuple[str, str]]:
     """(with finding, without) per table, written only with the held-out report templates (``phrase_pool("heldout")``):
-    the finding words of the phantom vocabulary in sentences a model trained on "train" wordings never saw."""
-    pool = phrase_pool("heldout")
+    the finding words of the phantom vocabulary in sentences a model trained on "train" wordings never saw.
+    ``wording="train"`` writes the same prompts in training templates (to tell text from image failures)."""
+    pool = phrase_pool(wording)
 
     def say(**findings):
         return render_report(prompt_truth(**findings), seed=0, pool=pool, header=False).strip()
@@ -69,7 +70,7 @@ def heldout_prompts() -> dict[str, tuple[str, str]]:
             "emphysema": (say(emphysema="severe"), say())}
 
 
-PROMPT_SETS = {"heldout": heldout_prompts, "paraphrase": lambda: PARAPHRASES}
+PROMPT_SETS = {"heldout": heldout_prompts, "train": lambda: heldout_prompts("train"), "paraphrase": lambda: PARAPHRASES}
 
 
 def permutation_p(a: list[float], b: list[float], rounds: int = 20000, seed: int = 0) -> float:
@@ -111,14 +112,16 @@ def _measure(result) -> dict:
             "laa950": measure.laa950(ct, lobes, result.airway)}
 
 
-def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, log) -> dict:
+def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, log,
+                    guidance: float | None = None) -> dict:
     tables = {}
     for name, key in (("effusion", "effusion_ml"), ("cardiomegaly", "ctr"), ("emphysema", "laa950")):
         groups = []
         for prompt in prompts[name]:
             values = []
             for seed in seeds:
-                values.append(_measure(generate(prompt, model, seed=seed, lowres_only=lowres_only))[key])
+                values.append(_measure(generate(prompt, model, seed=seed, lowres_only=lowres_only,
+                                                guidance=guidance))[key])
             groups.append(values)
         tables[name] = {"measure": key, "with_finding": _summary(groups[0]), "without": _summary(groups[1]),
                         "p_one_sided": permutation_p(_finite(groups[0]), _finite(groups[1]))
@@ -129,7 +132,8 @@ def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, l
     return tables
 
 
-def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: bool, log) -> dict:
+def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: bool, log,
+                             guidance: float | None = None) -> dict:
     grid = model.lowres_grid if lowres_only else model.grid
     spacing = grid.spacing[0]
     held_dice, seg_lobe, seg_lobe_report, seg_airway = [], [], [], []
@@ -137,8 +141,8 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
         ph = make_phantom(seed=900000 + i, grid=Grid.cube(grid.size[0], spacing))
         geometry = Geometry(grid.size, grid.spacing, ph.grid.origin, ph.grid.direction)
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
-        result = generate(heldout_prompts()["effusion"][1], model, {"lobes": lobes_img, "airway": airway_img}, seed=seeds[i % len(seeds)],
-                          lowres_only=lowres_only)
+        result = generate(heldout_prompts()["effusion"][1], model, {"lobes": lobes_img, "airway": airway_img},
+                          seed=seeds[i % len(seeds)], lowres_only=lowres_only, guidance=guidance)
         held = sitk.GetArrayFromImage(sitk.Resample(lobes_img, result.geometry.reference())) > 0
         try:
             lung = sitk.GetArrayFromImage(sitk.Resample(lung_labels(to_image(result.ct_hu, result.geometry)),
@@ -148,8 +152,10 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
         except ValueError:  # no lungs recognisable on the generated CT: the conditioning failed
             held_dice.append(0.0)
         ct_img = to_image(ph.ct, geometry)
-        for report, bucket in ((None, seg_lobe), (render_report(ph.truth, seed=i, pool=phrase_pool("heldout")), seg_lobe_report)):
-            seg = segment(ct_img, model, report=report, seed=seeds[i % len(seeds)], lowres_only=lowres_only)
+        report_text = render_report(ph.truth, seed=i, pool=phrase_pool("heldout"))
+        for report, bucket in ((None, seg_lobe), (report_text, seg_lobe_report)):
+            seg = segment(ct_img, model, report=report, seed=seeds[i % len(seeds)], lowres_only=lowres_only,
+                          guidance=guidance)
             bucket.append(float(np.mean([measure.dice(seg.lobes, ph.lobes, k) for k in range(1, 6)])))
             if report is None:
                 seg_airway.append(measure.dice(seg.airway, ph.airway))
@@ -170,7 +176,8 @@ def markdown_table(result: dict) -> str:
     res = "64³ low-res results" if result["lowres_only"] else "256³ results"
     lines = [CARD_SECTION, "",
              f"`python -m MedSynLib.eval` on `{result['model']}`: {len(result['seeds'])} seeds per prompt, "
-             f"{result['prompt_set']} prompts, measured on the {res}; mean ± sd, one-sided permutation test.", "",
+             f"{result['prompt_set']} prompts, guidance {result.get('guidance', 'default')}, measured on the {res}; "
+             "mean ± sd, one-sided permutation test.", "",
              "| table | with the finding | without | ratio | p |", "|---|---|---|---|---|"]
     for name, label, digits in (("effusion", "II effusion volume (mL, from the CT)", 0),
                                 ("cardiomegaly", "III cardiothoracic ratio", 3), ("emphysema", "IV %LAA-950", 1)):
@@ -217,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--cases", type=int, default=4, help="held-out phantoms for Table V")
     p.add_argument("--device", default="auto")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     p.add_argument("--lowres-only", action="store_true", help="measure the 64³ results (faster)")
     p.add_argument("--prompts", choices=sorted(PROMPT_SETS), default="heldout",
                    help="heldout: phantom vocabulary in report templates held out of training (default); "
+                        "train: the same prompts in training templates; "
                         "paraphrase: free wording with words the phantom reports never use")
     p.add_argument("--skip-anatomy", action="store_true", help="only Tables II-IV (prompts)")
     p.add_argument("--json", default=None)
@@ -231,10 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     log = lambda m: print(m, flush=True)  # noqa: E731
     prompts = PROMPT_SETS[args.prompts]()
+    guidance = model.defaults["guidance"] if args.guidance is None else args.guidance
     result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds, "prompt_set": args.prompts,
-              "prompts": prompts, "tables_II_IV": compare_prompts(model, prompts, seeds, args.lowres_only, log)}
+              "guidance": guidance, "prompts": prompts,
+              "tables_II_IV": compare_prompts(model, prompts, seeds, args.lowres_only, log, guidance)}
     if not args.skip_anatomy:
-        result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log)
+        result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log, guidance)
     result["wall_s"] = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
     print(markdown_table(result))
