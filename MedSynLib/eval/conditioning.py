@@ -10,8 +10,9 @@
   phantoms: mean lobe Dice and airway Dice, with and without the report.
 
 Prompts use only report templates held out of the demo's training reports (:func:`heldout_prompts`; the demo
-data set is written with ``wording="train"``); ``--prompts paraphrase`` tries free wording instead. Each comparison reports mean ± sd
-over the seeds and a one-sided permutation test (exact for small groups, else 20,000 permutations), so no
+data set is written with ``wording="train"``); ``--prompts train`` asks the same in training templates and
+``--prompts paraphrase`` in free wording. Each comparison reports mean ± sd over the seeds and a one-sided
+permutation test (exact for small groups, else 20,000 permutations), so no
 statistics package is needed. This is a benchmark that prints measured numbers, not a test.
 """
 
