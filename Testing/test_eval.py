@@ -56,10 +56,13 @@ def test_benchmark_table_goes_into_the_model_card(tmp_path):
     assert "| II effusion volume (mL, from the CT) | 601 ± 1 | 61 ± 1 | 10.00 | 0.0100 |" in table
     assert "0.90 ± 0.00 (1 of 2 unmeasurable)" in table and "airway Dice | 0.55 ± 0.07 |" in table
     card = tmp_path / "MODEL_CARD.md"
-    card.write_text("# Model\n\nAbout.\n")
+    card.write_text("# Model\n\nAbout.\n\n## Data\nPhantoms.\n")
     write_to_card(tmp_path, _result())
-    write_to_card(tmp_path, _result())  # a second run replaces the section
+    write_to_card(tmp_path, _result(lowres_only=False))
+    write_to_card(tmp_path, _result())  # a second low-res run replaces its own section only
     text = card.read_text()
-    assert text.startswith("# Model\n\nAbout.\n\n## Conditioning benchmark") and text.count("## Conditioning") == 1
-    assert json.loads((tmp_path / "eval_lowres_2seeds.json").read_text())["model"] == "m"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["MODEL_CARD.md", "eval_lowres_2seeds.json"]
+    assert text.startswith("# Model\n\nAbout.\n\n## Data\nPhantoms.\n\n## Conditioning benchmark: 256³, heldout")
+    assert text.count("## Conditioning benchmark: 64³ low-res, heldout prompts") == 1 and text.count("## Cond") == 2
+    assert json.loads((tmp_path / "eval_lowres_heldout_2seeds.json").read_text())["model"] == "m"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MODEL_CARD.md", "eval_full_heldout_2seeds.json",
+                                                          "eval_lowres_heldout_2seeds.json"]

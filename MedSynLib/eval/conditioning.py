@@ -175,7 +175,7 @@ def _pm(s: dict, digits: int) -> str:
 def markdown_table(result: dict) -> str:
     """The benchmark as a Markdown section (for the README and the model card)."""
     res = "64³ low-res results" if result["lowres_only"] else "256³ results"
-    lines = [CARD_SECTION, "",
+    lines = [_section_title(result), "",
              f"`python -m MedSynLib.eval` on `{result['model']}`: {len(result['seeds'])} seeds per prompt, "
              f"{result['prompt_set']} prompts, guidance {result.get('guidance', 'default')}, measured on the {res}; "
              "mean ± sd, one-sided permutation test.", "",
@@ -198,20 +198,27 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-CARD_SECTION = "## Conditioning benchmark"
+def _tag(result: dict) -> str:
+    res = "lowres" if result["lowres_only"] else "full"
+    return f"eval_{res}_{result['prompt_set']}_{len(result['seeds'])}seeds"
+
+
+def _section_title(result: dict) -> str:
+    res = "64³ low-res" if result["lowres_only"] else "256³"
+    return f"## Conditioning benchmark: {res}, {result['prompt_set']} prompts"
 
 
 def write_to_card(folder: Path, result: dict) -> Path:
-    """Put ``result`` beside a model folder's MODEL_CARD.md (as JSON) and its table into the card, replacing an
-    earlier benchmark section (written atomically)."""
+    """Put ``result`` beside a model folder's MODEL_CARD.md (as JSON) and its table into the card, replacing the
+    section of an earlier run of the same kind (resolution, prompt set); files are replaced atomically."""
     folder = Path(folder)
     card = folder / "MODEL_CARD.md"
     if not card.is_file():
         raise FileNotFoundError(f"{folder} has no MODEL_CARD.md; give the folder of a packaged model")
-    tag = f"eval_{'lowres' if result['lowres_only'] else 'full'}_{len(result['seeds'])}seeds"
-    text = card.read_text()
-    text = text[:text.index(CARD_SECTION)].rstrip() if CARD_SECTION in text else text.rstrip()
-    text += "\n\n" + markdown_table(result) + f"\nNumbers: `{tag}.json`.\n"
+    tag, title = _tag(result), _section_title(result)
+    sections = card.read_text().rstrip().split("\n## ")
+    kept = [part for part in sections if "## " + part.split("\n")[0] != title]
+    text = "\n## ".join(kept) + "\n\n" + markdown_table(result) + f"\nNumbers: `{tag}.json`.\n"
     for path, content in ((folder / f"{tag}.json", json.dumps(result, indent=2)), (card, text)):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(content)
