@@ -168,6 +168,8 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
 
 
 def _pm(s: dict, digits: int) -> str:
+    if not s["n"]:
+        return f"unmeasurable ({s['unmeasurable']} of {s['unmeasurable']})"
     text = f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
     return text + (f" ({s['unmeasurable']} of {s['n'] + s['unmeasurable']} unmeasurable)" if s["unmeasurable"] else "")
 
