@@ -3,7 +3,7 @@
 import json
 import math
 
-from MedSynLib.eval.conditioning import _summary, heldout_prompts, markdown_table, permutation_p, write_to_card
+from MedSynLib.eval.conditioning import _summary, air_inside_body, heldout_prompts, markdown_table, permutation_p, write_to_card
 from MedSynLib.train.demo import log_summary
 
 
@@ -66,3 +66,15 @@ def test_benchmark_table_goes_into_the_model_card(tmp_path):
     assert json.loads((tmp_path / "eval_lowres_heldout_2seeds.json").read_text())["model"] == "m"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MODEL_CARD.md", "eval_full_heldout_2seeds.json",
                                                           "eval_lowres_heldout_2seeds.json"]
+
+
+def test_lung_region_of_a_ct_is_the_air_inside_the_body():
+    from MedSynLib.phantom import Grid, generate, measure
+
+    ph = generate(seed=900000, grid=Grid.cube(64, 4.0))
+    lungs = air_inside_body(ph.ct)
+    assert measure.dice(lungs, ph.lobes > 0) > 0.93  # the phantom's own CT against its lobes
+    assert not lungs[:, 0].any() and not lungs[:, :, 0].any()  # the air outside the body is not lung
+    leaky = ph.ct.copy()
+    leaky[-1] = -1000  # the top slice all air: the trachea now meets the outside air there
+    assert measure.dice(air_inside_body(leaky)[:-1], lungs[:-1]) == 1.0
