@@ -61,11 +61,14 @@ def test_benchmark_table_goes_into_the_model_card(tmp_path):
     write_to_card(tmp_path, _result(lowres_only=False))
     write_to_card(tmp_path, _result())  # a second low-res run replaces its own section only
     text = card.read_text()
-    assert text.startswith("# Model\n\nAbout.\n\n## Data\nPhantoms.\n\n## Conditioning benchmark: 256³, heldout")
-    assert text.count("## Conditioning benchmark: 64³ low-res, heldout prompts") == 1 and text.count("## Cond") == 2
-    assert json.loads((tmp_path / "eval_lowres_heldout_2seeds.json").read_text())["model"] == "m"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["MODEL_CARD.md", "eval_full_heldout_2seeds.json",
-                                                          "eval_lowres_heldout_2seeds.json"]
+    assert text.startswith("# Model\n\nAbout.\n\n## Data\nPhantoms.\n\n## Conditioning benchmark, Tables II-V: 256³")
+    assert text.count("## Conditioning benchmark, Tables II-V: 64³ low-res, heldout prompts") == 1
+    assert text.count("## Cond") == 2
+    assert json.loads((tmp_path / "eval_lowres_heldout_tablesII-V_2seeds.json").read_text())["model"] == "m"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "MODEL_CARD.md", "eval_full_heldout_tablesII-V_2seeds.json", "eval_lowres_heldout_tablesII-V_2seeds.json"]
+    only_v = {k: v for k, v in _result().items() if k != "tables_II_IV"}
+    assert "| table |" not in markdown_table(only_v) and "Tables V:" in markdown_table(only_v)
 
 
 def test_lung_region_of_a_ct_is_the_air_inside_the_body():

@@ -193,13 +193,15 @@ def markdown_table(result: dict) -> str:
     lines = [_section_title(result), "",
              f"`python -m MedSynLib.eval` on `{result['model']}`: {len(result['seeds'])} seeds per prompt, "
              f"{result['prompt_set']} prompts, guidance {result.get('guidance', 'default')}, measured on the {res}; "
-             "mean ± sd, one-sided permutation test.", "",
-             "| table | with the finding | without | ratio | p |", "|---|---|---|---|---|"]
+             "mean ± sd, one-sided permutation test."]
+    if "tables_II_IV" in result:
+        lines += ["", "| table | with the finding | without | ratio | p |", "|---|---|---|---|---|"]
     for name, label, digits in (("effusion", "II effusion volume (mL, from the CT)", 0),
                                 ("cardiomegaly", "III cardiothoracic ratio", 3), ("emphysema", "IV %LAA-950", 1)):
-        t = result["tables_II_IV"][name]
-        lines.append(f"| {label} | {_pm(t['with_finding'], digits)} | {_pm(t['without'], digits)} | "
-                     f"{t['ratio']:.2f} | {t['p_one_sided']:.4f} |")
+        if "tables_II_IV" in result:
+            t = result["tables_II_IV"][name]
+            lines.append(f"| {label} | {_pm(t['with_finding'], digits)} | {_pm(t['without'], digits)} | "
+                         f"{t['ratio']:.2f} | {t['p_one_sided']:.4f} |")
     v = result.get("table_V")
     if v:
         n = v["segmentation_lobe_dice"]["n"]
@@ -213,14 +215,19 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _tables(result: dict) -> str:
+    return {(True, True): "II-V", (True, False): "II-IV", (False, True): "V"}[
+        ("tables_II_IV" in result, "table_V" in result)]
+
+
 def _tag(result: dict) -> str:
     res = "lowres" if result["lowres_only"] else "full"
-    return f"eval_{res}_{result['prompt_set']}_{len(result['seeds'])}seeds"
+    return f"eval_{res}_{result['prompt_set']}_tables{_tables(result)}_{len(result['seeds'])}seeds"
 
 
 def _section_title(result: dict) -> str:
     res = "64³ low-res" if result["lowres_only"] else "256³"
-    return f"## Conditioning benchmark: {res}, {result['prompt_set']} prompts"
+    return f"## Conditioning benchmark, Tables {_tables(result)}: {res}, {result['prompt_set']} prompts"
 
 
 def write_to_card(folder: Path, result: dict) -> Path:
@@ -254,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         "train: the same prompts in training templates; "
                         "paraphrase: free wording with words the phantom reports never use")
     p.add_argument("--skip-anatomy", action="store_true", help="only Tables II-IV (prompts)")
+    p.add_argument("--skip-prompts", action="store_true", help="only Table V (anatomy and segmentation)")
     p.add_argument("--json", default=None)
     p.add_argument("--card", type=Path, default=None,
                    help="model folder: write the JSON beside its MODEL_CARD.md and the table into the card")
@@ -265,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     prompts = PROMPT_SETS[args.prompts]()
     guidance = model.defaults["guidance"] if args.guidance is None else args.guidance
     result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds, "prompt_set": args.prompts,
-              "guidance": guidance, "prompts": prompts,
-              "tables_II_IV": compare_prompts(model, prompts, seeds, args.lowres_only, log, guidance)}
+              "guidance": guidance, "prompts": prompts}
+    if not args.skip_prompts:
+        result["tables_II_IV"] = compare_prompts(model, prompts, seeds, args.lowres_only, log, guidance)
     if not args.skip_anatomy:
         result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log, guidance)
     result["wall_s"] = time.perf_counter() - t0

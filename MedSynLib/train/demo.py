@@ -170,6 +170,16 @@ batch 2, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance
 of the low-res stage every 1,000 steps are in the working folder (`lowres/previews/`).
 Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo` (one command,
 resumable; the defaults are the budgets above).
+
+## Limitations
+- Fine texture is averaged out: both stages fold 4x4x4 voxel blocks into channels and the low-res head maps
+  {LOWRES_UNET['dim']} features to the 256 values of a block, so lung parenchyma comes out smoother and brighter
+  than in the phantoms and emphysematous lucencies (%LAA-950) are not reproduced. A patch-2 low-res stage or a wider
+  top level would lift this at several times the CPU cost.
+- The text encoder knows only the phantom report vocabulary: words the phantom reports never use (e.g. "fluid
+  collections") have no effect. Prompt in that vocabulary (see `MedSynLib.phantom.report.PHRASES`).
+- Generated lobe maps carry a one-voxel rim of other labels at the lung border (the single-channel lobe code of the
+  official method passes through intermediate labels there).
 """
 
 
