@@ -34,7 +34,7 @@ LOWRES_UNET = {"dim": 64, "dim_mults": [1, 2, 2], "attn_heads": 4, "text_dim": 1
                "init_kernel_size": 3}
 SUPERRES_UNET = {"dim": 32, "dim_mults": [1, 2, 4], "attn_heads": 2, "mid_depth": 1, "patch": 4,
                  "init_kernel_size": 1}
-SAMPLING = {"steps_lowres": 12, "steps_sr": 2, "guidance": 1.5, "sampler": "dpmpp2m"}
+SAMPLING = {"steps_lowres": 12, "steps_sr": 2, "guidance": 2.0, "sampler": "dpmpp2m"}
 STATEMENT = ("Trained on SYNTHETIC procedural phantoms only (MedSynLib.phantom); it is NOT a clinical model and its "
              "outputs are synthetic images that must never be used as patient data.")
 
