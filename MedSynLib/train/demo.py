@@ -176,8 +176,10 @@ resumable; the defaults are the budgets above).
   {LOWRES_UNET['dim']} features to the 256 values of a block, so lung parenchyma comes out smoother and brighter
   than in the phantoms and emphysematous lucencies (%LAA-950) are not reproduced. A patch-2 low-res stage or a wider
   top level would lift this at several times the CPU cost.
-- The text encoder knows only the phantom report vocabulary: words the phantom reports never use (e.g. "fluid
-  collections") have no effect. Prompt in that vocabulary (see `MedSynLib.phantom.report.PHRASES`).
+- The text encoder, trained from scratch on 300 template reports, learns the templates, not the language: the
+  report is followed (effusion, heart size) when written in the training templates, not when the same findings are
+  written in held-out templates or with words the phantom reports never use (benchmark below). Prompt in the
+  training templates (`MedSynLib.phantom.report.phrase_pool("train")`).
 - Generated lobe maps carry a one-voxel rim of other labels at the lung border (the single-channel lobe code of the
   official method passes through intermediate labels there).
 """
