@@ -3,7 +3,7 @@
 import json
 import math
 
-from MedSynLib.eval.conditioning import _summary, air_inside_body, heldout_prompts, markdown_table, permutation_p, write_to_card
+from MedSynLib.eval.conditioning import _summary, air_inside_body, finding_prompts, markdown_table, permutation_p, write_to_card
 from MedSynLib.train.demo import log_summary
 
 
@@ -27,12 +27,12 @@ def test_log_summary_adds_up_resumed_runs(tmp_path):
     assert math.isclose(summary["mean_loss_last_10"], 0.65)
 
 
-def test_heldout_prompts_use_no_training_template():
+def test_finding_prompts_use_no_training_template():
     from MedSynLib.phantom.report import phrase_pool
 
     fixed = lambda pool: {t for templates in pool.values() for t in templates if "{" not in t}  # noqa: E731
     train_only = fixed(phrase_pool("train")) - fixed(phrase_pool("heldout"))  # "Cardiomegaly." is both
-    prompts = heldout_prompts()
+    prompts = finding_prompts()
     assert set(prompts) == {"effusion", "cardiomegaly", "emphysema"}
     with_finding = {"effusion": "effusion", "cardiomegaly": "enlarge", "emphysema": "emphysema"}
     for name, (positive, negative) in prompts.items():

@@ -6,14 +6,14 @@
 - Table III: cardiothoracic ratio, cardiomegaly vs normal heart size.
 - Table IV: %LAA-950 inside the lungs, emphysema vs no emphysema.
 - Table V: anatomy-conditioned generation (lobes + airway of held-out phantoms held): Dice of the generated lung
-  region (air-density voxels inside the body on the generated CT, :func:`air_inside_body`) to the held lobes; and fixed-CT segmentation of held-out
-  phantoms: mean lobe Dice and airway Dice, with and without the report.
+  region (air-density voxels inside the body on the generated CT, :func:`air_inside_body`) to the held lobes;
+  and fixed-CT segmentation of held-out phantoms: mean lobe Dice and airway Dice, with and without the report.
 
-Prompts use only report templates held out of the demo's training reports (:func:`heldout_prompts`; the demo
+Prompts use only report templates held out of the demo's training reports (:func:`finding_prompts`; the demo
 data set is written with ``wording="train"``); ``--prompts train`` asks the same in training templates and
 ``--prompts paraphrase`` in free wording. Each comparison reports mean ± sd over the seeds and a one-sided
-permutation test (exact for small groups, else 20,000 permutations), so no
-statistics package is needed. This is a benchmark that prints measured numbers, not a test.
+permutation test (exact for small groups, else 20,000 permutations), so no statistics package is needed. This is
+a benchmark that prints measured numbers, not a test.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ PARAPHRASES = {
 trained from scratch on phantom reports cannot know them (measured in the README)."""
 
 
-def heldout_prompts(wording: str = "heldout") -> dict[str, tuple[str, str]]:
-    """(with finding, without) per table, written only with the held-out report templates (``phrase_pool("heldout")``):
-    the finding words of the phantom vocabulary in sentences a model trained on "train" wordings never saw.
-    ``wording="train"`` writes the same prompts in training templates (to tell text from image failures)."""
+def finding_prompts(wording: str = "heldout") -> dict[str, tuple[str, str]]:
+    """(with the finding, without) per table, written only with the report templates of ``wording``: by default
+    the held-out half (``phrase_pool("heldout")``), the phantom vocabulary in sentences a model trained on "train"
+    wordings never saw; ``wording="train"`` asks the same in training templates (to tell text from image failures).
+    """
     pool = phrase_pool(wording)
 
     def say(**findings):
@@ -70,7 +71,7 @@ def heldout_prompts(wording: str = "heldout") -> dict[str, tuple[str, str]]:
             "emphysema": (say(emphysema="severe"), say())}
 
 
-PROMPT_SETS = {"heldout": heldout_prompts, "train": lambda: heldout_prompts("train"), "paraphrase": lambda: PARAPHRASES}
+PROMPT_SETS = {"heldout": finding_prompts, "train": lambda: finding_prompts("train"), "paraphrase": lambda: PARAPHRASES}
 
 
 def permutation_p(a: list[float], b: list[float], rounds: int = 20000, seed: int = 0) -> float:
@@ -157,11 +158,12 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
     grid = model.lowres_grid if lowres_only else model.grid
     spacing = grid.spacing[0]
     held_dice, seg_lobe, seg_lobe_report, seg_airway = [], [], [], []
+    no_finding = finding_prompts()["effusion"][1]
     for i in range(cases):
         ph = make_phantom(seed=900000 + i, grid=Grid.cube(grid.size[0], spacing))
         geometry = Geometry(grid.size, grid.spacing, ph.grid.origin, ph.grid.direction)
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
-        result = generate(heldout_prompts()["effusion"][1], model, {"lobes": lobes_img, "airway": airway_img},
+        result = generate(no_finding, model, {"lobes": lobes_img, "airway": airway_img},
                           seed=seeds[i % len(seeds)], lowres_only=lowres_only, guidance=guidance)
         held = sitk.GetArrayFromImage(sitk.Resample(lobes_img, result.geometry.reference())) > 0
         held_dice.append(measure.dice(air_inside_body(result.ct_hu), held))
@@ -194,12 +196,12 @@ def markdown_table(result: dict) -> str:
              f"`python -m MedSynLib.eval` on `{result['model']}`: {len(result['seeds'])} seeds per prompt, "
              f"{result['prompt_set']} prompts, guidance {result.get('guidance', 'default')}, measured on the {res}; "
              "mean ± sd, one-sided permutation test."]
-    if "tables_II_IV" in result:
+    tables = result.get("tables_II_IV")
+    if tables:
         lines += ["", "| table | with the finding | without | ratio | p |", "|---|---|---|---|---|"]
-    for name, label, digits in (("effusion", "II effusion volume (mL, from the CT)", 0),
-                                ("cardiomegaly", "III cardiothoracic ratio", 3), ("emphysema", "IV %LAA-950", 1)):
-        if "tables_II_IV" in result:
-            t = result["tables_II_IV"][name]
+        for name, label, digits in (("effusion", "II effusion volume (mL, from the CT)", 0),
+                                    ("cardiomegaly", "III cardiothoracic ratio", 3), ("emphysema", "IV %LAA-950", 1)):
+            t = tables[name]
             lines.append(f"| {label} | {_pm(t['with_finding'], digits)} | {_pm(t['without'], digits)} | "
                          f"{t['ratio']:.2f} | {t['p_one_sided']:.4f} |")
     v = result.get("table_V")
