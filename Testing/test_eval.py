@@ -68,7 +68,7 @@ def test_benchmark_table_goes_into_the_model_card(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "MODEL_CARD.md", "eval_full_heldout_tablesII-V_2seeds.json", "eval_lowres_heldout_tablesII-V_2seeds.json"]
     only_v = {k: v for k, v in _result().items() if k != "tables_II_IV"}
-    assert "| table |" not in markdown_table(only_v) and "Tables V:" in markdown_table(only_v)
+    assert "| table |" not in markdown_table(only_v) and "Table V:" in markdown_table(only_v)
 
 
 def test_lung_region_of_a_ct_is_the_air_inside_the_body():

@@ -229,7 +229,9 @@ def _tag(result: dict) -> str:
 
 def _section_title(result: dict) -> str:
     res = "64³ low-res" if result["lowres_only"] else "256³"
-    return f"## Conditioning benchmark, Tables {_tables(result)}: {res}, {result['prompt_set']} prompts"
+    tables = _tables(result)
+    label = f"Table{'s' if '-' in tables else ''} {tables}"
+    return f"## Conditioning benchmark, {label}: {res}, {result['prompt_set']} prompts"
 
 
 def write_to_card(folder: Path, result: dict) -> Path:
