@@ -83,6 +83,15 @@ def test_sidecar_is_complete(result_folder):
     assert all((folder / name).is_file() for name in sidecar["files"].values())
 
 
+def read_with_slicer(scene, path, node_class: str, storage):
+    """Read ``path`` into a new ``node_class`` node through ``storage`` (a Slicer storage node), as Slicer does."""
+    node = scene.AddNewNodeByClass(node_class)
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node), path
+    return node
+
+
 def test_preview_is_a_three_plane_png(result_folder):
     folder, _ = result_folder
     png = sitk.ReadImage(str(folder / "preview.png"))
@@ -93,11 +102,8 @@ def test_preview_is_a_three_plane_png(result_folder):
 def test_slicer_reads_the_ct_with_its_geometry(result_folder, scene):
     folder, result = result_folder
     files = json.loads((folder / "medsyn.json").read_text())["files"]
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(folder / files["ct"]))
-    assert storage.ReadData(node)
+    node = read_with_slicer(scene, folder / files["ct"], "vtkMRMLScalarVolumeNode",
+                            slicer.vtkMRMLVolumeArchetypeStorageNode())
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
     expected = nifti_ijk_to_ras(sitk.ReadImage(str(folder / files["ct"])))
@@ -108,11 +114,8 @@ def test_slicer_reads_the_ct_with_its_geometry(result_folder, scene):
 def test_slicer_reads_the_segmentation_with_names_and_geometry(result_folder, scene):
     folder, result = result_folder
     files = json.loads((folder / "medsyn.json").read_text())["files"]
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(folder / files["segmentation"]))
-    assert storage.ReadData(node)
+    node = read_with_slicer(scene, folder / files["segmentation"], "vtkMRMLSegmentationNode",
+                            slicer.vtkMRMLSegmentationStorageNode())
     segmentation = node.GetSegmentation()
     names = [segmentation.GetSegment(segmentation.GetNthSegmentID(i)).GetName()
              for i in range(segmentation.GetNumberOfSegments())]
