@@ -12,6 +12,8 @@ import numpy as np
 
 from MedSynLib.io.codecs import LOBE_LABELS as LOBE_NAMES
 
+from .findings import EFFUSION_SIZES, effusion_size_word
+
 PHRASES: dict[str, tuple[str, ...]] = {
     "header": ("{age} year old {sex}.", "{age}-year-old {sex}.", "Patient: {age} year old {sex}."),
     "airways": ("The central airways are patent.", "The trachea and main bronchi are patent.",
@@ -104,8 +106,6 @@ def prompt_truth(effusion: str = "none", cardiomegaly: bool = False, emphysema: 
     effusion: "none" or "<size> <side>" (size small/moderate/large, side right/left/bilateral);
     emphysema: "none" or a grade (mild/moderate/severe).
     """
-    from .findings import EFFUSION_SIZES, effusion_size_word
-
     sides = {"right": ("right",), "left": ("left",), "bilateral": ("right", "left")}
     ml = {"right": 0.0, "left": 0.0}
     if effusion != "none":
