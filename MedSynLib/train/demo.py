@@ -34,6 +34,8 @@ LOWRES_UNET = {"dim": 64, "dim_mults": [1, 2, 2], "attn_heads": 4, "text_dim": 1
                "init_kernel_size": 3}
 SUPERRES_UNET = {"dim": 32, "dim_mults": [1, 2, 4], "attn_heads": 2, "mid_depth": 1, "patch": 4,
                  "init_kernel_size": 1}
+LOWRES_TRAIN = {"batch_size": 2, "lr": 2e-4, "lr_schedule": "cosine", "warmup_steps": 100, "preview_every": 1000}
+SUPERRES_TRAIN = {"crop": [64, 64, 64], "batch_size": 2, "lr": 2e-4}
 SAMPLING = {"steps_lowres": 12, "steps_sr": 2, "guidance": 2.0, "sampler": "dpmpp2m"}
 STATEMENT = ("Trained on SYNTHETIC procedural phantoms only (MedSynLib.phantom); it is NOT a clinical model and its "
              "outputs are synthetic images that must never be used as patient data.")
@@ -75,10 +77,9 @@ def train_demo(work: Path, package: Path | None, lowres_cases: int, sr_cases: in
         return {"finished": True, "times": times}
     for stage, manifest, unet, steps, extra in (
             ("lowres", low_manifest, LOWRES_UNET, lowres_steps,
-             {"text_encoder": str(text_dir / "text_encoder"), "batch_size": 2, "lr": 2e-4, "lr_schedule": "cosine",
-              "warmup_steps": 100, "preview_every": 1000}),
+             {"text_encoder": str(text_dir / "text_encoder"), **LOWRES_TRAIN}),
             ("superres", sr_manifest, SUPERRES_UNET, sr_steps,
-             {"crop": [64, 64, 64], "batch_size": 2, "lr": 2e-4})):
+             SUPERRES_TRAIN)):
         if only not in (None, stage, "package"):
             continue
         t0 = time.perf_counter()
@@ -165,9 +166,9 @@ benchmark below can prompt with wordings the model never saw.
 | low-res | {low['step']} | {low['mean_loss_last_10']:.4f} (mean of last 10) | {low['wall_s']:.0f} s |
 | super-resolution | {sr['step']} | {sr['mean_loss_last_10']:.4f} (mean of last 10) | {sr['wall_s']:.0f} s |
 
-Hardware: {hardware}. AdamW (low-res: lr 2e-4, 100 warm-up steps, cosine decay to 2e-5; SR: lr 2e-4 constant),
-batch 2, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance text dropout 0.1. Sample previews
-of the low-res stage every 1,000 steps are in the working folder (`lowres/previews/`).
+Hardware: {hardware}. AdamW, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance text dropout
+0.1; low-res `TrainConfig` options {json.dumps(LOWRES_TRAIN)} (cosine decay to 0.1 lr; sample previews in the
+working folder's `lowres/previews/`), SR {json.dumps(SUPERRES_TRAIN)} (constant lr).
 Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo` (one command,
 resumable; the defaults are the budgets above).
 
