@@ -173,3 +173,35 @@ def test_bad_cases_are_named_or_skipped(data, tmp_path):
     assert len(DiffusionTrainer(config).batches.cases) == 4
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_cases_with_several_reports_train_on_each_of_them(data, tmp_path):
+    """A manifest row may list paraphrases (';'): features are cached per report, each sample draws one."""
+    from MedSynLib.data.manifest import read_manifest
+
+    manifest, _, _ = data
+    (manifest.parent / "case000" / "report_b.txt").write_text("# comment\nFINDINGS: Both pleural spaces hold "
+                                                                "large effusions. IMPRESSION: Bilateral effusions.")
+    rows = manifest.read_text().splitlines()
+    rows[1] = rows[1].replace("case000/report.txt", "case000/report.txt;case000/report_b.txt")
+    several = manifest.parent / "several.csv"
+    several.write_text("\n".join(rows) + "\n")
+    cases = read_manifest(several)
+    assert len(cases[0].reports) == 2 and cases[0].reports[1].startswith("FINDINGS: Both")
+    assert cases[0].report == cases[0].reports[0] and len(cases[1].reports) == 1
+
+    config = lowres_config(data, tmp_path / "run", steps=1)
+    config.manifest, config.cache = str(several), str(tmp_path / "cache")
+    batches = DiffusionTrainer(config).batches
+    case = batches.cases[0]
+    both = [batches.texts.get(case, k) for k in (0, 1)]
+    assert not torch.equal(*both)
+    drawn = {int(torch.argmin(torch.stack([(batches.sample(0, torch.Generator().manual_seed(s))[1] - f).abs().sum()
+                                            for f in both]))) for s in range(12)}
+    assert drawn == {0, 1}, "training must see every report of a case"
+
+    (manifest.parent / "case000" / "empty.txt").write_text("# only a comment\n")
+    several.write_text("\n".join([rows[0], rows[1].replace("case000/report.txt;case000/report_b.txt",
+                                                            "case000/empty.txt")]) + "\n")
+    with pytest.raises(ValueError, match="case case000: empty report"):
+        read_manifest(several)

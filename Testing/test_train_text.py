@@ -164,6 +164,33 @@ def test_pairs_are_swapped_half_the_time_with_segment_ids(corpus, tmp_path):
     assert torch.equal(batch["pair_labels"], torch.tensor([p[2] for p in pairs]))
 
 
+def test_a_cases_paraphrases_are_held_out_together_and_never_swapped_in(corpus, tmp_path):
+    """A manifest row listing several reports (';') is one case: all its reports fall on one side of the held-out
+    split, and a swapped impression always comes from another case."""
+    from MedSynLib.train.text_encoder import _split
+
+    rows = []
+    for i in range(20):
+        names = []
+        for k in range(3):
+            (tmp_path / f"c{i}_{k}.txt").write_text(corpus[i].replace("IMPRESSION:", f"IMPRESSION: Note {k}."))
+            names.append(f"c{i}_{k}.txt")
+        rows.append(f"c{i},{';'.join(names)}")
+    (tmp_path / "manifest.csv").write_text("case_id,report\n" + "\n".join(rows) + "\n")
+    reports, _ = load_corpus(tmp_path / "manifest.csv")
+    assert len(reports) == 60 and len({r.group for r in reports}) == 20
+    train, held = _split(reports, TextTrainConfig(heldout=0.2))
+    assert len(held) == 12 and sorted(train + held) == list(range(60))
+    assert not {reports[i].group for i in train} & {reports[i].group for i in held}
+
+    write_vocab(train_wordpiece_vocab([r.text for r in reports], 300), tmp_path / "vocab.txt")
+    examples = Examples(reports, load_tokenizer(tmp_path), max_length=128)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        for f_row, i_row, label in examples.pairs(list(range(60)), gen, 0.5):
+            assert label == 1 or reports[f_row].group != reports[i_row].group
+
+
 def test_sections_and_bad_reports(tmp_path):
     findings, impression = split_sections("Clinical: cough.\nfindings : Small effusion.\n\nImpression:  Effusion.")
     assert (findings, impression) == ("Small effusion.", "Effusion.")

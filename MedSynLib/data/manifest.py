@@ -1,7 +1,9 @@
 """Manifest of training cases: a CSV with columns ``case_id, ct, lobes, airway, vessels, report``.
 
 Paths are relative to the CSV's folder; ``report`` is a text file (or a ``report_text`` column holds the text).
-Lines starting with ``#`` (e.g. the phantoms' SYNTHETIC banner) are not part of the report.
+A case may have several reports of the same findings (paraphrases, report augmentation): ``report`` then lists
+their files separated by ``;`` and training draws one per step. Lines starting with ``#`` (e.g. the phantoms'
+SYNTHETIC banner) are not part of a report.
 This is the layout ``medsyn phantoms`` writes.
 """
 
@@ -21,7 +23,24 @@ class Case:
     lobes: Path
     airway: Path
     vessels: Path
-    report: str
+    reports: tuple[str, ...]
+
+    @property
+    def report(self) -> str:
+        """The case's first (canonical) report."""
+        return self.reports[0]
+
+
+REPORT_SEPARATOR = ";"
+"""Separates the files of a case's several reports in the manifest's ``report`` column."""
+
+
+def read_report_file(path: Path, case_id: str) -> str:
+    """A report's text without its '#' comment lines."""
+    if not path.is_file():
+        raise FileNotFoundError(f"case {case_id}: report file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
 
 
 def read_manifest(path: str | Path) -> list[Case]:
@@ -41,12 +60,11 @@ def read_manifest(path: str | Path) -> list[Case]:
     for row in rows:
         base = path.parent
         if row.get("report_text"):
-            report = row["report_text"]
+            reports = (row["report_text"].strip(),)
         else:
-            report_file = base / row["report"]
-            if not report_file.is_file():
-                raise FileNotFoundError(f"case {row['case_id']}: report file not found: {report_file}")
-            report = report_file.read_text(encoding="utf-8")
-        report = "\n".join(line for line in report.splitlines() if not line.lstrip().startswith("#")).strip()
-        cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), report))
+            reports = tuple(read_report_file(base / name.strip(), row["case_id"])
+                            for name in (row.get("report") or "").split(REPORT_SEPARATOR) if name.strip())
+        if not reports or not all(reports):
+            raise ValueError(f"case {row['case_id']}: empty report; give a report file or report_text")
+        cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), reports))
     return cases

@@ -119,18 +119,23 @@ class VolumeCache:
 
 
 class TextFeatureCache:
-    """Report features (192, d) float16 per case, keyed by the encoder's identity."""
+    """Report features (reports, 192, d) float16 per case, keyed by the encoder's identity and the report texts."""
 
     def __init__(self, folder: Path, encoder_key: str):
         self.folder = Path(folder) / "text" / encoder_key
 
-    def prepare(self, cases: list[Case], encoder, batch: int = 16) -> None:
-        todo = [c for c in cases if not (self.folder / f"{c.case_id}.pt").is_file()]
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
-            feats = encoder([c.report for c in chunk]).to(torch.float16).cpu()
-            for case, f in zip(chunk, feats):
-                _atomic_save(self.folder / f"{case.case_id}.pt", lambda tmp, f=f: torch.save(f.clone(), tmp))
+    def _path(self, case: Case) -> Path:
+        digest = hashlib.sha256("\0".join(case.reports).encode()).hexdigest()[:12]
+        return self.folder / f"{case.case_id}-{digest}.pt"
 
-    def get(self, case: Case) -> torch.Tensor:
-        return torch.load(self.folder / f"{case.case_id}.pt", weights_only=True).float()
+    def prepare(self, cases: list[Case], encoder, batch: int = 16) -> None:
+        for case in cases:
+            if self._path(case).is_file():
+                continue
+            feats = torch.cat([encoder(list(case.reports[i:i + batch])) for i in range(0, len(case.reports), batch)])
+            feats = feats.to(torch.float16).cpu()
+            _atomic_save(self._path(case), lambda tmp, f=feats: torch.save(f.clone(), tmp))
+
+    def get(self, case: Case, report: int = 0) -> torch.Tensor:
+        """Features (192, d) float32 of the case's report number ``report``."""
+        return torch.load(self._path(case), weights_only=True)[report].float()

@@ -151,8 +151,9 @@ class Batches:
     def sample(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         case = self.cases[index]
         arrays = self.volumes.get(case)
-        if self.config.stage == "lowres":
-            return encode_volume(arrays), self.texts.get(case)
+        if self.config.stage == "lowres":  # one of the case's reports (paraphrases), drawn per sample
+            return encode_volume(arrays), self.texts.get(case, int(torch.randint(len(case.reports), (1,),
+                                                                                 generator=gen)))
         f = self.config.lowres_factor
         crop = self.config.crop or list(arrays["ct"].shape)
         starts = [int(torch.randint(0, (s - c) // f + 1, (1,), generator=gen)) * f

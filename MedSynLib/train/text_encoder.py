@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from transformers import BertConfig, BertModel, BertTokenizer
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
+from ..data.manifest import REPORT_SEPARATOR
 from ..models.text_encoder import MAX_POSITIONS, ReportEncoder, _encoder_state, _fit_positions, _read_weights
 from ..runtime import resolve_device
 
@@ -152,6 +153,7 @@ class Report:
     text: str
     findings: str
     impression: str
+    group: str = ""  # reports of one case (paraphrases) share a group: held out together; "" = its own
 
 
 _HEADER = re.compile(r"\b(FINDINGS|IMPRESSIONS?)\s*:", re.IGNORECASE)
@@ -177,7 +179,8 @@ def split_sections(text: str, name: str = "report") -> tuple[str, str]:
     return findings, impression
 
 
-def _read_csv(path: Path) -> list[tuple[str, str]]:
+def _read_csv(path: Path) -> list[tuple[str, str, str]]:
+    """(name, text, group) per report of a manifest; a case's several reports share the row as group."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
@@ -188,12 +191,13 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
             label = row.get("case_id") or row.get("id")
             name = f"{path.name} line {line}" + (f" ({label})" if label else "")
             if row.get("report_text"):
-                out.append((name, row["report_text"]))
-            elif row.get("report"):
-                file = path.parent / row["report"]
-                if not file.is_file():
-                    raise FileNotFoundError(f"{name}: report file not found: {file}")
-                out.append((str(file), file.read_text(encoding="utf-8")))
+                out.append((name, row["report_text"], name))
+            elif row.get("report"):  # one file, or several (a case's paraphrases) separated by ';'
+                for part in filter(None, (p.strip() for p in row["report"].split(REPORT_SEPARATOR))):
+                    file = path.parent / part
+                    if not file.is_file():
+                        raise FileNotFoundError(f"{name}: report file not found: {file}")
+                    out.append((str(file), file.read_text(encoding="utf-8"), name))
             else:
                 raise ValueError(f"{name}: no report text and no report file")
         return out
@@ -208,7 +212,7 @@ def load_corpus(source: str | Path | Sequence[str], skip_bad: bool = False) -> t
             files = sorted(path.rglob("*.txt"))
             if not files:
                 raise FileNotFoundError(f"no *.txt report in {path}")
-            items = [(str(f), f.read_text(encoding="utf-8")) for f in files]
+            items = [(str(f), f.read_text(encoding="utf-8"), "") for f in files]
         elif path.is_file() and path.suffix.lower() == ".csv":
             items = _read_csv(path)
         elif path.exists():
@@ -216,11 +220,11 @@ def load_corpus(source: str | Path | Sequence[str], skip_bad: bool = False) -> t
         else:
             raise FileNotFoundError(f"reports not found: {path}")
     else:
-        items = [(f"report {i}", text) for i, text in enumerate(source)]
+        items = [(f"report {i}", text, "") for i, text in enumerate(source)]
     reports, skipped = [], []
-    for name, text in items:
+    for name, text, group in items:
         try:
-            reports.append(Report(name, text, *split_sections(text, name)))
+            reports.append(Report(name, text, *split_sections(text, name), group=group))
         except ReportFormatError as err:
             if not skip_bad:
                 raise ReportFormatError(f"{err} (pass --skip-bad / skip_bad=True to skip such reports)") from None
@@ -414,6 +418,7 @@ class Examples:
         enc = tokenizer([r.findings for r in reports] + [r.impression for r in reports], add_special_tokens=False,
                         return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         self.findings, self.impressions = enc[: len(reports)], enc[len(reports):]
+        self.groups = [r.group or r.name for r in reports]
         self.cls, self.sep, self.pad, self.mask = (tokenizer.convert_tokens_to_ids(t)
                                                    for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]"))
         specials = set(tokenizer.all_special_ids) | {self.cls, self.sep, self.pad, self.mask}
@@ -423,14 +428,15 @@ class Examples:
         return len(self.findings)
 
     def pairs(self, rows: Sequence[int], gen: torch.Generator, swap_prob: float, tries: int = 8):
-        """(findings row, impression row, label) per row: the impression swapped for one with a different text
-        (label 0) with probability ``swap_prob``, else its own (label 1)."""
+        """(findings row, impression row, label) per row: the impression swapped for one with a different text,
+        from another case (label 0) with probability ``swap_prob``, else its own (label 1)."""
         n = len(rows)
         swap = (torch.rand(n, generator=gen) < swap_prob).tolist()
         partners = torch.randint(len(self), (n, tries), generator=gen).tolist()
         out = []
         for row, s, cands in zip(rows, swap, partners):
-            other = next((j for j in cands if self.impressions[j] != self.impressions[row]), None) if s else None
+            other = next((j for j in cands if self.impressions[j] != self.impressions[row]
+                          and self.groups[j] != self.groups[row]), None) if s else None
             out.append((row, row, 1) if other is None else (row, other, 0))
         return out
 
@@ -559,11 +565,16 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 # --- training -------------------------------------------------------------------------------------------------
-def _split(n: int, cfg: TextTrainConfig) -> tuple[list[int], list[int]]:
+def _split(corpus: Sequence[Report], cfg: TextTrainConfig) -> tuple[list[int], list[int]]:
+    """(train rows, held-out rows): a seeded ``cfg.heldout`` fraction of the cases (a case's paraphrases stay on
+    one side, so held-out accuracy is measured on findings never trained on)."""
+    groups = list(dict.fromkeys(r.group or r.name for r in corpus))
+    n = len(groups)
     order = torch.randperm(n, generator=_generator(cfg.seed, "split")).tolist()
     held = 0 if cfg.heldout <= 0 or n < 4 else max(1, round(cfg.heldout * n))
-    held = min(held, n - 2)
-    return sorted(order[held:]), sorted(order[:held])
+    held_groups = {groups[i] for i in order[:min(held, n - 2)]}
+    rows = [(r.group or r.name) in held_groups for r in corpus]
+    return [i for i, h in enumerate(rows) if not h], [i for i, h in enumerate(rows) if h]
 
 
 class _Order:
@@ -626,7 +637,7 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
     elif resume:
         emit({"event": "message", "message": f"no checkpoint in {out}: starting from step 0"})
 
-    train_rows, held_rows = _split(len(corpus), cfg)
+    train_rows, held_rows = _split(corpus, cfg)
     train_reports = [corpus[i] for i in train_rows]
     if state is not None:
         tokenizer = load_tokenizer(checkpoint, state["do_lower_case"])
