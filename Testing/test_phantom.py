@@ -210,6 +210,32 @@ def test_dataset_reports_use_only_the_requested_wording(tmp_path):
     assert read_report(tmp_path / "case_000000" / "report.txt") == truth["report"]
 
 
+def test_report_variants_paraphrase_the_same_findings_and_can_be_added_later(tmp_path):
+    from MedSynLib.data.manifest import read_manifest
+    from MedSynLib.phantom.dataset import case_reports
+
+    write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train")
+    first = (tmp_path / "case_000000" / "report.txt").read_text()
+    write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train",
+                  report_variants=4)  # added to the case already written; report.txt unchanged
+    case = tmp_path / "case_000000"
+    assert (case / "report.txt").read_text() == first
+    truth = json.loads((case / "truth.json").read_text())
+    reports = read_manifest(tmp_path / "manifest.csv")[0].reports
+    assert len(reports) == 4 and len(set(reports)) == 4 and reports[0] == truth["report"].strip()
+    assert list(reports) == [r.strip() for r in case_reports(truth, 4)]
+    held = {t.split("{")[0] for v in phrase_pool("heldout").values() for t in v if len(t.split("{")[0]) > 25}
+    assert "SYNTHETIC" in (case / "report_2.txt").read_text()
+    for text in reports:
+        assert ("effusion" in text.lower()) == ("effusion" in reports[0].lower())
+        assert not any(h in text for h in held), "paraphrases must keep to the data set's wording"
+    write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train",
+                  report_variants=2)
+    assert sorted(p.name for p in case.glob("report*.txt")) == ["report.txt", "report_2.txt"]
+    with pytest.raises(ValueError, match="report_variants"):
+        write_dataset(str(tmp_path), 1, size=32, spacing=8.0, report_variants=0, log=None)
+
+
 # --------------------------------------------------------------------------------- data set writer, preview
 
 def _files(d: Path) -> dict:

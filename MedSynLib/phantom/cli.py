@@ -9,7 +9,8 @@ def _phantoms(args) -> int:
     from .dataset import write_dataset
 
     path = write_dataset(args.out, args.n, size=args.size, spacing=args.spacing, seed=args.seed,
-                         workers=args.workers, measure=not args.no_measure, wording=args.wording)
+                         workers=args.workers, measure=not args.no_measure, wording=args.wording,
+                         report_variants=args.report_variants)
     print(f"manifest: {path}")
     return 0
 
@@ -38,6 +39,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--wording", choices=("all", "train", "heldout"), default="all",
                    help="report templates: all, or the train / held-out halves (train a model on 'train' reports "
                         "and test it on 'heldout' prompts it never saw)")
+    p.add_argument("--report-variants", type=int, default=1, metavar="K",
+                   help="reports per case: report.txt and K-1 paraphrases in other templates of the same wording "
+                        "(training draws one per step; added to cases already written)")
     p.set_defaults(func=_phantoms)
 
     q = subparsers.add_parser(

@@ -8,6 +8,8 @@ Layout (paths in the manifest are relative to the data set folder)::
                     airway.nii.gz   uint8 {0,1} (airway lumen)
                     vessels.nii.gz  uint8 {0,1} (pulmonary vessels)
                     report.txt      '# SYNTHETIC ...' comment line, then FINDINGS / IMPRESSION
+                    report_2.txt .. report_K.txt  paraphrases of report.txt (other templates), with
+                                    ``report_variants=K``; the manifest lists them all, separated by ';'
                     truth.json      parameters and measurements, "synthetic": true
 
 Geometry: spacing as requested, identity direction, origin at minus half the field of view (LPS), so the
@@ -54,6 +56,39 @@ def read_report(path) -> str:
 def case_seed(seed: int, index: int) -> int:
     """Seed of case ``index`` in a data set with master seed ``seed`` (independent of the worker count)."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def report_file(number: int) -> str:
+    """File name of a case's report number ``number`` (1 = ``report.txt``, then ``report_2.txt``, ...)."""
+    return "report.txt" if number == 1 else f"report_{number}.txt"
+
+
+def case_reports(truth: dict, count: int) -> list[str]:
+    """``count`` reports of a case's findings: ``report.txt``'s (rendered with the phantom's seed), then paraphrases
+    drawn from the same templates (``truth["report_wording"]``) with seeds derived from it."""
+    pool = phrase_pool(truth.get("report_wording", "all"))
+    seeds = [int(truth["seed"])] + [case_seed(int(truth["seed"]), 1000 + k) for k in range(2, count + 1)]
+    return [render_report(truth, seed=s, pool=pool) for s in seeds]
+
+
+def write_report_variants(folder: Path, count: int) -> None:
+    """Give a written case exactly ``count`` report files (adds missing paraphrases from ``truth.json``, removes
+    surplus ones); each file is written to a temporary name, then renamed."""
+    truth = json.loads((folder / "truth.json").read_text())
+    for number, text in enumerate(case_reports(truth, count), 1):
+        path = folder / report_file(number)
+        if number > 1 and not path.is_file():
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(REPORT_BANNER + "\n" + text)
+            os.replace(tmp, path)
+    for path in folder.glob("report_*.txt"):
+        if int(path.stem.split("_")[1]) > count:
+            path.unlink()
+
+
+def _report_files(folder: Path) -> list[str]:
+    numbers = sorted(int(p.stem.split("_")[1]) for p in folder.glob("report_*.txt"))
+    return [report_file(n) for n in [1, *numbers]]
 
 
 def to_image(arr: np.ndarray, grid: Grid) -> sitk.Image:
@@ -106,7 +141,8 @@ def _row(folder: Path) -> dict:
     cid = folder.name
     return {
         "case_id": cid, "ct": f"{cid}/ct.nii.gz", "lobes": f"{cid}/lobes.nii.gz", "airway": f"{cid}/airway.nii.gz",
-        "vessels": f"{cid}/vessels.nii.gz", "report": f"{cid}/report.txt", "truth": f"{cid}/truth.json",
+        "vessels": f"{cid}/vessels.nii.gz", "report": ";".join(f"{cid}/{f}" for f in _report_files(folder)),
+        "truth": f"{cid}/truth.json",
         "seed": t["seed"], "size": t["grid"]["shape_zyx"][2], "spacing": t["grid"]["spacing_xyz"][0],
         "age": t["age"], "sex": t["sex"], "effusion_right_ml": eff.get("right", 0.0),
         "effusion_left_ml": eff.get("left", 0.0), "ctr": f["ctr"], "cardiomegaly": int(t["cardiomegaly"]),
@@ -139,12 +175,16 @@ def _work(args):
 
 
 def write_dataset(out: str, n: int, size: int = 256, spacing: float = 1.0, seed: int = 0, workers: int = 1,
-                  measure: bool = True, log=print, wording: str = "all") -> Path:
+                  measure: bool = True, log=print, wording: str = "all", report_variants: int = 1) -> Path:
     """Write cases 0..n-1 that are missing, then the manifest. Returns the manifest path.
 
     wording "train" keeps the held-out report templates out of the data set, so that a model trained on it can be
-    prompted with wordings it never saw (``phrase_pool("heldout")``)."""
+    prompted with wordings it never saw (``phrase_pool("heldout")``). report_variants: reports per case (the first
+    and ``report_variants - 1`` paraphrases in other templates of the same wording; cases already written get
+    theirs added, so a data set can gain paraphrases without regenerating its images)."""
     phrase_pool(wording)  # validate before any work
+    if report_variants < 1:
+        raise ValueError(f"report_variants must be >= 1, got {report_variants}")
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     for stale in outp.glob(".tmp-case_*"):
@@ -164,4 +204,6 @@ def write_dataset(out: str, n: int, size: int = 256, spacing: float = 1.0, seed:
             cid = make_case(*j)
             if log:
                 log(f"  {cid} ({k}/{len(jobs)}, {time.time() - t0:.1f} s)")
+    for i in range(n):
+        write_report_variants(outp / f"case_{i:06d}", report_variants)
     return write_manifest(out)
