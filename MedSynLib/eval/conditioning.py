@@ -53,7 +53,8 @@ PARAPHRASES = {
                   "change."),
 }
 """Free paraphrases with words the phantom reports never use ("fluid collections", "lucencies"): a text encoder
-trained from scratch on phantom reports cannot know them (measured in the README)."""
+trained from scratch on phantom reports has never seen them and can go only by the words around them (measured in
+the README)."""
 
 
 def finding_prompts(wording: str = "heldout") -> dict[str, tuple[str, str]]:
