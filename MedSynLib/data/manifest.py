@@ -35,12 +35,15 @@ REPORT_SEPARATOR = ";"
 """Separates the files of a case's several reports in the manifest's ``report`` column."""
 
 
-def read_report_file(path: Path, case_id: str) -> str:
+def strip_comments(text: str) -> str:
     """A report's text without its '#' comment lines."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
+
+
+def read_report_file(path: Path, case_id: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"case {case_id}: report file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
+    return strip_comments(path.read_text(encoding="utf-8"))
 
 
 def read_manifest(path: str | Path) -> list[Case]:
@@ -60,7 +63,7 @@ def read_manifest(path: str | Path) -> list[Case]:
     for row in rows:
         base = path.parent
         if row.get("report_text"):
-            reports = (row["report_text"].strip(),)
+            reports = (strip_comments(row["report_text"]),)
         else:
             reports = tuple(read_report_file(base / name.strip(), row["case_id"])
                             for name in (row.get("report") or "").split(REPORT_SEPARATOR) if name.strip())
