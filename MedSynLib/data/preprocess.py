@@ -129,13 +129,16 @@ class TextFeatureCache:
         return self.folder / f"{case.case_id}-{digest}.pt"
 
     def prepare(self, cases: list[Case], encoder, batch: int = 16) -> None:
-        for case in cases:
-            if self._path(case).is_file():
-                continue
-            feats = torch.cat([encoder(list(case.reports[i:i + batch])) for i in range(0, len(case.reports), batch)])
-            feats = feats.to(torch.float16).cpu()
-            _atomic_save(self._path(case), lambda tmp, f=feats: torch.save(f.clone(), tmp))
+        """Encode the reports of the cases not cached yet, ``batch`` reports per encoder call."""
+        todo = [c for c in cases if not self._path(c).is_file()]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            texts = [r for c in chunk for r in c.reports]
+            feats = torch.cat([encoder(texts[i:i + batch]).to(torch.float16).cpu()
+                               for i in range(0, len(texts), batch)])
+            for case, f in zip(chunk, feats.split([len(c.reports) for c in chunk])):
+                _atomic_save(self._path(case), lambda tmp, f=f: torch.save(f.clone(), tmp))
 
     def get(self, case: Case, report: int = 0) -> torch.Tensor:
-        """Features (192, d) float32 of the case's report number ``report``."""
-        return torch.load(self._path(case), weights_only=True)[report].float()
+        """Features (192, d) float32 of the case's report number ``report`` (memory-mapped: only it is read)."""
+        return torch.load(self._path(case), weights_only=True, mmap=True)[report].float()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import time
 from multiprocessing import get_context
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..data.manifest import strip_comments
 from ..io import images
 from .generate import SYNTHETIC_NOTE, Phantom, generate
 from .grid import Grid
@@ -49,8 +51,7 @@ REPORT_BANNER = "# SYNTHETIC MedSyn phantom - not a patient"
 
 def read_report(path) -> str:
     """The report text of a ``report.txt`` without its '#' comment lines (what a text encoder should see)."""
-    lines = Path(path).read_text().splitlines()
-    return "\n".join(line for line in lines if not line.startswith("#")).strip() + "\n"
+    return strip_comments(Path(path).read_text()) + "\n"
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -71,24 +72,28 @@ def case_reports(truth: dict, count: int) -> list[str]:
     return [render_report(truth, seed=s, pool=pool) for s in seeds]
 
 
+def _variant_numbers(folder: Path) -> list[int]:
+    """Sorted numbers N of the case folder's ``report_N.txt`` paraphrases."""
+    return sorted(int(m.group(1)) for p in folder.glob("report_*.txt")
+                  if (m := re.fullmatch(r"report_(\d+)\.txt", p.name)))
+
+
 def write_report_variants(folder: Path, count: int) -> None:
     """Give a written case exactly ``count`` report files (adds missing paraphrases from ``truth.json``, removes
     surplus ones); each file is written to a temporary name, then renamed."""
+    present = _variant_numbers(folder)
+    for number in present:
+        if number > count:
+            (folder / report_file(number)).unlink()
+    if set(range(2, count + 1)) <= set(present):
+        return
     truth = json.loads((folder / "truth.json").read_text())
-    for number, text in enumerate(case_reports(truth, count), 1):
+    for number, text in enumerate(case_reports(truth, count)[1:], 2):
         path = folder / report_file(number)
-        if number > 1 and not path.is_file():
+        if not path.is_file():
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(REPORT_BANNER + "\n" + text)
             os.replace(tmp, path)
-    for path in folder.glob("report_*.txt"):
-        if int(path.stem.split("_")[1]) > count:
-            path.unlink()
-
-
-def _report_files(folder: Path) -> list[str]:
-    numbers = sorted(int(p.stem.split("_")[1]) for p in folder.glob("report_*.txt"))
-    return [report_file(n) for n in [1, *numbers]]
 
 
 def to_image(arr: np.ndarray, grid: Grid) -> sitk.Image:
@@ -141,8 +146,8 @@ def _row(folder: Path) -> dict:
     cid = folder.name
     return {
         "case_id": cid, "ct": f"{cid}/ct.nii.gz", "lobes": f"{cid}/lobes.nii.gz", "airway": f"{cid}/airway.nii.gz",
-        "vessels": f"{cid}/vessels.nii.gz", "report": ";".join(f"{cid}/{f}" for f in _report_files(folder)),
-        "truth": f"{cid}/truth.json",
+        "vessels": f"{cid}/vessels.nii.gz", "truth": f"{cid}/truth.json",
+        "report": ";".join(f"{cid}/{report_file(n)}" for n in [1, *_variant_numbers(folder)]),
         "seed": t["seed"], "size": t["grid"]["shape_zyx"][2], "spacing": t["grid"]["spacing_xyz"][0],
         "age": t["age"], "sex": t["sex"], "effusion_right_ml": eff.get("right", 0.0),
         "effusion_left_ml": eff.get("left", 0.0), "ctr": f["ctr"], "cardiomegaly": int(t["cardiomegaly"]),
