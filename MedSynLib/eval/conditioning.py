@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..io.images import Geometry, to_image
+from ..io.images import to_image
 from ..models_hub.bundle import load_model
 from ..models_hub.registry import resolve_model
 from ..phantom import Grid
@@ -162,7 +162,7 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
     no_finding = finding_prompts()["effusion"][1]
     for i in range(cases):
         ph = make_phantom(seed=900000 + i, grid=Grid.cube(grid.size[0], spacing))
-        geometry = Geometry(grid.size, grid.spacing, ph.grid.origin, ph.grid.direction)
+        geometry = ph.grid.geometry
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
         result = generate(no_finding, model, {"lobes": lobes_img, "airway": airway_img},
                           seed=seeds[i % len(seeds)], lowres_only=lowres_only, guidance=guidance)

@@ -98,8 +98,7 @@ def write_report_variants(folder: Path, count: int) -> None:
 
 def to_image(arr: np.ndarray, grid: Grid) -> sitk.Image:
     """(z, y, x) array -> SimpleITK image with the phantom geometry."""
-    return images.to_image(arr, images.Geometry(tuple(reversed(grid.shape)), tuple(map(float, grid.spacing)),
-                                                grid.origin, grid.direction))
+    return images.to_image(arr, grid.geometry)
 
 
 def write_case(ph: Phantom, folder: Path, report: str) -> None:

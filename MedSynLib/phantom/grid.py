@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.images import Geometry
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -42,6 +44,12 @@ class Grid:
     @property
     def direction(self) -> tuple[float, ...]:
         return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    @property
+    def geometry(self) -> Geometry:
+        """The same grid as an image :class:`~MedSynLib.io.images.Geometry` (size in (x, y, z) order)."""
+        nz, ny, nx = self.shape
+        return Geometry((nx, ny, nz), tuple(map(float, self.spacing)), self.origin, self.direction)
 
     @property
     def voxel_volume(self) -> float:

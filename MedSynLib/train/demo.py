@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from ..io.images import Geometry
 from ..models_hub.bundle import write_model_spec
 from ..models_hub.store import atomic_folder, commit_folder, save_stage
+from ..phantom import Grid
 from ..phantom.dataset import write_dataset
 from .diffusion import DiffusionTrainer, TrainConfig
 from .text_encoder import train_text_encoder
 
-GRID = Geometry((256, 256, 256), (1.0, 1.0, 1.0), (-127.5, -127.5, -127.5))
+GRID = Grid.cube(256, 1.0).geometry  # the phantoms' own grid
 TEXT = {"vocab_size": 2000, "hidden": 128, "layers": 2, "heads": 4, "batch_size": 16, "max_length": 160, "lr": 2e-3}
 LOWRES_UNET = {"dim": 64, "dim_mults": [1, 2, 2], "attn_heads": 4, "text_dim": 128, "mid_depth": 2, "patch": 4,
                "init_kernel_size": 3}
