@@ -108,6 +108,8 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     reference = DiffusionTrainer(lowres_config(data, tmp_path / "reference", steps=30, checkpoint_every=100))
     reference.run()
     assert resumed["step"] == 30
+    log = [json.loads(line)["step"] for line in (tmp_path / "killed" / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(1, 31))  # steps the killed run logged past its checkpoint are not logged twice
     assert all(torch.equal(resumed["model"][k], v) for k, v in reference.net.state_dict().items())
 
 

@@ -175,6 +175,19 @@ def sr_condition(x: torch.Tensor, factor: int, alpha: float, noise: torch.Tensor
     return (1 - alpha) * up + alpha * noise
 
 
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log entries after ``step`` (those of a killed run beyond its last checkpoint; the resumed run replays
+    them bit-exactly), so that the log holds one entry per step. Rewritten atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
 class DiffusionTrainer:
     """One training run; ``run()`` trains to ``config.steps`` (resuming from the run folder's checkpoint)."""
 
@@ -323,7 +336,10 @@ class DiffusionTrainer:
         start_step, t0 = self.step, time.perf_counter()
         last = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         losses = []
-        log_file = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
+        log_file = None
+        if self.rank == 0:
+            _trim_log(self.out / "train_log.jsonl", self.step)
+            log_file = open(self.out / "train_log.jsonl", "a")
         try:
             while self.step < last:
                 loss = self.train_step()
