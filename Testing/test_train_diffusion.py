@@ -71,6 +71,13 @@ def test_learning_rate_warmup_and_cosine_decay():
     assert learning_rate(constant, 5) == pytest.approx(6e-4) and learning_rate(constant, 100) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         dataclasses.replace(config, lr_schedule="step", stage="superres").validate()
+    # a run of 60 steps extended to 110: its first 60 steps decay to step 60, the rest as a 110-step run does
+    extended = dataclasses.replace(config, lr_extended_from=[60])
+    shorter = dataclasses.replace(config, steps=60)
+    assert [learning_rate(extended, s) for s in range(60)] == [learning_rate(shorter, s) for s in range(60)]
+    assert [learning_rate(extended, s) for s in range(60, 110)] == rates[60:]
+    with pytest.raises(ValueError, match="lr_extended_from"):
+        dataclasses.replace(config, lr_extended_from=[110], stage="superres").validate()
 
 
 def test_previews_are_written_and_leave_training_unchanged(data, tmp_path):
