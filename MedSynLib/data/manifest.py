@@ -40,6 +40,11 @@ def strip_comments(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
 
 
+def report_paths(column: str | None, base: Path) -> list[Path]:
+    """The files a manifest's ``report`` column lists (one, or several separated by ``;``), relative to ``base``."""
+    return [base / name.strip() for name in (column or "").split(REPORT_SEPARATOR) if name.strip()]
+
+
 def read_report_file(path: Path, case_id: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"case {case_id}: report file not found: {path}")
@@ -65,8 +70,7 @@ def read_manifest(path: str | Path) -> list[Case]:
         if row.get("report_text"):
             reports = (strip_comments(row["report_text"]),)
         else:
-            reports = tuple(read_report_file(base / name.strip(), row["case_id"])
-                            for name in (row.get("report") or "").split(REPORT_SEPARATOR) if name.strip())
+            reports = tuple(read_report_file(file, row["case_id"]) for file in report_paths(row.get("report"), base))
         if not reports or not all(reports):
             raise ValueError(f"case {row['case_id']}: empty report; give a report file or report_text")
         cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), reports))

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..data.manifest import strip_comments
+from ..data.manifest import REPORT_SEPARATOR, strip_comments
 from ..io import images
 from .generate import SYNTHETIC_NOTE, Phantom, generate
 from .grid import Grid
@@ -146,7 +146,7 @@ def _row(folder: Path) -> dict:
     return {
         "case_id": cid, "ct": f"{cid}/ct.nii.gz", "lobes": f"{cid}/lobes.nii.gz", "airway": f"{cid}/airway.nii.gz",
         "vessels": f"{cid}/vessels.nii.gz", "truth": f"{cid}/truth.json",
-        "report": ";".join(f"{cid}/{report_file(n)}" for n in [1, *_variant_numbers(folder)]),
+        "report": REPORT_SEPARATOR.join(f"{cid}/{report_file(n)}" for n in [1, *_variant_numbers(folder)]),
         "seed": t["seed"], "size": t["grid"]["shape_zyx"][2], "spacing": t["grid"]["spacing_xyz"][0],
         "age": t["age"], "sex": t["sex"], "effusion_right_ml": eff.get("right", 0.0),
         "effusion_left_ml": eff.get("left", 0.0), "ctr": f["ctr"], "cardiomegaly": int(t["cardiomegaly"]),

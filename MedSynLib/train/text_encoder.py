@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from transformers import BertConfig, BertModel, BertTokenizer
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
-from ..data.manifest import REPORT_SEPARATOR
+from ..data.manifest import read_report_file, report_paths
 from ..models.text_encoder import MAX_POSITIONS, ReportEncoder, _encoder_state, _fit_positions, _read_weights
 from ..runtime import resolve_device
 
@@ -155,6 +155,11 @@ class Report:
     impression: str
     group: str = ""  # reports of one case (paraphrases) share a group: held out together; "" = its own
 
+    @property
+    def case(self) -> str:
+        """The case the report belongs to: its group, else the report itself."""
+        return self.group or self.name
+
 
 _HEADER = re.compile(r"\b(FINDINGS|IMPRESSIONS?)\s*:", re.IGNORECASE)
 
@@ -193,11 +198,8 @@ def _read_csv(path: Path) -> list[tuple[str, str, str]]:
             if row.get("report_text"):
                 out.append((name, row["report_text"], name))
             elif row.get("report"):  # one file, or several (a case's paraphrases) separated by ';'
-                for part in filter(None, (p.strip() for p in row["report"].split(REPORT_SEPARATOR))):
-                    file = path.parent / part
-                    if not file.is_file():
-                        raise FileNotFoundError(f"{name}: report file not found: {file}")
-                    out.append((str(file), file.read_text(encoding="utf-8"), name))
+                out += [(str(file), read_report_file(file, label or name), name)
+                        for file in report_paths(row["report"], path.parent)]
             else:
                 raise ValueError(f"{name}: no report text and no report file")
         return out
@@ -418,7 +420,7 @@ class Examples:
         enc = tokenizer([r.findings for r in reports] + [r.impression for r in reports], add_special_tokens=False,
                         return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         self.findings, self.impressions = enc[: len(reports)], enc[len(reports):]
-        self.groups = [r.group or r.name for r in reports]
+        self.groups = [r.case for r in reports]
         self.cls, self.sep, self.pad, self.mask = (tokenizer.convert_tokens_to_ids(t)
                                                    for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]"))
         specials = set(tokenizer.all_special_ids) | {self.cls, self.sep, self.pad, self.mask}
@@ -568,12 +570,12 @@ def _write_json(path: Path, data: dict) -> None:
 def _split(corpus: Sequence[Report], cfg: TextTrainConfig) -> tuple[list[int], list[int]]:
     """(train rows, held-out rows): a seeded ``cfg.heldout`` fraction of the cases (a case's paraphrases stay on
     one side, so held-out accuracy is measured on findings never trained on)."""
-    groups = list(dict.fromkeys(r.group or r.name for r in corpus))
+    groups = list(dict.fromkeys(r.case for r in corpus))
     n = len(groups)
     order = torch.randperm(n, generator=_generator(cfg.seed, "split")).tolist()
     held = 0 if cfg.heldout <= 0 or n < 4 else max(1, round(cfg.heldout * n))
     held_groups = {groups[i] for i in order[:min(held, n - 2)]}
-    rows = [(r.group or r.name) in held_groups for r in corpus]
+    rows = [r.case in held_groups for r in corpus]
     return [i for i, h in enumerate(rows) if not h], [i for i, h in enumerate(rows) if h]
 
 
