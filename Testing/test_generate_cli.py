@@ -74,7 +74,7 @@ def test_conditions_in_a_rotated_anisotropic_geometry_are_held(tiny_model, tmp_p
                "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text())
-    assert sidecar["held_channels"] == [2]
+    assert sidecar["held_channels"] == [2] and sidecar["lobe_majority_vote_mm"] == 20.0  # generated lobes voted
     airway = sitk.ReadImage(str(tmp_path / "out" / sidecar["files"]["airway"]))
     expected = sitk.Resample(sitk.ReadImage(str(tmp_path / "airway.nrrd")), airway, sitk.Transform(),
                              sitk.sitkNearestNeighbor, 0)
@@ -84,6 +84,23 @@ def test_conditions_in_a_rotated_anisotropic_geometry_are_held(tiny_model, tmp_p
         (np.argwhere(sitk.GetArrayFromImage(airway)).mean(0)[::-1]).tolist()))
     drawn = np.array(geometry.reference().TransformContinuousIndexToPhysicalPoint([29.5, 24.5, 14.5]))
     assert np.linalg.norm(centre - drawn) < 4.0
+
+
+def test_held_lobes_come_back_exactly(tiny_model, tmp_path):
+    lobes = np.zeros(tuple(reversed(GRID.size)), np.uint8)
+    z, y, x = (n // 2 for n in lobes.shape)
+    for label, (zs, xs) in enumerate(((slice(z, -4), slice(4, x)), (slice(4, z), slice(4, x)),
+                                      (slice(z + 2, -4), slice(x, -4)), (slice(z - 2, z + 2), slice(x, -4)),
+                                      (slice(4, z - 2), slice(x, -4))), start=1):
+        lobes[zs, 6:-6, xs] = label
+    write_image(to_image(lobes, GRID), tmp_path / "lobes.nrrd")
+    r = medsyn("generate", "--report", REPORT, "--model", tiny_model, "--lobes", tmp_path / "lobes.nrrd",
+               "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text())
+    assert sidecar["held_channels"] == [1] and sidecar["lobe_majority_vote_mm"] is None
+    back = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / sidecar["files"]["lobes"])))
+    assert np.array_equal(back, lobes)
 
 
 def test_segment_returns_masks_on_the_ct_grid(tiny_model, tmp_path):

@@ -8,6 +8,7 @@ import torch
 from MedSynLib.io.codecs import (
     hu_to_model,
     lobes_to_model,
+    majority_lobes,
     mask_to_model,
     model_to_hu,
     model_to_hu_int16,
@@ -29,6 +30,29 @@ def test_codecs_follow_the_official_encodings():
     assert np.allclose(lobes_to_model(labels), [-1, -0.6, -0.2, 0.2, 0.6, 1.0])
     assert model_to_lobes(lobes_to_model(labels) + 0.05).tolist() == labels.tolist()
     assert model_to_mask(mask_to_model(np.array([0, 1, 3]))).tolist() == [0, 1, 1]
+
+
+def _two_lobe_lung():
+    """An ellipsoid lung, 4 mm voxels: right upper lobe (3) above a fissure plane, right lower lobe (5) below."""
+    z, y, x = np.mgrid[:32, :24, :24]
+    lung = ((z - 15.5) / 14) ** 2 + ((y - 11.5) / 10) ** 2 + ((x - 11.5) / 10) ** 2 < 1
+    return lung, np.where(lung, np.where(z >= 16, 3, 5), 0).astype(np.uint8)
+
+
+def test_majority_lobes_removes_transition_rims_and_keeps_the_fissure():
+    lung, clean = _two_lobe_lung()
+    rimmed = clean.copy()
+    inner = lung.copy()
+    for axis in range(3):
+        inner &= np.roll(lung, 1, axis) & np.roll(lung, -1, axis)
+    rimmed[lung & ~inner & (clean == 5)] = 2  # 0 -> 5 passes through 1..4 at the lung border
+    rimmed[16][lung[16]] = 4  # 3 -> 5 passes through 4 at the fissure
+    assert (rimmed != clean).mean() > 0.05
+    out = majority_lobes(rimmed, (4.0, 4.0, 4.0))
+    assert np.array_equal(out, clean)  # both rims voted away; background, lung extent and fissure untouched
+    assert np.array_equal(majority_lobes(clean, (4.0, 4.0, 4.0)), clean)  # a clean map keeps its boundary
+    empty = np.zeros((4, 5, 6), np.uint8)
+    assert np.array_equal(majority_lobes(empty, (1.0, 1.0, 1.0)), empty)
 
 
 def test_images_keep_geometry_and_say_synthetic(tmp_path):

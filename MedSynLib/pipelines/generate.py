@@ -24,7 +24,16 @@ import SimpleITK as sitk
 import torch
 
 from ..diffusion import GuidedDenoiser, draw_noise, hold_channels, make_sampler, sample, upsample_lowres
-from ..io.codecs import hu_to_model, lobes_to_model, mask_to_model, model_to_hu_int16, model_to_lobes, model_to_mask
+from ..io.codecs import (
+    LOBE_VOTE_MM,
+    hu_to_model,
+    lobes_to_model,
+    majority_lobes,
+    mask_to_model,
+    model_to_hu_int16,
+    model_to_lobes,
+    model_to_mask,
+)
 from ..io.alignment import lung_centred_grid, resample
 from ..io.images import Geometry, read_image
 from ..models_hub.bundle import LoadedModel
@@ -236,12 +245,17 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
 def _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, with_ct) -> GenerationResult:
     final = x64 if lowres_only else x256
     vol = final[0].cpu()
+    geometry = model.lowres_grid if lowres_only else model.grid
+    lobes, vote_mm = model_to_lobes(vol[1]), None
+    if CONDITION_CHANNELS["lobes"] not in held:  # held lobes come back exactly as given
+        vote_mm = LOBE_VOTE_MM
+        lobes = majority_lobes(lobes, tuple(reversed(geometry.spacing)), vote_mm)
     metadata = {"report": report, "seed": seed, "settings": settings, "held_channels": held,
                 "lowres_only": lowres_only, "space": model.space, "device": str(run.device),
-                "precision": str(run.dtype).removeprefix("torch."), "timings_s": dict(run.timings)}
+                "precision": str(run.dtype).removeprefix("torch."), "lobe_majority_vote_mm": vote_mm,
+                "timings_s": dict(run.timings)}
     return GenerationResult(
         ct_hu=model_to_hu_int16(vol[0]) if with_ct else None,
-        lobes=model_to_lobes(vol[1]), airway=model_to_mask(vol[2]), vessels=model_to_mask(vol[3]),
-        lowres=x64[0].cpu().numpy().astype(np.float32),
-        geometry=model.lowres_grid if lowres_only else model.grid, lowres_geometry=model.lowres_grid,
+        lobes=lobes, airway=model_to_mask(vol[2]), vessels=model_to_mask(vol[3]),
+        lowres=x64[0].cpu().numpy().astype(np.float32), geometry=geometry, lowres_geometry=model.lowres_grid,
         metadata=metadata)
