@@ -59,10 +59,11 @@ def test_benchmark_table_goes_into_the_model_card(tmp_path):
     card.write_text("# Model\n\nAbout.\n\n## Data\nPhantoms.\n")
     write_to_card(tmp_path, _result())
     write_to_card(tmp_path, _result(lowres_only=False))
-    write_to_card(tmp_path, _result())  # a second low-res run replaces its own section only
+    write_to_card(tmp_path, _result())  # a second low-res run replaces its own section, in place
     text = card.read_text()
-    assert text.startswith("# Model\n\nAbout.\n\n## Data\nPhantoms.\n\n## Conditioning benchmark, Tables II-V: 256³")
+    assert text.startswith("# Model\n\nAbout.\n\n## Data\nPhantoms.\n\n## Conditioning benchmark, Tables II-V: 64³")
     assert text.count("## Conditioning benchmark, Tables II-V: 64³ low-res, heldout prompts") == 1
+    assert text.index("Tables II-V: 64³") < text.index("Tables II-V: 256³") and text.endswith(".json`.\n")
     assert text.count("## Cond") == 2
     assert json.loads((tmp_path / "eval_lowres_heldout_tablesII-V_2seeds.json").read_text())["model"] == "m"
     assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -109,9 +109,8 @@ def _summary(values: list[float]) -> dict:
 def _measure(result) -> dict:
     """Effusion, CTR and %LAA-950 of a generated result, on its binary lung mask (split into sides at the midline).
 
-    Generated lobe maps carry a one-voxel rim of other labels at the lung border (the single-channel lobe code
-    passes through the intermediate labels there), which would put "left lobe" voxels around the right lung;
-    the lung mask itself is unaffected.
+    The lung mask, not the lobe labels: the measurements then do not depend on how the lobe channel is decoded
+    (:func:`MedSynLib.io.codecs.majority_lobes` changes labels inside the lungs, never the lungs' extent).
     """
     spacing = tuple(reversed(result.geometry.spacing))
     ct, lungs = result.ct_hu.astype(np.float32), (result.lobes > 0).astype(np.uint8)
@@ -236,16 +235,22 @@ def _section_title(result: dict) -> str:
 
 
 def write_to_card(folder: Path, result: dict) -> Path:
-    """Put ``result`` beside a model folder's MODEL_CARD.md (as JSON) and its table into the card, replacing the
-    section of an earlier run of the same kind (resolution, prompt set); files are replaced atomically."""
+    """Put ``result`` beside a model folder's MODEL_CARD.md (as JSON) and its table into the card: in place of the
+    section of an earlier run of the same kind (resolution, prompt set), else at the end; files are replaced
+    atomically."""
     folder = Path(folder)
     card = folder / "MODEL_CARD.md"
     if not card.is_file():
         raise FileNotFoundError(f"{folder} has no MODEL_CARD.md; give the folder of a packaged model")
     tag, title = _tag(result), _section_title(result)
-    sections = card.read_text().rstrip().split("\n## ")
-    kept = [part for part in sections if "## " + part.split("\n")[0] != title]
-    text = "\n## ".join(kept) + "\n\n" + markdown_table(result) + f"\nNumbers: `{tag}.json`.\n"
+    section = (markdown_table(result) + f"\nNumbers: `{tag}.json`.\n").removeprefix("## ")
+    sections = [part.rstrip() + "\n" for part in card.read_text().rstrip().split("\n## ")]
+    titles = ["## " + part.split("\n")[0] for part in sections]
+    if title in titles:
+        sections[titles.index(title)] = section
+    else:
+        sections.append(section)
+    text = "\n## ".join(sections)
     for path, content in ((folder / f"{tag}.json", json.dumps(result, indent=2)), (card, text)):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(content)
