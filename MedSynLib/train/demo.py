@@ -188,11 +188,14 @@ the packaged run used a 20,000-step budget before it was cut to 17,000.
   top level would lift this at several times the CPU cost.
 - Text: the effusion wording is followed strongly in the training templates and in held-out templates (more than
   4x the volume, benchmark below), weakly in free paraphrases with words the reports never use (1.3x, not
-  significant); heart size follows the training templates (CTR p 0.02) but not held-out ones. The likely limit is
-  a text encoder trained from scratch on phantom reports; a pre-trained biomedical encoder (CXR-BERT, as the
-  paper) is the way forward.
-- Generated lobe maps carry a one-voxel rim of other labels at the lung border (the single-channel lobe code of the
-  official method passes through intermediate labels there).
+  significant); heart size follows the training templates only weakly (CTR 0.45 against 0.43, p 0.02, where the
+  training phantoms with cardiomegaly have 0.56-0.63) and held-out ones not at all. Likely limits: a text encoder
+  trained from scratch on phantom reports (a pre-trained biomedical encoder, CXR-BERT as in the paper, is the way
+  forward) and a low-res stage that rarely draws an enlarged heart even when asked in its own wording.
+- Lobe maps: the official single lobe channel passes through the labels in between wherever a lobe meets the
+  background or a lobe two labels away, so rounding alone leaves rims of wrong labels along the lung border and the
+  fissures. The pipeline votes them away (`majority_lobes`: each lung voxel takes the most common label of its
+  20 mm cube; not part of the official method), and the segmentation rows of Table V below are measured that way.
 """
 
 
