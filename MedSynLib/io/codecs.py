@@ -98,11 +98,10 @@ def majority_lobes(labels: np.ndarray, spacing_zyx, window_mm: float = LOBE_VOTE
     the vote; a lobe boundary, a surface through the window, stays where it is. Not part of the official method.
     """
     labels = np.asarray(labels, dtype=np.uint8)
-    lung = np.nonzero(labels.any(axis=(1, 2)))[0], np.nonzero(labels.any(axis=(0, 2)))[0], \
-        np.nonzero(labels.any(axis=(0, 1)))[0]
-    if any(len(a) == 0 for a in lung):
+    extent = [np.nonzero(labels.any(axis=others))[0] for others in ((1, 2), (0, 2), (0, 1))]
+    if not labels.any():
         return labels.copy()
-    box = tuple(slice(a[0], a[-1] + 1) for a in lung)  # votes come from lung voxels only: the lung's box suffices
+    box = tuple(slice(a[0], a[-1] + 1) for a in extent)  # votes come from lung voxels only: their box suffices
     sizes = tuple(2 * int(window_mm / (2 * s)) + 1 for s in spacing_zyx)  # odd, about window_mm wide
     crop = labels[box]
     best, winner = np.full(crop.shape, -1, np.int32), np.zeros(crop.shape, np.uint8)
