@@ -57,6 +57,25 @@ def test_lung_labels_find_right_and_left(bridge):
     assert x[RIGHT_LUNG] < CENTRE[0] < x[LEFT_LUNG]  # LPS: the right lung has the smaller x
 
 
+def test_lung_centred_grid_samples_the_ct_voxels_themselves():
+    from MedSynLib.io.alignment import lung_centred_grid, resample
+
+    ct = chest_ct()
+    texture = np.random.default_rng(0).integers(-40, 40, CT_GRID.size[::-1]).astype(np.int16)
+    ct = to_image(sitk.GetArrayFromImage(ct) + texture, CT_GRID)  # every voxel differs from its neighbours
+    model_grid = Geometry((16, 12, 10), (6.4, 7.0, 8.0), (1.3, -2.1, 0.7))  # twice the CT spacing, any origin
+    grid = lung_centred_grid(ct, model_grid)
+    index = np.array(ct.TransformPhysicalPointToContinuousIndex(grid.origin))
+    assert np.allclose(index, np.round(index), atol=1e-6)  # on a CT voxel centre
+    centre = np.array(grid.origin) + (np.array(grid.size) - 1) / 2 * np.array(grid.spacing)
+    assert (np.abs(centre - CENTRE - [0.5, 0, 0]) <= np.array(CT_GRID.spacing) / 2 + 3.0).all()  # the lungs' centre
+    ct = sitk.Cast(ct, sitk.sitkFloat32)
+    linear = resample(ct, grid, sitk.sitkLinear, -1024)
+    assert np.abs(linear - resample(ct, grid, sitk.sitkNearestNeighbor, -1024)).max() < 1e-3  # no interpolation blur
+    rotated = Geometry(model_grid.size, model_grid.spacing, model_grid.origin, (0, 1, 0, -1, 0, 0, 0, 0, 1))
+    assert lung_centred_grid(ct, rotated).direction == rotated.direction  # another direction: centred, not snapped
+
+
 def test_no_lungs_is_a_clear_error():
     with pytest.raises(ValueError, match="no lungs found"):
         lung_labels(to_image(np.full((20, 20, 20), 40, np.int16), Geometry((20, 20, 20), (3.0, 3.0, 3.0))))

@@ -1,8 +1,9 @@
 """Cases -> model space, cached.
 
 A case is resampled onto the training grid (CT linear with -1024 HU outside, masks nearest), centred on its
-lungs, and stored compactly (int16 HU, uint8 labels) in ``<cache>/volumes/<case_id>.npz``; report features go to
-``<cache>/text/<case_id>.pt`` keyed by the text encoder's weights hash. Later epochs read only the cache.
+lungs (:func:`MedSynLib.io.alignment.lung_centred_grid`), and stored compactly (int16 HU, uint8 labels) in
+``<cache>/volumes/<grid key>/<case_id>/``; report features go to ``<cache>/text/`` keyed by the text encoder's
+weights hash. Later epochs read only the cache.
 """
 
 from __future__ import annotations
@@ -69,8 +70,15 @@ def _atomic_save(path: Path, writer) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+PREPROCESSING = 2
+"""Version of what :func:`load_case` computes, part of the cache key, so that volumes cached by an earlier version
+are not reused (1: the lung-centred grid was not snapped to CT voxels, so a CT on the grid's spacing was blurred)."""
+
+
 def grid_key(grid: Geometry) -> str:
-    return hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    """Cache folder name of a training grid (and of :data:`PREPROCESSING`)."""
+    key = {"grid": grid.to_dict(), "preprocessing": PREPROCESSING}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class VolumeCache:
