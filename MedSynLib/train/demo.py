@@ -187,8 +187,9 @@ in the phantoms, 34 cases). A replay now trains on the phantoms' voxels as they 
 ## Limitations
 - Fine texture is averaged out: both stages fold 4x4x4 voxel blocks into channels and the low-res head maps
   {LOWRES_UNET['dim']} features to the 256 values of a block, so lung parenchyma comes out smoother and brighter
-  than in the phantoms and emphysematous lucencies (%LAA-950) are not reproduced. A patch-2 low-res stage or a wider
-  top level would lift this at several times the CPU cost.
+  than in the phantoms and emphysematous lucencies (%LAA-950) are not reproduced: even the mean lung density does
+  not follow the emphysema wording. The blurred low-res training volumes (see Training) took part of that signal
+  away; a replay on unblurred volumes, a patch-2 low-res stage or a wider top level are the ways forward.
 - Text: the effusion wording is followed strongly in the training templates and in held-out templates (more than
   4x the volume, benchmark below), weakly in free paraphrases with words the reports never use (1.3x, not
   significant); heart size follows the training templates only weakly (CTR 0.45 against 0.43, p 0.02, where the
