@@ -98,9 +98,9 @@ def majority_lobes(labels: np.ndarray, spacing_zyx, window_mm: float = LOBE_VOTE
     the vote; a lobe boundary, a surface through the window, stays where it is. Not part of the official method.
     """
     labels = np.asarray(labels, dtype=np.uint8)
-    extent = [np.nonzero(labels.any(axis=others))[0] for others in ((1, 2), (0, 2), (0, 1))]
     if not labels.any():
         return labels.copy()
+    extent = [np.nonzero(labels.any(axis=others))[0] for others in ((1, 2), (0, 2), (0, 1))]
     box = tuple(slice(a[0], a[-1] + 1) for a in extent)  # votes come from lung voxels only: their box suffices
     sizes = tuple(2 * int(window_mm / (2 * s)) + 1 for s in spacing_zyx)  # odd, about window_mm wide
     crop = labels[box]
