@@ -175,25 +175,27 @@ stage draws one per training step and the text encoder trains on all of them (he
 
 Hardware: {hardware}. AdamW, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance text dropout
 0.1; low-res `TrainConfig` options {json.dumps(LOWRES_TRAIN)}, `lr_extended_from` {list(LOWRES_EXTENDED_FROM)}
-(cosine decay to 0.1 lr at step {LOWRES_EXTENDED_FROM[0]}, then a second one to the end: the run was extended; sample
-previews in the working folder's `lowres/previews/`), SR {json.dumps(SUPERRES_TRAIN)} (constant lr).
+(cosine decay to 0.1 lr at step {LOWRES_EXTENDED_FROM[0]}, then a second one to the end: the schedule of an earlier
+run that was extended, kept as the recipe; sample previews in the working folder's `lowres/previews/`),
+SR {json.dumps(SUPERRES_TRAIN)} (constant lr).
 Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo` (one command,
-resumable; the defaults are the budgets above). The same recipe, not the same weights: steps 10,001-10,150 of
-the packaged run used a 20,000-step budget before it was cut to 17,000, and both stages were trained before the
-lung-centred training grid snapped to CT voxels, so their cached volumes were linearly resampled with sub-voxel
-shifts (at 64³ this blurred single-voxel lucencies: %LAA-950 of emphysema cases 10.4 % in the cache against 16.7 %
-in the phantoms, 34 cases). A replay now trains on the phantoms' voxels as they are.
+resumable; the defaults are the budgets above). The packaged weights are this command's output: text encoder, then
+low-res stage, then SR stage, each run once from scratch with 2 torch threads on this machine (the wall times
+above). Resuming gives the same weights as an uninterrupted run; another CPU or thread count may round differently.
 
 ## Limitations
-- Fine texture is averaged out: both stages fold 4x4x4 voxel blocks into channels and the low-res head maps
+- Fine texture and lung density: both stages fold 4x4x4 voxel blocks into channels and the low-res head maps
   {LOWRES_UNET['dim']} features to the 256 values of a block, so lung parenchyma comes out smoother and brighter
-  than in the phantoms and emphysematous lucencies (%LAA-950) are not reproduced: even the mean lung density does
-  not follow the emphysema wording. The blurred low-res training volumes (see Training) took part of that signal
-  away; a replay on unblurred volumes, a patch-2 low-res stage or a wider top level are the ways forward.
-- Text: the effusion wording is followed strongly in the training templates and in held-out templates (more than
-  4x the volume, benchmark below), weakly in free paraphrases with words the reports never use (1.3x, not
-  significant); heart size follows the training templates only weakly (CTR 0.45 against 0.43, p 0.02, where the
-  training phantoms with cardiomegaly have 0.56-0.63) and held-out ones not at all. Likely limits: a text encoder
+  than in the phantoms and emphysematous lucencies (%LAA-950) are not reproduced. Measured on training cases: given
+  a nearly noise-free input (diffusion time 0.05), the low-res stage returns lungs 35-50 HU brighter than the input
+  (6 severe-emphysema cases: -736 HU for -785 HU; 6 others: -714 for -748), and the emphysema wording moves its
+  prediction by 2 HU at most at any noise level: it cannot draw the lung density it is asked for, whatever the text
+  says. A patch-2 low-res stage or a wider top level are the ways forward.
+- Text: the effusion wording is followed strongly in the training templates and in held-out templates (about 14x
+  the volume, benchmark below) and less in free paraphrases with words the reports never use (2.8x); heart size
+  follows the training templates only weakly (CTR 0.467 against 0.443, p 0.07, at most 0.53 over 8 seeds, where
+  the training phantoms with cardiomegaly have 0.56-0.63) and held-out ones not at all (with the held-out wording
+  most seeds draw the same heart with or without cardiomegaly in the report). Likely limits: a text encoder
   trained from scratch on phantom reports (a pre-trained biomedical encoder, CXR-BERT as in the paper, is the way
   forward) and a low-res stage that rarely draws an enlarged heart even when asked in its own wording.
 - Lobe maps: the official single lobe channel passes through the labels in between wherever a lobe meets the
