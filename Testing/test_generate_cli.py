@@ -75,6 +75,7 @@ def test_conditions_in_a_rotated_anisotropic_geometry_are_held(tiny_model, tmp_p
     assert r.returncode == 0, r.stderr
     sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text())
     assert sidecar["held_channels"] == [2] and sidecar["lobe_majority_vote_mm"] == 20.0  # generated lobes voted
+    assert sidecar["lobe_islands_below_ml"] == 5.0
     airway = sitk.ReadImage(str(tmp_path / "out" / sidecar["files"]["airway"]))
     expected = sitk.Resample(sitk.ReadImage(str(tmp_path / "airway.nrrd")), airway, sitk.Transform(),
                              sitk.sitkNearestNeighbor, 0)
@@ -99,6 +100,7 @@ def test_held_lobes_come_back_exactly(tiny_model, tmp_path):
     assert r.returncode == 0, r.stderr
     sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text())
     assert sidecar["held_channels"] == [1] and sidecar["lobe_majority_vote_mm"] is None
+    assert sidecar["lobe_islands_below_ml"] is None
     back = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / sidecar["files"]["lobes"])))
     assert np.array_equal(back, lobes)
 

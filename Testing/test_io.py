@@ -6,6 +6,7 @@ import SimpleITK as sitk
 import torch
 
 from MedSynLib.io.codecs import (
+    drop_lobe_islands,
     hu_to_model,
     lobes_to_model,
     majority_lobes,
@@ -53,6 +54,24 @@ def test_majority_lobes_removes_transition_rims_and_keeps_the_fissure():
     assert np.array_equal(majority_lobes(clean, (4.0, 4.0, 4.0)), clean)  # a clean map keeps its boundary
     empty = np.zeros((4, 5, 6), np.uint8)
     assert np.array_equal(majority_lobes(empty, (1.0, 1.0, 1.0)), empty)
+
+
+def test_drop_lobe_islands_removes_specks_and_keeps_lung_pieces():
+    _, clean = _two_lobe_lung()
+    labels = np.zeros((40, 24, 32), np.uint8)
+    labels[:32, :, :24] = clean
+    labels[34:39, 2:7, 26:31] = 1  # a separate piece of lung: 125 voxels of 4 mm = 8 mL, kept
+    specks = labels.copy()
+    specks[0, 0, 31] = specks[39, 23, 0] = 2  # single voxels at the volume's edges (0.064 mL)
+    specks[36:38, 20:22, 28:30] = 4  # a small cluster, 8 voxels = 0.5 mL
+    specks[34, 1, 25] = 3  # diagonal neighbour of the 8 mL piece: part of it (26-connected), kept
+    expected = labels.copy()
+    expected[34, 1, 25] = 3
+    assert np.array_equal(drop_lobe_islands(specks, (4.0, 4.0, 4.0)), expected)
+    assert np.array_equal(drop_lobe_islands(labels, (4.0, 4.0, 4.0)), labels)  # nothing to drop
+    assert not drop_lobe_islands(labels, (4.0, 4.0, 4.0), min_ml=1e6).any()  # a threshold above the lungs
+    empty = np.zeros((4, 5, 6), np.uint8)
+    assert np.array_equal(drop_lobe_islands(empty, (1.0, 1.0, 1.0)), empty)
 
 
 def test_images_keep_geometry_and_say_synthetic(tmp_path):

@@ -109,8 +109,9 @@ def _summary(values: list[float]) -> dict:
 def _measure(result) -> dict:
     """Effusion, CTR and %LAA-950 of a generated result, on its binary lung mask (split into sides at the midline).
 
-    The lung mask, not the lobe labels: the measurements then do not depend on how the lobe channel is decoded
-    (:func:`MedSynLib.io.codecs.majority_lobes` changes labels inside the lungs, never the lungs' extent).
+    The lung mask, not the lobe labels: the measurements then do not depend on how lobe labels are assigned inside
+    the lungs (:func:`MedSynLib.io.codecs.majority_lobes` never changes the lungs' extent; specks of lung outside
+    them are already gone, :func:`MedSynLib.io.codecs.drop_lobe_islands`).
     """
     spacing = tuple(reversed(result.geometry.spacing))
     ct, lungs = result.ct_hu.astype(np.float32), (result.lobes > 0).astype(np.uint8)
