@@ -7,6 +7,7 @@ phantom generator all go through these functions; nothing else converts channel 
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 HU_MIN = -1024.0
@@ -117,7 +118,7 @@ def majority_lobes(labels: np.ndarray, spacing_zyx, window_mm: float = LOBE_VOTE
 
 LOBE_ISLAND_ML = 5.0
 """Lung fragments smaller than this (mL) are dropped by :func:`drop_lobe_islands`: far below a lobe (the phantoms'
-smallest lobe is about 200 mL), far above the specks a noisy lobe channel leaves (0.1-0.2 mL at 1 mm)."""
+smallest lobes are 140 mL and more), far above the specks a noisy lobe channel leaves (0.1-0.2 mL at 1 mm)."""
 
 
 def drop_lobe_islands(labels: np.ndarray, spacing_zyx, min_ml: float = LOBE_ISLAND_ML) -> np.ndarray:
@@ -129,8 +130,6 @@ def drop_lobe_islands(labels: np.ndarray, spacing_zyx, min_ml: float = LOBE_ISLA
     extent); they make a segmentation of thousands of islands and spoil width measurements such as the CTR. Not
     part of the official method.
     """
-    import SimpleITK as sitk
-
     labels = np.asarray(labels, dtype=np.uint8)
     components = sitk.ConnectedComponent(sitk.GetImageFromArray((labels > 0).astype(np.uint8)), True)
     sizes = np.bincount(sitk.GetArrayViewFromImage(components).ravel())
