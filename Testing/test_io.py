@@ -6,6 +6,7 @@ import SimpleITK as sitk
 import torch
 
 from MedSynLib.io.codecs import (
+    decode_generated_lobes,
     drop_lobe_islands,
     hu_to_model,
     lobes_to_model,
@@ -68,6 +69,8 @@ def test_drop_lobe_islands_removes_specks_and_keeps_lung_pieces():
     expected = labels.copy()
     expected[34, 1, 25] = 3
     assert np.array_equal(drop_lobe_islands(specks, (4.0, 4.0, 4.0)), expected)
+    decoded = decode_generated_lobes(lobes_to_model(specks), (4.0, 4.0, 4.0))  # round, drop, then vote
+    assert np.array_equal(decoded, majority_lobes(expected, (4.0, 4.0, 4.0)))
     assert np.array_equal(drop_lobe_islands(labels, (4.0, 4.0, 4.0)), labels)  # nothing to drop
     assert not drop_lobe_islands(labels, (4.0, 4.0, 4.0), min_ml=1e6).any()  # a threshold above the lungs
     empty = np.zeros((4, 5, 6), np.uint8)

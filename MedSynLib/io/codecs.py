@@ -131,12 +131,18 @@ def drop_lobe_islands(labels: np.ndarray, spacing_zyx, min_ml: float = LOBE_ISLA
     part of the official method.
     """
     labels = np.asarray(labels, dtype=np.uint8)
-    components = sitk.ConnectedComponent(sitk.GetImageFromArray((labels > 0).astype(np.uint8)), True)
-    sizes = np.bincount(sitk.GetArrayViewFromImage(components).ravel())
-    min_voxels = min_ml * 1000.0 / float(np.prod(spacing_zyx))
-    keep = sizes >= min_voxels
+    components = sitk.GetArrayFromImage(
+        sitk.ConnectedComponent(sitk.GetImageFromArray((labels > 0).astype(np.uint8)), True))
+    keep = np.bincount(components.ravel()) >= min_ml * 1000.0 / float(np.prod(spacing_zyx))
     keep[0] = True  # background stays as it is
-    return np.where(keep[sitk.GetArrayViewFromImage(components)], labels, 0).astype(np.uint8)
+    return np.where(keep[components], labels, 0).astype(np.uint8)
+
+
+def decode_generated_lobes(x: Array, spacing_zyx) -> np.ndarray:
+    """A generated lobe channel (z, y, x) in model space -> lobe labels uint8, as ``generate`` and ``segment``
+    write them: rounded (:func:`model_to_lobes`), lung pieces under :data:`LOBE_ISLAND_ML` dropped
+    (:func:`drop_lobe_islands`), rims voted away over :data:`LOBE_VOTE_MM` (:func:`majority_lobes`)."""
+    return majority_lobes(drop_lobe_islands(model_to_lobes(x), spacing_zyx), spacing_zyx)
 
 
 def mask_to_model(mask: Array) -> Array:

@@ -27,10 +27,9 @@ from ..diffusion import GuidedDenoiser, draw_noise, hold_channels, make_sampler,
 from ..io.codecs import (
     LOBE_ISLAND_ML,
     LOBE_VOTE_MM,
-    drop_lobe_islands,
+    decode_generated_lobes,
     hu_to_model,
     lobes_to_model,
-    majority_lobes,
     mask_to_model,
     model_to_hu_int16,
     model_to_lobes,
@@ -248,14 +247,13 @@ def _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, wi
     final = x64 if lowres_only else x256
     vol = final[0].cpu()
     geometry = model.lowres_grid if lowres_only else model.grid
-    lobes, vote_mm, island_ml = model_to_lobes(vol[1]), None, None
-    if CONDITION_CHANNELS["lobes"] not in held:  # held lobes come back exactly as given
-        vote_mm, island_ml, spacing = LOBE_VOTE_MM, LOBE_ISLAND_ML, tuple(reversed(geometry.spacing))
-        lobes = majority_lobes(drop_lobe_islands(lobes, spacing, island_ml), spacing, vote_mm)
+    held_lobes = CONDITION_CHANNELS["lobes"] in held  # held lobes come back exactly as given
+    lobes = model_to_lobes(vol[1]) if held_lobes else decode_generated_lobes(vol[1], tuple(reversed(geometry.spacing)))
     metadata = {"report": report, "seed": seed, "settings": settings, "held_channels": held,
                 "lowres_only": lowres_only, "space": model.space, "device": str(run.device),
-                "precision": str(run.dtype).removeprefix("torch."), "lobe_majority_vote_mm": vote_mm,
-                "lobe_islands_below_ml": island_ml,
+                "precision": str(run.dtype).removeprefix("torch."),
+                "lobe_majority_vote_mm": None if held_lobes else LOBE_VOTE_MM,
+                "lobe_islands_below_ml": None if held_lobes else LOBE_ISLAND_ML,
                 "timings_s": dict(run.timings)}
     return GenerationResult(
         ct_hu=model_to_hu_int16(vol[0]) if with_ct else None,
