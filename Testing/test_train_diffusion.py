@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from MedSynLib.io.images import Geometry
-from MedSynLib.models_hub.store import load_stage
+from MedSynLib.models_hub.store import CheckpointError, load_stage
 from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig, first_step_gradients, learning_rate, sr_condition
 
 from tiny_model import build_tiny_model
@@ -215,3 +215,22 @@ def test_cases_with_several_reports_train_on_each_of_them(data, tmp_path):
                                                             "case000/empty.txt")]) + "\n")
     with pytest.raises(ValueError, match="case case000: empty report"):
         read_manifest(several)
+
+
+def test_init_from_warm_starts_from_a_stage_folder(data, tmp_path):
+    base = DiffusionTrainer(lowres_config(data, tmp_path / "base", steps=2))
+    base.run()
+    stage = base.export(tmp_path / "base_stage")
+    warm = DiffusionTrainer(lowres_config(data, tmp_path / "warm", steps=1, init_from=str(stage)))
+    warm.run(stop_after=0)
+    for key, value in base.ema.net.state_dict().items():
+        assert torch.equal(warm.net.state_dict()[key], value) and torch.equal(warm.ema.net.state_dict()[key], value)
+    assert warm.run()["step"] == 1 and warm.optimizer.state_dict()["state"]  # and it trains on, fresh optimizer
+    resumed = DiffusionTrainer(lowres_config(data, tmp_path / "warm", steps=2, init_from=str(stage)))
+    resumed.run(stop_after=0)  # a checkpoint wins over init_from
+    assert resumed.step == 1 and all(torch.equal(resumed.net.state_dict()[k], v)
+                                     for k, v in warm.net.state_dict().items())
+    other = lowres_config(data, tmp_path / "other", unet={"dim": 16, "dim_mults": [1, 2], "attn_heads": 1,
+                                                          "text_dim": 16, "mid_depth": 1}, init_from=str(stage))
+    with pytest.raises(CheckpointError, match="init_from .* does not fit"):
+        DiffusionTrainer(other).run()

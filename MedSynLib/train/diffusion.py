@@ -31,7 +31,7 @@ from ..diffusion.schedule import TIME_SCALE, add_noise, x0_loss
 from ..io.images import Geometry
 from ..models.text_encoder import ReportEncoder
 from ..models.unet import UNetConfig, build_unet
-from ..models_hub.store import save_stage, sha256_file
+from ..models_hub.store import check_state_dict, load_stage, save_stage, sha256_file
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -79,6 +79,7 @@ class TrainConfig:
     preview_every: int = 0
     preview_steps: int = 10
     skip_bad: bool = False
+    init_from: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -282,6 +283,17 @@ class DiffusionTrainer:
         self.step, self.consumed = int(state["step"]), int(state["consumed"])
         return True
 
+    def init_weights(self, folder: Path) -> None:
+        """Start a fresh run from the weights of a stage folder (warm start: fine-tune a packaged model, or official
+        weights converted with ``medsyn models import``, on your own data). The network must be the same; the
+        optimizer and the data position start fresh, the EMA from the loaded weights."""
+        state = load_stage(folder).state_dict()
+        check_state_dict(self.net, state, f"init_from {folder}")
+        self.net.load_state_dict(state)
+        self.ema.net.load_state_dict(state)
+        if self.rank == 0:
+            log.info("initialised from %s", folder)
+
     # --- one optimisation step ------------------------------------------------------------------------
     def _loss(self, x0: torch.Tensor, text: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
         """Loss of this rank's slice of the global micro-batch (draws made for the whole batch, then sliced)."""
@@ -343,6 +355,8 @@ class DiffusionTrainer:
         resumed = self.load_checkpoint()
         if resumed and self.rank == 0:
             log.info("resumed at step %d", self.step)
+        elif cfg.init_from:
+            self.init_weights(Path(cfg.init_from))
         start_step, t0 = self.step, time.perf_counter()
         last = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         losses = []
