@@ -190,7 +190,10 @@ above). Resuming gives the same weights as an uninterrupted run; another CPU or 
   a nearly noise-free input (diffusion time 0.05), the low-res stage returns lungs 35-50 HU brighter than the input
   (6 severe-emphysema cases: -736 HU for -785 HU; 6 others: -714 for -748), and the emphysema wording moves its
   prediction by 2 HU at most (diffusion times 0.05, 0.3 and 0.7): it cannot draw the lung density it is asked
-  for, whatever the text says. A patch-2 low-res stage or a wider top level are the ways forward.
+  for, whatever the text says. A voxel-level refiner after the unfolding (tried on this package, not kept; README)
+  kept the lung density but the wording still moved neither it nor %LAA-950 (p 0.50), and it lowered fixed-CT
+  segmentation Dice: texture is not the only limit. A patch-2 low-res stage or a wider top level, trained longer
+  (a GPU), are the ways forward.
 - Text: the effusion wording is followed strongly in the training templates and in held-out templates (about 14x
   the volume, benchmark below) and less in free paraphrases with words the reports never use (4.2x); heart size
   follows the training templates only weakly (CTR 0.467 against 0.443, p 0.07, at most 0.53 over 8 seeds, where
