@@ -200,7 +200,9 @@ above). Resuming gives the same weights as an uninterrupted run; another CPU or 
   the training phantoms with cardiomegaly have 0.56-0.63) and held-out ones not at all (with the held-out wording
   most seeds draw the same heart with or without cardiomegaly in the report). Likely limits: a text encoder
   trained from scratch on phantom reports (a pre-trained biomedical encoder, CXR-BERT as in the paper, is the way
-  forward) and a low-res stage that rarely draws an enlarged heart even when asked in its own wording.
+  forward) and a low-res stage that rarely draws an enlarged heart even when asked in its own wording. A linear
+  probe on the mean text features (README) reads the held-out cardiomegaly prompt as a normal heart, but the
+  held-out emphysema prompt as emphysema.
 - Lobe maps: the official single lobe channel passes through the labels in between wherever a lobe meets the
   background or a lobe two labels away, so rounding alone leaves rims of wrong labels along the lung border and the
   fissures, and noise in the channel leaves specks of lobe labels outside the lungs. The pipeline drops lung pieces
