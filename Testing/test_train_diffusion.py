@@ -227,7 +227,8 @@ def test_init_from_warm_starts_from_a_stage_folder(data, tmp_path):
         assert torch.equal(warm.net.state_dict()[key], value) and torch.equal(warm.ema.net.state_dict()[key], value)
     assert warm.run()["step"] == 1  # and trains on from there
     resumed = DiffusionTrainer(lowres_config(data, tmp_path / "warm", steps=2, init_from=str(stage)))
-    resumed.run(stop_after=0)  # a checkpoint wins over init_from
+    resumed.rank = 1  # as the second process of a DDP run: a checkpoint wins over init_from on every rank
+    resumed.run(stop_after=0)
     assert resumed.step == 1 and all(torch.equal(resumed.net.state_dict()[k], v)
                                      for k, v in warm.net.state_dict().items())
     other = lowres_config(data, tmp_path / "other", unet={"dim": 16, "dim_mults": [1, 2], "attn_heads": 1,

@@ -353,8 +353,9 @@ class DiffusionTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         resumed = self.load_checkpoint()
-        if resumed and self.rank == 0:
-            log.info("resumed at step %d", self.step)
+        if resumed:
+            if self.rank == 0:
+                log.info("resumed at step %d", self.step)
         elif cfg.init_from:
             self.init_weights(Path(cfg.init_from))
         start_step, t0 = self.step, time.perf_counter()
