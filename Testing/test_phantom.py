@@ -128,6 +128,22 @@ def test_laa950_matches_requested_emphysema(seed, grade):
         assert emphysema_grade(want) == grade
 
 
+def test_severe_emphysema_is_confluent_on_the_stage1_grid():
+    """Severe emphysema: lucencies coalesce into areas of several 4 mm voxels, so the 64³ stage sees them as
+    low-attenuation areas; mild emphysema stays scattered."""
+    def lucent_components(ph):
+        lucent = (ph.ct < -950) & (ph.lobes > 0)
+        cc = sitk.ConnectedComponent(sitk.GetImageFromArray(lucent.astype(np.uint8)))
+        stats = sitk.LabelShapeStatisticsImageFilter()
+        stats.Execute(cc)
+        return np.array([stats.GetNumberOfPixels(label) for label in stats.GetLabels()])
+
+    severe, mild = lucent_components(_ph(21, emphysema="severe")), lucent_components(_ph(20, emphysema="mild"))
+    assert len(severe) < 200, len(severe)
+    assert severe[severe >= 64].sum() >= 0.95 * severe.sum()  # >= 64 voxels: a 16 mm cube
+    assert severe.sum() / len(severe) > 4 * mild.sum() / len(mild)  # mean cluster size
+
+
 def test_simple_measures():
     ph = _ph(0)
     assert dice(ph.lobes, ph.lobes, 3) == 1.0

@@ -281,7 +281,10 @@ def generate(seed: int = 0, grid: Grid | None = None, anatomy: AnatomyParams | N
             rasterize_tubes(grid, make_segments(bl_rows), bul)
         bull = (bul < 0) & lung
         del bul
-        em = smooth_field(r_tex, grid, max(3.2, 1.2 * s_max))
+        # lucencies coalesce as emphysema advances (Fleischner: mild centrilobular -> confluent -> advanced
+        # destructive): their scale grows from ~5 mm (mild) to ~14 mm (severe), so severe emphysema stays visible
+        # as low-attenuation areas at the 4 mm stage-1 grid rather than dissolving into voxel noise
+        em = smooth_field(r_tex, grid, max(1.2 * s_max, 3.2 + 0.3 * laa_target))
         em += 1.2 * np.clip((Z - an.z_dome_r) / (an.z_apex - an.z_dome_r), 0, 1)
         boost = 1.0
         n_l = int(lung.sum())
