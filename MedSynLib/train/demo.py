@@ -184,25 +184,25 @@ low-res stage, then SR stage, each run once from scratch with 2 torch threads on
 above). Resuming gives the same weights as an uninterrupted run; another CPU or thread count may round differently.
 
 ## Limitations
-- Fine texture and lung density: both stages fold 4x4x4 voxel blocks into channels and the low-res head maps
-  {LOWRES_UNET['dim']} features to the 256 values of a block, so lung parenchyma comes out smoother and brighter
-  than in the phantoms and emphysematous lucencies (%LAA-950) are not reproduced. Measured on training cases: given
-  a nearly noise-free input (diffusion time 0.05), the low-res stage returns lungs 35-50 HU brighter than the input
-  (6 severe-emphysema cases: -736 HU for -785 HU; 6 others: -714 for -748), and the emphysema wording moves its
-  prediction by 2 HU at most (diffusion times 0.05, 0.3 and 0.7): it cannot draw the lung density it is asked
-  for, whatever the text says. A voxel-level refiner after the unfolding (tried on this package, not kept; README)
-  kept the lung density but the wording still moved neither it nor %LAA-950 (p 0.50), and it lowered fixed-CT
-  segmentation Dice: texture is not the only limit. A patch-2 low-res stage or a wider top level, trained longer
-  (a GPU), are the ways forward.
-- Text: the effusion wording is followed strongly in the training templates and in held-out templates (about 14x
-  the volume, benchmark below) and less in free paraphrases with words the reports never use (4.2x); heart size
-  follows the training templates only weakly (CTR 0.467 against 0.443, p 0.07, at most 0.53 over 8 seeds, where
-  the training phantoms with cardiomegaly have 0.56-0.63) and held-out ones not at all (with the held-out wording
-  most seeds draw the same heart with or without cardiomegaly in the report). Likely limits: a text encoder
-  trained from scratch on phantom reports (a pre-trained biomedical encoder, CXR-BERT as in the paper, is the way
-  forward) and a low-res stage that rarely draws an enlarged heart even when asked in its own wording. A linear
-  probe on the mean text features (README) reads the held-out cardiomegaly prompt as a normal heart, but the
-  held-out emphysema prompt as emphysema.
+- Fine texture and lung density: both stages fold 4x4x4 voxel blocks into channels, and the low-res stage's first
+  and last layers map the 256 values of a block (4 channels) to {LOWRES_UNET['dim']} features and back, so lung
+  parenchyma comes out smoother and brighter than in the phantoms and emphysema (%LAA-950) is not reproduced.
+  Measured on 6 training cases with severe emphysema (%LAA-950 28.1 % at 64³): the low-res stage's prediction of
+  the clean volume from a nearly noise-free input (diffusion time 0.02) has 5.1 % with the emphysema wording and
+  5.2 % without, and lungs 50 HU brighter than the input: it cannot pass the lucent areas through, even though the
+  phantoms' severe emphysema is confluent (areas of several 4 mm voxels), whatever the report says. Earlier
+  variants (a voxel-level refiner after the unfolding, guidance 3 and 5, fine-tunes on phantoms rich in emphysema;
+  README) did not change this. A patch-2 low-res stage or a wider top level, trained longer (a GPU), are the way
+  forward.
+- Text: the effusion wording is followed strongly in the training templates and in held-out templates (benchmark
+  below) and less in free paraphrases with words the reports never use; heart size only weakly (CTR p 0.25 in
+  held-out templates, 0.068 in training ones; the training phantoms with cardiomegaly have CTR 0.56-0.63). The
+  text encoder is small and trained from scratch on phantom reports; trained 6,000 steps it carries cardiomegaly
+  far better than at 2,000 (linear probe on its mean features, README: accuracy 0.90 against 0.80, majority class
+  0.72), which moved held-out CTR from p 0.69 to p 0.25. A pre-trained biomedical encoder (CXR-BERT, as in the
+  paper) and a low-res stage trained longer are the way forward.
+- Effusion volume is measured on the 64³ results: on generated CTs the measure depends on the grid (the quick-start
+  sample reads 1027 mL at 64³ and 18 mL on its 256³ result; README), so compare volumes at one resolution only.
 - Lobe maps: the official single lobe channel passes through the labels in between wherever a lobe meets the
   background or a lobe two labels away, so rounding alone leaves rims of wrong labels along the lung border and the
   fissures, and noise in the channel leaves specks of lobe labels outside the lungs. The pipeline drops lung pieces
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sr-cases", type=int, default=24)
     p.add_argument("--report-variants", type=int, default=8,
                    help="reports per low-res case (paraphrases in the training templates; one drawn per step)")
-    p.add_argument("--text-steps", type=int, default=2000)
+    p.add_argument("--text-steps", type=int, default=6000)
     p.add_argument("--lowres-steps", type=int, default=17000)
     p.add_argument("--sr-steps", type=int, default=9000)
     p.add_argument("--workers", type=int, default=2)
