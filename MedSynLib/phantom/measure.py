@@ -68,10 +68,6 @@ def _dilate(m: np.ndarray, r: int = 1) -> np.ndarray:
     return out
 
 
-def _erode(m: np.ndarray, r: int = 1) -> np.ndarray:
-    return ~_dilate(~np.asarray(m, dtype=bool), r)
-
-
 def laa950(ct: np.ndarray, lungs: np.ndarray, airway: np.ndarray | None = None, threshold: float = -950.0) -> float:
     """%LAA-950: percent of lung voxels below -950 HU; airway lumen (dilated by one voxel) is left out if given."""
     lung = np.asarray(lungs) > 0
@@ -137,21 +133,44 @@ def cardiothoracic_ratio(lobes: np.ndarray, spacing_zyx, ct: np.ndarray | None =
     return {"ctr": cardiac / thoracic, "cardiac_mm": cardiac, "thoracic_mm": thoracic, "slice": zi}
 
 
+ANALYSIS_SPACING_MM = 4.0
+
+
+def analysis_grid(ct: np.ndarray, lobes: np.ndarray, spacing_zyx) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """(CT, lobes, spacing) on a grid of about ``ANALYSIS_SPACING_MM`` (the stage-1 grid) for density measures.
+
+    Each axis finer than that is reduced by the whole factor k = round(4 mm / spacing): the CT by the mean of each
+    k-voxel block (HU), the lobes by the block's centre voxel (nearest); a remainder of under k voxels at the far
+    end is dropped. A coarser or equal axis is kept. One grid for every input makes a density-range measure
+    independent of resolution and voxel noise: a 1 mm and a 4 mm CT of the same chest read the same.
+    """
+    ks = [max(1, int(round(ANALYSIS_SPACING_MM / float(s)))) for s in spacing_zyx]
+    if ks == [1, 1, 1]:
+        return ct, lobes, tuple(spacing_zyx)
+    n = [d // k for d, k in zip(np.shape(ct), ks)]
+    ct = np.asarray(ct, dtype=np.float32)[: n[0] * ks[0], : n[1] * ks[1], : n[2] * ks[2]]
+    ct = ct.reshape(n[0], ks[0], n[1], ks[1], n[2], ks[2]).mean(axis=(1, 3, 5))
+    lobes = np.asarray(lobes)[ks[0] // 2:: ks[0], ks[1] // 2:: ks[1], ks[2] // 2:: ks[2]][: n[0], : n[1], : n[2]]
+    return ct, lobes, tuple(float(s) * k for s, k in zip(spacing_zyx, ks))
+
+
 def effusion_volume(ct: np.ndarray, spacing_zyx, lobes: np.ndarray, effusion: np.ndarray | None = None,
                     hu_range=(-10.0, 30.0), hu_mean_max: float = 25.0) -> dict[str, float]:
     """Pleural effusion volume (mL) per side {"right", "left", "total"}.
 
-    With an effusion mask: its voxel volume per side. Without (e.g. a generated CT): voxels of the smoothed CT
-    in the fluid range (default -10..30 HU) outside the lungs, the mediastinum (the gap between the lungs'
-    medial borders) and a 24 mm midline band, opened by 1 mm on fine grids, grouped in face-connected components
-    that touch the lung, average at most ``hu_mean_max`` HU and lie in its dependent (posterior) half; their
-    volume plus the non-lung voxels between them and the lung that smoothing pulled below the range (raw HU
-    > -50). Sides are split at the midline.
+    With an effusion mask: its voxel volume per side. Without (e.g. a generated CT): on the analysis grid of
+    about 4 mm (:func:`analysis_grid`), voxels of the smoothed CT in the fluid range (default -10..30 HU) outside
+    the lungs, the mediastinum (the gap between the lungs' medial borders) and a 24 mm midline band, grouped in
+    face-connected components that touch the lung, average at most ``hu_mean_max`` HU and lie in its dependent
+    (posterior) half; their volume plus the non-lung voxels between them and the lung that smoothing pulled below
+    the range (raw HU > -50). Sides are split at the midline.
     """
+    out = {"right": 0.0, "left": 0.0}
+    if effusion is None:
+        ct, lobes, spacing_zyx = analysis_grid(ct, lobes, spacing_zyx)
     vv = _vv(spacing_zyx) / 1000.0
     right, left = _sides(lobes)
     lung = right | left
-    out = {"right": 0.0, "left": 0.0}
     nz, ny, nx = lung.shape
     if effusion is not None:
         e = np.asarray(effusion) > 0
@@ -174,7 +193,7 @@ def effusion_volume(ct: np.ndarray, spacing_zyx, lobes: np.ndarray, effusion: np
     nz, ny, nx = lung.shape
     img = sitk.GetImageFromArray(np.asarray(ct, dtype=np.float32))
     img.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
-    sigma = max(1.2, 0.5 * max(spacing_zyx))
+    sigma = 0.5 * max(spacing_zyx)
     sm = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, sigma))
     cand = (sm >= hu_range[0]) & (sm <= hu_range[1]) & ~lung
     # leave out the mediastinum: voxels between the two lungs' medial borders on the same row
@@ -189,9 +208,6 @@ def effusion_volume(ct: np.ndarray, spacing_zyx, lobes: np.ndarray, effusion: np
     zs = np.nonzero(lung.any(axis=(1, 2)))[0]
     cand[: zs.min()] = False
     cand[zs.max() + 1:] = False
-    rad = int(round(1.0 / min(spacing_zyx)))
-    if rad > 0:  # remove thin partial-volume shells (soft tissue next to lung) on fine grids
-        cand = _dilate(_erode(cand, rad), rad) & cand
     ci = sitk.GetImageFromArray(cand.astype(np.uint8))
     cc = sitk.GetArrayFromImage(sitk.ConnectedComponent(ci, False))
     ncomp = int(cc.max())

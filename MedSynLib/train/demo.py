@@ -201,8 +201,9 @@ above). Resuming gives the same weights as an uninterrupted run; another CPU or 
   far better than at 2,000 (linear probe on its mean features, README: accuracy 0.90 against 0.80, majority class
   0.72), which moved held-out CTR from p 0.69 to p 0.25. A pre-trained biomedical encoder (CXR-BERT, as in the
   paper) and a low-res stage trained longer are the way forward.
-- Effusion volume is measured on the 64³ results: on generated CTs the measure depends on the grid (the quick-start
-  sample reads 1027 mL at 64³ and 18 mL on its 256³ result; README), so compare volumes at one resolution only.
+- Effusion volume from the CT is measured on one grid of about 4 mm whatever the CT's resolution (`analysis_grid`,
+  block means of the CT): the quick-start sample reads 1,027 mL on its 64³ result and 1,515 mL on its 256³ result.
+  On the native 1 mm grid the generated fluid's voxel texture falls in and out of the fluid HU range (18 mL).
 - Lobe maps: the official single lobe channel passes through the labels in between wherever a lobe meets the
   background or a lobe two labels away, so rounding alone leaves rims of wrong labels along the lung border and the
   fissures, and noise in the channel leaves specks of lobe labels outside the lungs. The pipeline drops lung pieces
