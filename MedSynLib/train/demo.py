@@ -184,16 +184,16 @@ low-res stage, then SR stage, each run once from scratch with 2 torch threads on
 above). Resuming gives the same weights as an uninterrupted run; another CPU or thread count may round differently.
 
 ## Limitations
-- Fine texture and lung density: both stages fold 4x4x4 voxel blocks into channels, and the low-res stage's first
-  and last layers map the 256 values of a block (4 channels) to {LOWRES_UNET['dim']} features and back, so lung
-  parenchyma comes out smoother and brighter than in the phantoms and emphysema (%LAA-950) is not reproduced.
-  Measured on 6 training cases with severe emphysema (%LAA-950 28.1 % at 64³): the low-res stage's prediction of
-  the clean volume from a nearly noise-free input (diffusion time 0.02) has 5.1 % with the emphysema wording and
-  5.2 % without, and lungs 50 HU brighter than the input: it cannot pass the lucent areas through, even though the
-  phantoms' severe emphysema is confluent (areas of several 4 mm voxels), whatever the report says. Earlier
-  variants (a voxel-level refiner after the unfolding, guidance 3 and 5, fine-tunes on phantoms rich in emphysema;
-  README) did not change this. A patch-2 low-res stage or a wider top level, trained longer (a GPU), are the way
-  forward.
+- Fine texture and lung density: the low-res stage hardly uses the detail of its input at any noise level (error
+  in the CT channel, mean square in model units, 0.026 at t = 0, where the input itself is off by 0.00016; 0.029 at
+  t = 0.5), so lung parenchyma comes out smoother and brighter than in the phantoms and emphysema (%LAA-950) is not
+  reproduced. Measured on 6 training cases with severe emphysema (%LAA-950 28.1 % at 64³): its prediction of the
+  clean volume from a nearly noise-free input (diffusion time 0.02) has 5.1 % with the emphysema wording and 5.2 %
+  without, and lungs 50 HU brighter than the input. Folding 4x4x4 blocks into {LOWRES_UNET['dim']} features is not the only
+  cause: a patch-2 network trained 3,000 steps does the same. Earlier variants (a voxel-level refiner, guidance 3
+  and 5, fine-tunes on phantoms rich in emphysema, a loss weighted towards low noise, the input skip of Karras et
+  al. on this design; README) did not change this. A low-res stage with a full-rank last layer (patch 2 or 1) and
+  that input skip, trained longer (a GPU), is the way forward.
 - Text: the effusion wording is followed strongly in the training templates and in held-out templates (benchmark
   below) and less in free paraphrases with words the reports never use; heart size only weakly (CTR p 0.25 in
   held-out templates, 0.068 in training ones; the training phantoms with cardiomegaly have CTR 0.56-0.63). The
