@@ -142,7 +142,7 @@ def analysis_grid(ct: np.ndarray, lobes: np.ndarray, spacing_zyx) -> tuple[np.nd
     Each axis finer than that is reduced by the whole factor k = round(4 mm / spacing): the CT by the mean of each
     k-voxel block (HU), the lobes by the block's centre voxel (nearest); a remainder of under k voxels at the far
     end is dropped. A coarser or equal axis is kept. One grid for every input makes a density-range measure
-    independent of resolution and voxel noise: a 1 mm and a 4 mm CT of the same chest read the same.
+    nearly independent of resolution and voxel noise: a 1 mm and a 4 mm CT of the same chest read alike.
     """
     ks = [max(1, int(round(ANALYSIS_SPACING_MM / float(s)))) for s in spacing_zyx]
     if ks == [1, 1, 1]:

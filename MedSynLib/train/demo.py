@@ -192,8 +192,8 @@ above). Resuming gives the same weights as an uninterrupted run; another CPU or 
   without, and lungs 50 HU brighter than the input. Folding 4x4x4 blocks into {LOWRES_UNET['dim']} features is not the only
   cause: a patch-2 network trained 3,000 steps does the same. Earlier variants (a voxel-level refiner, guidance 3
   and 5, fine-tunes on phantoms rich in emphysema, a loss weighted towards low noise, the input skip of Karras et
-  al. on this design; README) did not change this. A low-res stage with a full-rank last layer (patch 2 or 1) and
-  that input skip, trained longer (a GPU), is the way forward.
+  al. on this design; README) did not change this. A low-res stage with a full-rank last layer (patch 2 or 1),
+  that input skip and its loss weight, trained longer (a GPU), is the way forward.
 - Text: the effusion wording is followed strongly in the training templates and in held-out templates (benchmark
   below) and less in free paraphrases with words the reports never use; heart size only weakly (CTR p 0.25 in
   held-out templates, 0.068 in training ones; the training phantoms with cardiomegaly have CTR 0.56-0.63). The
