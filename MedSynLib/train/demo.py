@@ -199,8 +199,10 @@ above). Resuming gives the same weights as an uninterrupted run; another CPU or 
   held-out templates, 0.068 in training ones; the training phantoms with cardiomegaly have CTR 0.56-0.63). The
   text encoder is small and trained from scratch on phantom reports; trained 6,000 steps it carries cardiomegaly
   far better than at 2,000 (linear probe on its mean features, README: accuracy 0.90 against 0.80, majority class
-  0.72), which moved held-out CTR from p 0.69 to p 0.25. A pre-trained biomedical encoder (CXR-BERT, as in the
-  paper) and a low-res stage trained longer are the way forward.
+  0.72), which moved held-out CTR from p 0.69 to p 0.25. Letting every block hear the pooled report
+  (`UNetConfig.pooled_text`, a 3,000-step fine-tune, README) helped %LAA-950 in training wording (p 0.0024) but
+  left held-out CTR at p 0.31 and held-out %LAA-950 at p 0.083, so it is not in this package. A pre-trained
+  biomedical encoder (CXR-BERT, as in the paper) and a low-res stage trained longer are the way forward.
 - Effusion volume from the CT is measured on one grid of about 4 mm whatever the CT's resolution (`analysis_grid`,
   block means of the CT): the quick-start sample reads 1,027 mL on its 64³ result and 1,515 mL on its 256³ result.
   On the native 1 mm grid the generated fluid's voxel texture falls in and out of the fluid HU range (18 mL).
