@@ -98,8 +98,9 @@ def test_previews_are_written_and_leave_training_unchanged(data, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     config = lowres_config(data, tmp_path / "killed", steps=30, checkpoint_every=2)
     (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(config)))
-    command = [sys.executable, "-m", "MedSynLib", "train-lowres", "--config", str(tmp_path / "cfg.json")]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "-m", "MedSynLib", "train-lowres", "--config"]
+    proc = subprocess.Popen(command + [str(tmp_path / "cfg.json")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     checkpoint = tmp_path / "killed" / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline:
@@ -109,14 +110,14 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     interrupted_at = torch.load(checkpoint, weights_only=True)["step"]
     assert interrupted_at < 30
-    r = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(command + [str(tmp_path / "cfg.json")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     resumed = torch.load(checkpoint, weights_only=True)
     # the uninterrupted run is a process started the same way: an explicit torch.set_num_threads (pytest's
     # conftest) can round differently from a process's default threads, even for the same count
     config = dataclasses.replace(config, out=str(tmp_path / "reference"), checkpoint_every=100)
     (tmp_path / "reference.json").write_text(json.dumps(dataclasses.asdict(config)))
-    r = subprocess.run(command[:-1] + [str(tmp_path / "reference.json")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(command + [str(tmp_path / "reference.json")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     reference = torch.load(tmp_path / "reference" / "checkpoints" / "last.pt", weights_only=True)
     assert resumed["step"] == reference["step"] == 30

@@ -223,7 +223,7 @@ class LowResUNet(_MedSynUNet):
 
     def _embed(self, time: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Time embedding, plus the pooled report (mean over the 192 tokens) when ``config.pooled_text``."""
-        t = self.time_mlp(time)
+        t = super()._embed(time, text)
         if self.config.pooled_text:
             t = t + self.text_time_mlp(text.to(t.dtype).mean(dim=1))
         return t
