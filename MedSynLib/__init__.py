@@ -1,7 +1,7 @@
 """MedSynLib: text-guided, anatomy-aware synthesis of 3D chest CT (MedSyn, IEEE TMI 2024).
 
 Rooms (arrows point one way): ``models`` <- ``diffusion`` <- ``pipelines`` <- ``cli``;
-``io`` and ``models_hub`` serve the pipelines; ``phantom`` and ``data`` feed training and evaluation.
+``io`` and ``modelstore`` serve the pipelines; ``phantom`` and ``data`` feed training and evaluation.
 """
 
 __version__ = "0.1.0"

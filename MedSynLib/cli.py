@@ -1,7 +1,9 @@
 """The ``medsyn`` command line: argument parsing only; each sub-command lives beside the code it drives.
 
 A sub-command module exposes ``add_parser(subparsers)`` which registers its parser and sets
-``func(args) -> int`` as the parser default.
+``func(args) -> int`` as the parser default. A command with actions from several layers (``medsyn models``:
+``list`` from the model store, ``import`` from the official-weights converter) is a group: each of its modules
+exposes ``add_actions(actions)``, so no lower layer imports a higher one to share a parser.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import sys
 
 COMMAND_MODULES = (
     "MedSynLib.pipelines.cli",
-    "MedSynLib.models_hub.cli",
     "MedSynLib.train.cli",
     "MedSynLib.train.text_encoder",
     "MedSynLib.phantom.cli",
 )
+
+COMMAND_GROUPS = {
+    "models": ("list the models; import the official checkpoints",
+               ("MedSynLib.modelstore.cli", "MedSynLib.official.cli")),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
+    for name, (help_text, modules) in COMMAND_GROUPS.items():
+        group = sub.add_parser(name, help=help_text)
+        actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+        actions.required = True
+        for module in modules:
+            importlib.import_module(module).add_actions(actions)
     return parser
 
 

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from MedSynLib.io.images import Geometry, to_image, write_image
-from MedSynLib.models_hub.bundle import load_model
+from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import generate, segment
 from MedSynLib.pipelines.outputs import model_info, write_result
 from MedSynLib.pipelines.atlas import LEFT_LUNG, RIGHT_LUNG, align_to_atlas, lung_labels

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from MedSynLib.cli import main
-from MedSynLib.models_hub.bundle import load_model
+from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import generate
 from MedSynLib.pipelines.batch import COLUMNS, read_prompts
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from MedSynLib.models import LowResUNet, SuperResUNet
-from MedSynLib.models_hub.store import CheckpointError, load_stage, save_stage
+from MedSynLib.modelstore.store import CheckpointError, load_stage, save_stage
 from MedSynLib.official.checkpoint import import_official_stage, load_official_network
 
 from conftest import TINY_LOWRES

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from MedSynLib.models_hub.bundle import load_model
-from MedSynLib.models_hub.registry import resolve_model
+from MedSynLib.modelstore.bundle import load_model
+from MedSynLib.modelstore.registry import resolve_model
 from MedSynLib.pipelines import generate
 
 

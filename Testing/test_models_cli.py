@@ -12,8 +12,8 @@ from MedSynLib.cli import main
 from MedSynLib.io.images import Geometry
 from MedSynLib.models import LowResUNet, SuperResUNet, UNetConfig
 from MedSynLib.models.text_encoder import ReportEncoder
-from MedSynLib.models_hub.bundle import load_model
-from MedSynLib.models_hub.importer import OFFICIAL_GRID
+from MedSynLib.modelstore.bundle import load_model
+from MedSynLib.official.importer import OFFICIAL_GRID
 from MedSynLib.pipelines import generate
 
 from tiny_model import ATLAS_LUNGS, WORDS, ellipsoids

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from MedSynLib.io.segments import SEGMENTS
-from MedSynLib.models_hub.bundle import load_model
+from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import generate
 from MedSynLib.pipelines.outputs import model_info, write_result
 

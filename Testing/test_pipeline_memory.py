@@ -7,7 +7,7 @@ import torch
 from MedSynLib.cli import main
 from MedSynLib.models import SuperResUNet, UNetConfig
 from MedSynLib.models.unet import OFFICIAL_SUPERRES
-from MedSynLib.models_hub.bundle import load_model
+from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import generate
 from MedSynLib.pipelines.memory import (
     GIB,

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from MedSynLib.io.images import Geometry
-from MedSynLib.models_hub.store import CheckpointError, load_stage
+from MedSynLib.modelstore.store import CheckpointError, load_stage
 from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig, first_step_gradients, learning_rate, sr_condition
 
 from tiny_model import build_tiny_model

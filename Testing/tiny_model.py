@@ -16,8 +16,8 @@ from transformers import BertConfig, BertModel, BertTokenizer
 from MedSynLib.io.images import Geometry, to_image, write_image
 from MedSynLib.models import LowResUNet, SuperResUNet, UNetConfig
 from MedSynLib.models.text_encoder import ReportEncoder
-from MedSynLib.models_hub.bundle import write_model_spec
-from MedSynLib.models_hub.store import save_stage
+from MedSynLib.modelstore.bundle import write_model_spec
+from MedSynLib.modelstore.store import save_stage
 
 WORDS = ("findings impression no pleural effusion large bilateral effusions the heart is enlarged lungs are clear "
          "emphysema with bullae consolidation right lower lobe cardiomegaly normal chest ct . , :").split()

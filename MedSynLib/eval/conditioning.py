@@ -30,8 +30,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io.images import to_image
-from ..models_hub.bundle import load_model
-from ..models_hub.registry import resolve_model
+from ..modelstore.bundle import load_model
+from ..modelstore.registry import resolve_model
 from ..phantom import Grid
 from ..phantom import generate as make_phantom
 from ..phantom import measure

@@ -16,7 +16,7 @@ import torch
 
 from ..models.blocks import HEAD_DIM
 from ..models.unet import UNetConfig, build_unet
-from ..models_hub.store import CheckpointError, check_state_dict, save_stage, sha256_file
+from ..modelstore.store import CheckpointError, check_state_dict, save_stage, sha256_file
 
 PREFIXES = ("module.", "denoise_fn.")
 DIFFUSION_BUFFERS = re.compile(

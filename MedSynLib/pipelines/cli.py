@@ -7,17 +7,16 @@ left behind in any case.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from ..io.images import read_image
-from ..models_hub.bundle import load_model
-from ..models_hub.registry import resolve_model
+from ..modelstore.bundle import load_model
+from ..modelstore.registry import resolve_model
+from ..progress import Reporter
 from ..runtime import PRECISIONS, resolve_device
 from .batch import read_prompts, run_batch
 from .generate import generate, segment
@@ -27,35 +26,6 @@ EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 2, 3, 130
 OOM_FIX = ("use --max-gpu-memory GB (tiles the super-resolution stage; try the GPU's size minus 2), "
            "--precision bf16, --lowres-only, or --device cpu")
 CONDITIONS = ("lobes", "airway", "vessels")
-
-
-class Reporter:
-    """Progress as a terminal line (``text``) or one JSON object per line on stdout (``json``).
-
-    ``context`` (e.g. the batch case) is added to every progress event.
-    """
-
-    def __init__(self, mode: str):
-        self.mode, self.start, self.stage_start, self.context = mode, time.perf_counter(), {}, {}
-
-    def emit(self, event: dict) -> None:
-        if self.mode == "json":
-            print(json.dumps(event), flush=True)
-
-    def __call__(self, stage: str, step: int, total: int) -> None:
-        now = time.perf_counter()
-        if step <= 1:
-            self.stage_start[stage] = now
-        rate = (now - self.stage_start.get(stage, self.start)) / max(step, 1)
-        eta = rate * (total - step)
-        if self.mode == "json":
-            self.emit({"event": "progress", "stage": stage, "step": step, "total": total,
-                       "elapsed_s": round(now - self.start, 3), "eta_s": round(eta, 3), **self.context})
-        else:
-            bar = "#" * int(30 * step / total)
-            print(f"\r{stage:9s} [{bar:30s}] {step}/{total} ETA {eta:5.0f} s", end="", file=sys.stderr, flush=True)
-            if step == total:
-                print(file=sys.stderr)
 
 
 def _common(p) -> None:

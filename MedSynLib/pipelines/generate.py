@@ -4,7 +4,7 @@ Both return a :class:`GenerationResult` of numpy arrays (z, y, x) with their geo
 geometry are resampled into the model's grid (nearest neighbour for labels, linear for CT); segmentation results
 are mapped back to the input CT's grid.
 
-Patient space -> model space depends on the model's ``space`` (see :mod:`MedSynLib.models_hub.bundle`):
+Patient space -> model space depends on the model's ``space`` (see :mod:`MedSynLib.modelstore.bundle`):
 
 - "grid" models: a CT is placed by re-centring the model grid on its lungs (no rotation, no scaling).
 - "atlas" models (official MedSyn): a CT is affinely registered to the atlas lung mask (:mod:`.atlas`) and
@@ -37,7 +37,7 @@ from ..io.codecs import (
 )
 from ..io.alignment import lung_centred_grid, resample
 from ..io.images import Geometry, read_image
-from ..models_hub.bundle import LoadedModel
+from ..modelstore.bundle import LoadedModel
 from ..runtime import autocast, resolve_precision
 from .atlas import align_to_atlas
 from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles

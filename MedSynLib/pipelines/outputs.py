@@ -19,8 +19,8 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..io.images import to_image, write_image, write_segmentation
-from ..models_hub.bundle import LoadedModel
-from ..models_hub.store import atomic_folder, commit_folder
+from ..modelstore.bundle import LoadedModel
+from ..modelstore.store import atomic_folder, commit_folder
 from .generate import GenerationResult
 
 SIDECAR = "medsyn.json"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..models_hub.bundle import write_model_spec
-from ..models_hub.store import atomic_folder, commit_folder, save_stage
+from ..modelstore.bundle import write_model_spec
+from ..modelstore.store import atomic_folder, commit_folder, save_stage
 from ..phantom import Grid
 from ..phantom.dataset import write_dataset
 from .diffusion import DiffusionTrainer, TrainConfig

@@ -31,7 +31,7 @@ from ..diffusion.schedule import TIME_SCALE, add_noise, x0_loss
 from ..io.images import Geometry
 from ..models.text_encoder import ReportEncoder
 from ..models.unet import UNetConfig, build_unet
-from ..models_hub.store import check_state_dict, load_stage, save_stage, sha256_file
+from ..modelstore.store import check_state_dict, load_stage, save_stage, sha256_file
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"

@@ -1,26 +1,18 @@
-"""``medsyn models list`` and ``medsyn models import``: argument parsing for the registry and the importer."""
+"""``medsyn models import``: convert the official MedSyn checkpoints once into a model folder."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from ..models.unet import UP_ORDERS
-from ..pipelines.cli import Reporter
+from ..modelstore.registry import user_models_dir
+from ..progress import Reporter
 from .importer import OFFICIAL_LAYOUT, OFFICIAL_NAME, import_official_model
-from .registry import list_models, user_models_dir
-
-LIST_FIELDS = ("name", "title", "available", "license", "requires_license_acceptance", "packaged", "path")
 
 
-def add_parser(sub) -> None:
-    m = sub.add_parser("models", help="list the models; import the official checkpoints")
-    actions = m.add_subparsers(dest="models_command", metavar="ACTION")
-    actions.required = True
-    lst = actions.add_parser("list", help="registry and imported models, with where they are and their licence")
-    lst.add_argument("--json", action="store_true", help="print a JSON list (one object per model)")
-    lst.set_defaults(func=_list)
+def add_actions(actions) -> None:
+    """Register ``import`` among the actions of ``medsyn models`` (``actions``: its sub-parsers)."""
     imp = actions.add_parser("import", help="convert the official MedSyn checkpoints once into a model folder "
                                             f"under {user_models_dir()}")
     imp.add_argument("folder", nargs="?", type=Path, default=None,
@@ -42,18 +34,6 @@ def add_parser(sub) -> None:
     imp.add_argument("--force", action="store_true", help="replace an installed model of the same name")
     imp.add_argument("--progress", choices=("text", "json"), default="text")
     imp.set_defaults(func=_import)
-
-
-def _list(args) -> int:
-    models = [{k: entry.get(k) for k in LIST_FIELDS} for entry in list_models()]
-    if args.json:
-        print(json.dumps(models, indent=2))
-        return 0
-    for entry in models:
-        state = "installed" if entry["available"] else "not installed"
-        print(f"{entry['name']:20s} {state:14s} {entry['license'] or '':14s} {entry['title']}")
-        print(f"{'':20s} {entry['path']}")
-    return 0
 
 
 def _import(args) -> int:

@@ -18,10 +18,10 @@ import SimpleITK as sitk
 
 from ..io.images import Geometry, read_image, to_image, write_image
 from ..models.text_encoder import ReportEncoder
-from ..official.checkpoint import import_official_stage
-from .bundle import DEFAULTS, write_model_spec
-from .registry import registry
-from .store import atomic_folder, commit_folder, read_stage_config
+from ..modelstore.bundle import DEFAULTS, write_model_spec
+from ..modelstore.registry import registry
+from ..modelstore.store import atomic_folder, commit_folder, read_stage_config
+from .checkpoint import import_official_stage
 
 OFFICIAL_NAME = "medsyn-official"
 ATLAS_FILE = "atlas_lung_mask.nii.gz"

@@ -1,1 +1,0 @@
-"""Model storage: this project's format (safetensors + JSON config + sha256), registry and official imports."""

@@ -1,0 +1,40 @@
+"""Progress of a command: a terminal bar on stderr, or one JSON event per line on stdout (``--progress json``).
+
+The JSON events are what the Slicer module reads: ``{"event": "progress", "stage", "step", "total", "elapsed_s",
+"eta_s"}``, and the commands' own ``error`` / ``warning`` / ``done`` events.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+class Reporter:
+    """Progress as a terminal line (``text``) or one JSON object per line on stdout (``json``).
+
+    ``context`` (e.g. the batch case) is added to every progress event.
+    """
+
+    def __init__(self, mode: str):
+        self.mode, self.start, self.stage_start, self.context = mode, time.perf_counter(), {}, {}
+
+    def emit(self, event: dict) -> None:
+        if self.mode == "json":
+            print(json.dumps(event), flush=True)
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        now = time.perf_counter()
+        if step <= 1:
+            self.stage_start[stage] = now
+        rate = (now - self.stage_start.get(stage, self.start)) / max(step, 1)
+        eta = rate * (total - step)
+        if self.mode == "json":
+            self.emit({"event": "progress", "stage": stage, "step": step, "total": total,
+                       "elapsed_s": round(now - self.start, 3), "eta_s": round(eta, 3), **self.context})
+        else:
+            bar = "#" * int(30 * step / total)
+            print(f"\r{stage:9s} [{bar:30s}] {step}/{total} ETA {eta:5.0f} s", end="", file=sys.stderr, flush=True)
+            if step == total:
+                print(file=sys.stderr)
