@@ -7,6 +7,7 @@ left behind in any case.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -18,8 +19,8 @@ from ..modelstore.bundle import load_model
 from ..modelstore.registry import resolve_model
 from ..progress import Reporter
 from ..runtime import PRECISIONS, resolve_device
-from .batch import read_prompts, run_batch
-from .generate import generate, segment
+from .batch import MANIFEST, Shard, read_prompts, run_batch
+from .generate import CONDITION_CHANNELS, generate, sampling_settings, segment
 from .outputs import model_info, write_result
 
 EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 2, 3, 130
@@ -74,6 +75,13 @@ def add_parser(sub) -> None:
     b.add_argument("--prompts", required=True, type=Path,
                    help="CSV with a 'report' column, optional 'id' and 'seed' columns")
     b.add_argument("--per-prompt", type=int, default=1, metavar="K", help="samples per report")
+    b.add_argument("--shard", default=None, metavar="I/N",
+                   help="make only shard I (from 0) of N: cases I, I+N, I+2N, ... (job arrays, e.g. "
+                        "--shard $SLURM_ARRAY_TASK_ID/8 with --array=0-7); under torchrun the shard is "
+                        "RANK/WORLD_SIZE and each process uses GPU LOCAL_RANK")
+    b.add_argument("--redo-changed", action="store_true",
+                   help="make again the finished cases whose report, seed, sampler settings, held channels or "
+                        "model changed since they were made (default: refuse)")
     _condition_args(b)
     _common(b)
     b.set_defaults(func=_run_batch, mode="batch")
@@ -154,38 +162,56 @@ def _run(args) -> int:
     return _guarded(reporter, work)
 
 
+def _batch_shard(args) -> Shard:
+    """The shard this process makes: ``--shard``, else torchrun's RANK / WORLD_SIZE (which also picks the GPU)."""
+    under_torchrun = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    if args.shard is not None and under_torchrun:
+        raise ValueError("--shard and torchrun both split the cases; use one of them")
+    if under_torchrun and args.device in ("auto", "cuda") and torch.cuda.is_available():
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return Shard.parse(args.shard) if args.shard is not None else Shard.from_environment()
+
+
 def _run_batch(args) -> int:
     reporter = Reporter(args.progress)
 
     def work() -> int:
+        shard = _batch_shard(args)
         cases = read_prompts(args.prompts, args.per_prompt, args.seed)
         conditions = _conditions(args)
         reference = conditions.pop("reference_ct", None)
         model = _load(args)
         settings = _settings(args, reporter)
+        request = {"settings": sampling_settings(model, steps_lowres=args.steps_lowres, steps_sr=args.steps_sr,
+                                                 guidance=args.guidance, sampler=args.sampler),
+                   "lowres_only": args.lowres_only, "held_channels": sorted(CONDITION_CHANNELS[k] for k in conditions),
+                   "model_sha256": dict(model.sha256)}
+        label = f"shard {shard} " if shard.count > 1 else ""
 
-        def on_case(index, case, status, error):
-            reporter.context = {"case": case.folder, "case_index": index, "cases": len(cases)}
+        def on_case(index, count, case, status, error):
+            reporter.context = {"case": case.folder, "case_index": index, "cases": count}
             event = {"event": "case", "status": status, "id": case.id, "k": case.k, "seed": case.seed,
-                     "folder": case.folder, "index": index, "total": len(cases)}
+                     "folder": case.folder, "index": index, "total": count, "shard": str(shard)}
             reporter.emit({**event, "error": error} if error else event)
             if args.progress == "text" and status != "running":
-                print(f"[{index + 1}/{len(cases)}] {case.folder}: {status} {error}".rstrip(), file=sys.stderr)
+                print(f"{label}[{index + 1}/{count}] {case.folder}: {status} {error}".rstrip(), file=sys.stderr)
 
         rows = run_batch(cases, args.out, lambda c: generate(c.report, model, conditions, seed=c.seed,
                                                             reference_ct=reference, **settings),
-                         model_info(model), preview=args.preview, on_case=on_case)
+                         model_info(model), lambda c: {"report": c.report, "seed": c.seed, **request},
+                         preview=args.preview, shard=shard, redo_changed=args.redo_changed, on_case=on_case)
         failed = [r for r in rows if r["status"] == "failed"]
-        manifest = str(Path(args.out) / "manifest.csv")
+        manifest = str(Path(args.out) / MANIFEST)
         if failed:
             message = f"{len(failed)} of {len(rows)} cases failed (see {manifest}); first: {failed[0]['error']}"
             reporter.emit({"event": "error", "message": message, "fix": "correct those rows and run again: "
                            "finished cases are kept"})
-            print(f"medsyn: error: {message}", file=sys.stderr)
+            print(f"medsyn: error: {label}{message}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        reporter.emit({"event": "done", "out": str(args.out), "manifest": manifest, "cases": len(rows)})
+        reporter.emit({"event": "done", "out": str(args.out), "manifest": manifest, "cases": len(rows),
+                       "shard": str(shard)})
         if args.progress == "text":
-            print(f"wrote {len(rows)} SYNTHETIC cases to {args.out}", file=sys.stderr)
+            print(f"{label}wrote {len(rows)} SYNTHETIC cases to {args.out}", file=sys.stderr)
         return 0
 
     return _guarded(reporter, work)

@@ -158,7 +158,9 @@ def _sample_both_stages(model: LoadedModel, text: torch.Tensor, known: torch.Ten
     return x64.float(), x256.float()
 
 
-def _settings(model: LoadedModel, **overrides) -> dict:
+def sampling_settings(model: LoadedModel, **overrides) -> dict:
+    """The sampler settings a run uses: each ``None`` in ``overrides`` (steps_lowres, steps_sr, guidance, sampler)
+    replaced by the model's default."""
     return {k: (model.defaults[k] if v is None else v) for k, v in overrides.items()}
 
 
@@ -177,7 +179,8 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
         raise ValueError("the report is empty: give Findings/Impression text to condition on")
     device = next(model.lowres.parameters()).device
     run = _Run(model, device, precision, progress)
-    settings = _settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance, sampler=sampler)
+    settings = sampling_settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance,
+                                 sampler=sampler)
     conditions = {k: v for k, v in (conditions or {}).items() if v is not None}
     unknown = set(conditions) - set(CONDITION_CHANNELS)
     if unknown:
@@ -219,7 +222,8 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
         raise ValueError("the CT contains NaN or infinite values")
     device = next(model.lowres.parameters()).device
     run = _Run(model, device, precision, progress)
-    settings = _settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance, sampler=sampler)
+    settings = sampling_settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance,
+                                 sampler=sampler)
     grid, transform, extra = _patient_to_model(ct, model, run)
     hu = resample(sitk.Cast(ct, sitk.sitkFloat32), grid, sitk.sitkLinear, -1024.0, transform)
     x, y, z = grid.size
