@@ -1,7 +1,8 @@
-"""MedSynSlicerLogic (MedSynSlicer.py) end to end outside Slicer: parameters -> conditions -> process -> scene.
+"""MedSynSlicerLogic (MedSynSlicerLib/logic.py) end to end outside Slicer: parameters -> conditions -> process -> scene.
 
-slicer-core has no ``slicer.ScriptedLoadableModule`` and no ``parameterNodeWrapper`` (they need the application),
-so minimal stand-ins are installed for them; everything else (scene, segmentations, storage nodes) is real.
+The logic is Qt-free; its parameter node class is declared in MedSynSlicer.py, which imports
+``slicer.ScriptedLoadableModule`` and ``parameterNodeWrapper``. slicer-core has neither (they need the application),
+so minimal stand-ins are installed to import it; everything else (scene, segmentations, storage nodes) is real.
 The ``medsyn`` command line is played by a stand-in script that writes a contract-conforming results folder (small
 CT, label maps, sidecar) and copies a held airway through; it stands in for the real CLI until the end-to-end test
 with a tiny model is added.
@@ -60,22 +61,12 @@ def _parameter_node_wrapper(cls):
     return Wrapped
 
 
-class _Logic:
-    def __init__(self, *args):
-        pass
-
-    def getParameterNode(self):
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "MedSynSlicer")
-        return node
-
-
 @pytest.fixture(scope="module")
 def module():
     stubs = {
         "slicer.ScriptedLoadableModule": types.SimpleNamespace(
             ScriptedLoadableModule=type("ScriptedLoadableModule", (), {}),
             ScriptedLoadableModuleWidget=type("ScriptedLoadableModuleWidget", (), {}),
-            ScriptedLoadableModuleLogic=_Logic,
             ScriptedLoadableModuleTest=type("ScriptedLoadableModuleTest", (), {})),
         "slicer.parameterNodeWrapper": types.SimpleNamespace(parameterNodeWrapper=_parameter_node_wrapper,
                                                              WithinRange=_WithinRange),
@@ -148,7 +139,7 @@ STAND_IN = textwrap.dedent(r'''
 def logic(module, scene, tmp_path):  # noqa: F811 - the scene fixture
     script = tmp_path / "standin_medsyn.py"
     script.write_text(STAND_IN)
-    lg = module.MedSynSlicerLogic()
+    lg = module.MedSynSlicerLogic(module.MedSynSlicerParameterNode)
     lg.commandFactory = lambda arguments: [sys.executable, str(script), *arguments]
     p = lg.getParameterNode()
     p.outputFolder = tmp_path / "results"
@@ -242,7 +233,7 @@ def test_real_cli_with_tiny_model_generate_edit_generate(module, scene, tmp_path
     from MedSynSlicerLib import conditions
     from tiny_model import build_tiny_model
 
-    lg = module.MedSynSlicerLogic()
+    lg = module.MedSynSlicerLogic(module.MedSynSlicerParameterNode)
     p = lg.getParameterNode()
     p.outputFolder = tmp_path / "results"
     p.model = str(build_tiny_model(tmp_path / "tiny"))

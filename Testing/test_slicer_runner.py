@@ -1,4 +1,5 @@
-"""Process runner of the Slicer module (MedSynSlicerLib.runner): JSON progress, done/error events and Cancel.
+"""The ``medsyn`` process of the Slicer module (MedSynSlicerLib.progress / process / job): JSON progress,
+done/error events and Cancel.
 
 The ``medsyn`` command line is played by a small stand-in script written by these tests: it prints
 contract-conforming JSON lines (progress / done / error), writes a results folder with a sidecar, and for the
@@ -23,8 +24,9 @@ for path in (ROOT, os.path.join(ROOT, "MedSynSlicer")):
 
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 
-from MedSynSlicerLib import runner  # noqa: E402
-from MedSynSlicerLib.runner import Event, MedSynJob, Settings  # noqa: E402
+from MedSynSlicerLib import job as jobs, models, process as processes, progress  # noqa: E402
+from MedSynSlicerLib.job import MedSynJob, Settings  # noqa: E402
+from MedSynSlicerLib.progress import Event  # noqa: E402
 
 STAND_IN = textwrap.dedent(r'''
     """Stand-in for `medsyn generate|segment --progress json --out DIR` (behaviour chosen by $STANDIN_MODE)."""
@@ -91,40 +93,40 @@ def run_to_exit(process, timeout=30.0) -> list[Event]:
 # --- parsing -----------------------------------------------------------------------------------------------------
 
 def test_parse_line_events_and_logs():
-    progress = runner.parse_line('{"event": "progress", "stage": "lowres", "step": 3, "total": 50, '
+    event = progress.parse_line('{"event": "progress", "stage": "lowres", "step": 3, "total": 50, '
                                  '"elapsed_s": 1.5, "eta_s": 23.5}\n')
-    assert progress.kind == "progress" and progress.data["step"] == 3
-    assert runner.parse_line('{"event": "done", "out": "/x", "sidecar": "/x/medsyn.json"}').kind == "done"
-    error = runner.parse_line('{"event": "error", "message": "m", "fix": "f"}')
+    assert event.kind == "progress" and event.data["step"] == 3
+    assert progress.parse_line('{"event": "done", "out": "/x", "sidecar": "/x/medsyn.json"}').kind == "done"
+    error = progress.parse_line('{"event": "error", "message": "m", "fix": "f"}')
     assert error.kind == "error" and error.data["fix"] == "f"
-    assert runner.parse_line("Loading weights...\n") == Event(kind="log", text="Loading weights...")
-    assert runner.parse_line('{"not": "an event"}').kind == "log"
-    assert runner.parse_line("{broken json").kind == "log"
+    assert progress.parse_line("Loading weights...\n") == Event(kind="log", text="Loading weights...")
+    assert progress.parse_line('{"not": "an event"}').kind == "log"
+    assert progress.parse_line("{broken json").kind == "log"
 
 
 def test_progress_fraction_and_text():
-    fractions = [runner.overall_fraction({"stage": s, "step": i, "total": 4})
-                 for s in runner.STAGES for i in range(5)]
+    fractions = [progress.overall_fraction({"stage": s, "step": i, "total": 4})
+                 for s in progress.STAGES for i in range(5)]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == pytest.approx(1.0)
-    assert runner.overall_fraction({"stage": "lowres", "step": 4, "total": 4}, lowres_only=True) > 0.85
-    text = runner.describe_progress({"stage": "superres", "step": 7, "total": 20, "eta_s": 95})
+    assert progress.overall_fraction({"stage": "lowres", "step": 4, "total": 4}, lowres_only=True) > 0.85
+    text = progress.describe_progress({"stage": "superres", "step": 7, "total": 20, "eta_s": 95})
     assert text == "Super-resolution: step 7 of 20 (about 1 min 35 s left)"
 
 
 def test_command_line_follows_contract():
     settings = Settings(model="medsyn-official", seed=11, steps_lowres=50, steps_sr=20, guidance=3.0,
                         device="cuda", lowres_only=True)
-    args = runner.generate_arguments("/w/report.txt", "/w/result", settings,
+    args = jobs.generate_arguments("/w/report.txt", "/w/result", settings,
                                      {"airway": "/w/c/airway.nii.gz", "lobes": "/w/c/lobes.nii.gz"})
     assert args == ["generate", "--report-file", "/w/report.txt", "--lobes", "/w/c/lobes.nii.gz",
                     "--airway", "/w/c/airway.nii.gz", "--seed", "11", "--steps-lowres", "50", "--steps-sr", "20",
                     "--guidance", "3.0", "--device", "cuda", "--model", "medsyn-official", "--lowres-only",
                     "--progress", "json", "--out", "/w/result"]
-    seg = runner.segment_arguments("/d/ct.nrrd", "/w/result", Settings())
+    seg = jobs.segment_arguments("/d/ct.nrrd", "/w/result", Settings())
     assert seg[:3] == ["segment", "--ct", "/d/ct.nrrd"] and seg[-4:] == ["--progress", "json", "--out", "/w/result"]
-    command = runner.medsyn_command(["models", "list", "--json"], python="/x/PythonSlicer")
+    command = processes.medsyn_command(["models", "list", "--json"], python="/x/PythonSlicer")
     assert command == ["/x/PythonSlicer", "-m", "MedSynLib", "models", "list", "--json"]
-    env = runner.child_environment({"PATH": "/bin"}, device="cpu")
+    env = processes.child_environment({"PATH": "/bin"}, device="cpu")
     assert env["CUDA_VISIBLE_DEVICES"] == "-1" and env["PYTHONPATH"].split(os.pathsep)[0] == ROOT
 
 
@@ -176,28 +178,57 @@ def test_cancel_kills_process_tree_and_leaves_nothing(tmp_path, stand_in, monkey
         assert process.running, process.log
         time.sleep(0.05)
     cli_pid, grandchild_pid = map(int, pid_file.read_text().split())
-    assert runner._pid_alive(cli_pid) and runner._pid_alive(grandchild_pid)
+    assert processes.pid_alive(cli_pid) and processes.pid_alive(grandchild_pid)
     assert any(e.kind == "progress" for e in process.poll())
 
     started = time.monotonic()
     job.cancel(grace_s=1.0)  # the grandchild ignores SIGTERM: the runner must escalate to SIGKILL
     assert time.monotonic() - started < 12
-    assert not runner._pid_alive(cli_pid)
+    assert not processes.pid_alive(cli_pid)
     for _ in range(100):  # the grandchild was re-parented; give init a moment to reap it
-        if not runner._pid_alive(grandchild_pid):
+        if not processes.pid_alive(grandchild_pid):
             break
         time.sleep(0.05)
-    assert not runner._pid_alive(grandchild_pid)
+    assert not processes.pid_alive(grandchild_pid)
     assert process.cancelled and process.returncode is not None and process.returncode != 0
     assert job.failure_message() == "Cancelled."
     assert os.listdir(root) == [], "no temporary files may remain after Cancel"
     assert process.poll()[-1].kind == "exit"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in's grandchild check uses POSIX signals")
+def test_request_cancel_does_not_block_and_happens_once(tmp_path, stand_in, monkeypatch):
+    """The panel's Cancel: SIGTERM now, SIGKILL from poll() after the grace period; a second request is a no-op."""
+    monkeypatch.setenv("STANDIN_MODE", "hang")
+    root = tmp_path / "results"
+    job = MedSynJob(output_root=str(root), command_factory=stand_in)
+    process = job.start_segment(str(tmp_path / "ct.nii.gz"), Settings())
+    pid_file = tmp_path / "pids.txt"
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild_pid = int(pid_file.read_text().split()[1])
+    started = time.monotonic()
+    assert job.request_cancel() is True
+    assert time.monotonic() - started < 0.5, "request_cancel must not wait for the process"
+    assert job.cancelling and job.running
+    assert job.request_cancel() is False, "a second Cancel must not start a second cancel"
+    events = run_to_exit(process)
+    assert events[-1].data["cancelled"] and not job.cancelling
+    for _ in range(200):  # SIGKILL reached the grandchild that ignores SIGTERM
+        if not processes.pid_alive(grandchild_pid):
+            break
+        time.sleep(0.05)
+    assert not processes.pid_alive(grandchild_pid)
+    with pytest.raises(RuntimeError, match="Cancelled"):
+        job.finish()
+    assert os.listdir(root) == []
+
+
 def test_import_weights_arguments_are_accepted_by_the_real_command_line():
     from MedSynLib.cli import build_parser
 
-    args = build_parser().parse_args(runner.import_weights_arguments("/data/model", "/data/cxr-bert", "medsyn-official",
+    args = build_parser().parse_args(models.import_weights_arguments("/data/model", "/data/cxr-bert", "medsyn-official",
                                                                      "/data/atlas.nii.gz"))
     assert args.command == "models" and args.accept_license and str(args.text_encoder) == "/data/cxr-bert"
     assert str(args.atlas) == "/data/atlas.nii.gz"

@@ -286,3 +286,9 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
         sceneutil.show_in_views(loaded.ct_node if loaded.ct_node is not None else input_volume,
                                 loaded.segmentation_node)
     return loaded
+
+
+def summary(loaded: LoadedResults) -> list[str]:
+    """Lines the panel shows after a run: what was loaded and where its files are."""
+    node = loaded.ct_node if loaded.ct_node is not None else loaded.segmentation_node
+    return [f"Loaded '{node.GetName()}'.", f"Files: {loaded.folder}"]
