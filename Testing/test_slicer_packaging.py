@@ -145,12 +145,14 @@ def ui_widgets() -> dict[str, ET.Element]:
 def test_every_widget_used_by_the_module_exists_in_the_ui():
     with open(WIDGET_FILE, encoding="utf-8") as f:
         source = f.read()
-    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    used = {name for name in re.findall(r"self\.ui\.(\w+)", source) if not name.startswith("__")}
     # selectors reached through getattr(self.ui, name) with names from module constants
     tree = ast.parse(source, feature_version=(3, 12))
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "LOBE_SELECTORS" for t in node.targets):
             used |= set(ast.literal_eval(node.value))
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "MODES" for t in node.targets):
+            used |= {f"{mode}Tab" for mode in ast.literal_eval(node.value)}  # one tab per mode
     used |= {"airwaySegmentSelector", "vesselsSegmentSelector"}
     missing = sorted(used - set(ui_widgets()))
     assert not missing, f"widgets used in MedSynSlicer.py but missing in the .ui: {missing}"

@@ -41,8 +41,8 @@ def _folder_size(path: str) -> int:
 
 def list_models() -> list[ModelInfo]:
     """The registry's models and the user's imported ones, the default model first."""
-    from MedSynLib.models_hub.bundle import read_model_spec
-    from MedSynLib.models_hub.registry import list_models as registry_models, registry
+    from MedSynLib.modelstore.bundle import read_model_spec
+    from MedSynLib.modelstore.registry import list_models as registry_models, registry
 
     default_name = registry().get("default", "")
     models = []
@@ -72,7 +72,7 @@ def find_model(models: list[ModelInfo], name: str) -> ModelInfo | None:
 
 def model_from_folder(path: str) -> ModelInfo:
     """A model folder given by path (scripts, tests): its ``model.json`` as a :class:`ModelInfo`."""
-    from MedSynLib.models_hub.bundle import read_model_spec
+    from MedSynLib.modelstore.bundle import read_model_spec
 
     spec = read_model_spec(path)
     defaults = spec.get("defaults", {})
