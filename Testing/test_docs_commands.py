@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from MedSynLib.cli import build_parser, main
 
@@ -175,6 +176,15 @@ def _runs(commands: list[DocCommand]) -> list[DocCommand]:
 RUN = _runs(COMMANDS)
 
 
+@pytest.fixture
+def one_thread():
+    """The tiny volumes gain nothing from threads, and on a busy machine two threads cost several times more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("docs_model") / "tiny")
@@ -231,8 +241,8 @@ def _small(argv: list[str], takes_model: bool, model: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("command", RUN, ids=[c.source for c in RUN])
-def test_cheap_documented_commands_run_with_a_tiny_model(command, tiny_model, phantom, tmp_path, monkeypatch,
-                                                        capsys):
+def test_cheap_documented_commands_run_with_a_tiny_model(command, tiny_model, phantom, one_thread, tmp_path,
+                                                        monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEDSYN_HOME", str(tmp_path / "medsyn_home"))
     args = _parse(command.argv)
