@@ -115,7 +115,7 @@ def test_import_converts_once_and_the_model_generates_in_atlas_space(official, h
 
     code, out = run_json(capsys, "models", "import", model_dir, "--text-encoder", official / "cxr-bert",
                          "--accept-license")
-    assert code == 2 and "--force" in out.err
+    assert code == 2 and "--overwrite" in out.err
 
 
 def test_import_rejects_a_mask_that_is_not_the_atlas(official, home, tmp_path, capsys):

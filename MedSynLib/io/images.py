@@ -6,14 +6,13 @@ direction a row-major 3x3 matrix. Every file is written to a temporary name and 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .files import atomic_write
 from .segments import SEGMENTS, terminology_entry
 
 SYNTHETIC_DESCRIPTION = "SYNTHETIC MedSyn output - not a patient scan"
@@ -66,29 +65,15 @@ def to_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return geometry.apply(sitk.GetImageFromArray(np.ascontiguousarray(array)))
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_image(image: sitk.Image, path: str | Path, description: str = SYNTHETIC_DESCRIPTION,
                 compress: bool = True) -> Path:
     """Write NIfTI / NRRD atomically; ``description`` goes into NIfTI ``descrip`` / NRRD ``content`` metadata."""
     path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        image = sitk.Image(image)
-        image.SetMetaData("ITK_FileNotes", description[:79])  # ITK writes this as NIfTI descrip (79 chars)
-        if not path.name.endswith((".nii", ".nii.gz")):
-            image.SetMetaData("content", description)
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    image = sitk.Image(image)
+    image.SetMetaData("ITK_FileNotes", description[:79])  # ITK writes this as NIfTI descrip (79 chars)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        image.SetMetaData("content", description)
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=compress))
 
 
 def read_image(path: str | Path, what: str = "image") -> sitk.Image:
@@ -144,11 +129,4 @@ def write_segmentation(lobes: np.ndarray, airway: np.ndarray, vessels: np.ndarra
         })
     for key, value in meta.items():
         image.SetMetaData(key, value)
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))

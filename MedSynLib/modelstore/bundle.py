@@ -25,7 +25,7 @@ import torch
 
 from ..io.images import Geometry
 from ..models.text_encoder import ReportEncoder
-from .store import load_stage, read_stage_config
+from .store import load_stage, read_json, read_stage_config
 
 MODEL_FORMAT = "medsyn-model/1"
 DEFAULTS = {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}
@@ -69,7 +69,7 @@ def read_model_spec(folder: Path) -> dict:
     path = Path(folder) / "model.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a MedSyn model folder (model.json missing)")
-    spec = json.loads(path.read_text())
+    spec = read_json(path)
     if spec.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: unknown format {spec.get('format')!r}, expected {MODEL_FORMAT!r}")
     return spec
@@ -90,7 +90,7 @@ def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: 
     folder = Path(folder)
     spec = read_model_spec(folder)
     lowres_dir, sr_dir = folder / spec["lowres"], folder / spec["superres"]
-    sha = {"lowres": read_stage_config(lowres_dir)["sha256"], "superres": read_stage_config(sr_dir)["sha256"]}
+    sha = {"lowres": read_stage_config(lowres_dir).get("sha256"), "superres": read_stage_config(sr_dir).get("sha256")}
     encoder = ReportEncoder.from_pretrained(folder / spec["text_encoder"]).to(device)
     lowres = load_stage(lowres_dir, device)
     superres = load_stage(sr_dir, device) if load_superres else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from .bundle import read_model_spec
@@ -17,6 +18,14 @@ REGISTRY_FILE = RESOURCES / "models.json"
 
 def user_models_dir() -> Path:
     return Path(os.environ.get("MEDSYN_HOME", Path.home() / ".medsyn")) / "models"
+
+
+def user_model_folder(name: str) -> Path:
+    """The store folder of the imported model ``name``, which must be a plain name (letters, digits, ``._-``)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name or "") or ".." in name:
+        raise ValueError(f"--name {name!r} is not a plain model name. Fix: use letters, digits, '.', '_' and '-' "
+                         "only (no folders, no '..'); models are stored under " + str(user_models_dir()))
+    return user_models_dir() / name
 
 
 def registry() -> dict:
@@ -33,10 +42,15 @@ def list_models() -> list[dict]:
     if user_models_dir().is_dir():
         for folder in sorted(user_models_dir().iterdir()):
             if folder.name not in known and (folder / "model.json").is_file():
-                spec = read_model_spec(folder)
-                entries.append({"name": folder.name, "title": spec.get("title", folder.name), "path": str(folder),
-                                "license": spec.get("license", "unknown"), "available": True, "packaged": False,
-                                "requires_license_acceptance": False})
+                entry = {"name": folder.name, "path": str(folder), "packaged": False,
+                         "requires_license_acceptance": False}
+                try:
+                    spec = read_model_spec(folder)
+                except (ValueError, OSError) as exc:  # one broken folder must not hide the others
+                    entries.append({**entry, "title": f"BROKEN: {exc}", "license": "unknown", "available": False})
+                    continue
+                entries.append({**entry, "title": spec.get("title", folder.name),
+                                "license": spec.get("license", "unknown"), "available": True})
     return entries
 
 

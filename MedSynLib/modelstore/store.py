@@ -5,7 +5,8 @@ A stage folder holds ``model.safetensors`` (tied weights stored once) and ``conf
     {"format": "medsyn-stage/1", "unet": {...UNetConfig...}, "weights": "model.safetensors",
      "sha256": "<hex of the weights file>", "provenance": {...}}
 
-Folders are written to a temporary sibling and renamed, so a crash never leaves a half-written stage.
+Folders are written through :class:`~MedSynLib.io.files.OutputFolder`: a crash never leaves a half-written stage,
+and only an earlier stage folder (one holding ``config.json``) is replaced, and only with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
+from ..io.files import output_folder
 from ..models.unet import UNetConfig, build_unet
 
 STAGE_FORMAT = "medsyn-stage/1"
@@ -41,31 +40,15 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def atomic_folder(target: Path) -> Path:
-    """A fresh temporary folder beside ``target``; finish with :func:`commit_folder`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-
-
-def commit_folder(tmp: Path, target: Path) -> Path:
-    """Replace ``target`` by the completed temporary folder ``tmp`` (rename; the old one is removed first)."""
-    target = Path(target)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
-
-
 def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = None,
-               dtype: torch.dtype = torch.float32) -> Path:
+               dtype: torch.dtype = torch.float32, overwrite: bool = False) -> Path:
     """Write ``net`` (a LowResUNet or SuperResUNet) as a stage folder; returns the folder.
 
     dtype: storage precision (float16 halves packaged files; loading always gives float32 networks).
+    overwrite: replace an earlier stage folder at ``folder`` (anything else there is refused).
     """
     folder = Path(folder)
-    tmp = atomic_folder(folder)
-    try:
+    with output_folder(folder, CONFIG_FILE, overwrite, what="stage folder") as tmp:
         stored = copy.deepcopy(net).to(dtype) if dtype != torch.float32 else net
         save_model(stored, str(tmp / WEIGHTS_FILE), metadata={"format": STAGE_FORMAT})
         config = {
@@ -76,10 +59,19 @@ def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = Non
             "provenance": provenance or {},
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        return commit_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return folder
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; :class:`CheckpointError` naming the file when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}). Fix: restore the file or re-create the model "
+                              "folder") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def read_stage_config(folder: Path) -> dict:
@@ -87,7 +79,7 @@ def read_stage_config(folder: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a MedSyn stage folder: {CONFIG_FILE} is missing "
                                 "(convert official checkpoints with `medsyn models import`)")
-    config = json.loads(path.read_text())
+    config = read_json(path)
     if config.get("format") != STAGE_FORMAT:
         raise CheckpointError(f"{path}: unknown format {config.get('format')!r}, expected {STAGE_FORMAT!r}")
     return config
@@ -125,7 +117,10 @@ def load_stage(folder: Path, device: torch.device | str = "cpu", verify_hash: bo
     weights = folder / config.get("weights", WEIGHTS_FILE)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing: the stage folder {folder} is incomplete")
-    if verify_hash and config.get("sha256") and sha256_file(weights) != config["sha256"]:
+    if verify_hash and not config.get("sha256"):
+        raise CheckpointError(f"{Path(folder) / CONFIG_FILE} records no sha256 of {weights.name}: every weight file "
+                              "is checked before use. Fix: re-import or re-export the stage")
+    if verify_hash and sha256_file(weights) != config["sha256"]:
         raise CheckpointError(f"{weights} is corrupted or was altered: its sha256 does not match {CONFIG_FILE}. "
                               "Re-import or re-download the model.")
     unet = UNetConfig.from_dict(config["unet"])

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..models.unet import UP_ORDERS
-from ..modelstore.registry import user_models_dir
+from ..modelstore.registry import user_model_folder, user_models_dir
 from ..progress import Reporter
 from .importer import OFFICIAL_LAYOUT, OFFICIAL_NAME, import_official_model
 
@@ -31,7 +31,7 @@ def add_actions(actions) -> None:
     imp.add_argument("--name", default=OFFICIAL_NAME, help=f"model name (default {OFFICIAL_NAME})")
     imp.add_argument("--accept-license", action="store_true",
                      help="accept the licence of the official weights (CC-BY-NC 4.0, non-commercial)")
-    imp.add_argument("--force", action="store_true", help="replace an installed model of the same name")
+    imp.add_argument("--overwrite", action="store_true", help="replace an installed model of the same name")
     imp.add_argument("--progress", choices=("text", "json"), default="text")
     imp.set_defaults(func=_import)
 
@@ -48,9 +48,9 @@ def _import(args) -> int:
         if missing:
             raise ValueError(f"missing {' and '.join(missing)}. Fix: give the official checkpoint folders, or the "
                              "official model/ folder as the first argument")
-        target = user_models_dir() / args.name
+        target = user_model_folder(args.name)
         import_official_model(target, parts["lowres"], parts["superres"], args.text_encoder, parts["text_finetuned"],
-                              args.atlas, args.up_order, args.name, args.accept_license, args.force, reporter)
+                              args.atlas, args.up_order, args.name, args.accept_license, args.overwrite, reporter)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         reporter.emit({"event": "error", "message": str(exc), "fix": ""})
         print(f"medsyn: error: {exc}", file=sys.stderr)
@@ -58,6 +58,6 @@ def _import(args) -> int:
     reporter.emit({"event": "done", "out": str(target), "name": args.name})
     if args.progress == "text":
         print(f"imported {args.name} into {target}" + ("" if args.atlas else
-              "\n  note: no --atlas given; `medsyn segment` needs it (re-import with --atlas FILE --force)"),
+              "\n  note: no --atlas given; `medsyn segment` needs it (re-import with --atlas FILE --overwrite)"),
               file=sys.stderr)
     return 0

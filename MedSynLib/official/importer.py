@@ -9,18 +9,18 @@ atlas lung mask (``--atlas``, the official ``preprocess/*_Reg_mask.nii.gz``), wh
 from __future__ import annotations
 
 import datetime
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..io.files import output_folder
 from ..io.images import Geometry, read_image, to_image, write_image
 from ..models.text_encoder import ReportEncoder
 from ..modelstore.bundle import DEFAULTS, write_model_spec
 from ..modelstore.registry import registry
-from ..modelstore.store import atomic_folder, commit_folder, read_stage_config
+from ..modelstore.store import read_stage_config
 from .checkpoint import import_official_stage
 
 OFFICIAL_NAME = "medsyn-official"
@@ -55,7 +55,7 @@ def _atlas_mask(path: Path, out: Path) -> None:
 
 def import_official_model(target: Path, lowres: Path, superres: Path, text_encoder: Path,
                           text_finetuned: Path | None = None, atlas: Path | None = None, up_order: str = "eval",
-                          name: str = OFFICIAL_NAME, accept_license: bool = False, force: bool = False,
+                          name: str = OFFICIAL_NAME, accept_license: bool = False, overwrite: bool = False,
                           progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Convert the official checkpoints into the model folder ``target`` (written atomically); returns it.
 
@@ -67,13 +67,9 @@ def import_official_model(target: Path, lowres: Path, superres: Path, text_encod
     if entry.get("requires_license_acceptance") and not accept_license:
         raise ValueError(f"the official MedSyn weights are licensed {entry.get('license', 'CC-BY-NC 4.0')} "
                          "(non-commercial use). Fix: read the licence and re-run with --accept-license to accept it")
-    target = Path(target)
-    if target.exists() and not force:
-        raise ValueError(f"a model is already installed at {target}. Fix: pass --force to replace it, or another "
-                         "--name")
     step = progress or (lambda *a: None)
-    tmp = atomic_folder(target)
-    try:
+    inputs = (lowres, superres, text_encoder, text_finetuned, atlas)
+    with output_folder(target, "model.json", overwrite, inputs, what="model") as tmp:
         import_official_stage(lowres, tmp / "lowres", "lowres", up_order=up_order)
         step("import", 1, 4)
         import_official_stage(superres, tmp / "superres", "superres", up_order=up_order)
@@ -98,9 +94,5 @@ def import_official_model(target: Path, lowres: Path, superres: Path, text_encod
                                      "text_encoder": str(text_encoder),
                                      "text_finetuned": str(text_finetuned) if text_finetuned else None,
                                      "atlas_mask": str(atlas) if atlas else None, "up_order": up_order})
-        commit_folder(tmp, target)
-        step("import", 4, 4)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    step("import", 4, 4)
+    return Path(target)

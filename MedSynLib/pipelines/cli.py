@@ -21,7 +21,7 @@ from ..progress import Reporter
 from ..runtime import PRECISIONS, resolve_device
 from .batch import MANIFEST, Shard, read_prompts, run_batch
 from .generate import CONDITION_CHANNELS, generate, sampling_settings, segment
-from .outputs import model_info, write_result
+from .outputs import model_info, result_folder, write_result
 
 EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 2, 3, 130
 OOM_FIX = ("use --max-gpu-memory GB (tiles the super-resolution stage; try the GPU's size minus 2), "
@@ -58,6 +58,11 @@ def _condition_args(p) -> None:
                         "with it); without it masks are taken to lie in model space (e.g. drawn on a generated CT)")
 
 
+def _overwrite(p) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier MedSyn result in --out (any other existing folder is refused)")
+
+
 def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="report (+ optional anatomy) -> SYNTHETIC CT with lobe/airway/vessel masks")
     src = g.add_mutually_exclusive_group(required=True)
@@ -65,11 +70,13 @@ def add_parser(sub) -> None:
     src.add_argument("--report-file", type=Path, help="file holding the report text")
     _condition_args(g)
     _common(g)
+    _overwrite(g)
     g.set_defaults(func=_run, mode="generate")
     s = sub.add_parser("segment", help="segment a real CT by holding the CT channel fixed")
     s.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD)")
     s.add_argument("--report", default=None, help="optional report text to condition on")
     _common(s)
+    _overwrite(s)
     s.set_defaults(func=_run, mode="segment")
     b = sub.add_parser("batch", help="K SYNTHETIC CTs for each report of a CSV file (resumable, with a manifest)")
     b.add_argument("--prompts", required=True, type=Path,
@@ -140,19 +147,21 @@ def _run(args) -> int:
 
     def work() -> int:
         settings = _settings(args, reporter)
-        if args.mode == "generate":
-            report = args.report if args.report is not None else _read_report(args.report_file)
-            conditions = _conditions(args)
-            reference = conditions.pop("reference_ct", None)
-            model = _load(args)
-            result = generate(report, model, conditions, seed=args.seed, reference_ct=reference, **settings)
-            sidecar = write_result(result, args.out, "generate", model_info(model), preview=args.preview)
-        else:
-            ct = read_image(args.ct, "CT")
-            model = _load(args)
-            result = segment(ct, model, report=args.report, seed=args.seed, **settings)
-            sidecar = write_result(result, args.out, "segment", model_info(model), preview=args.preview,
-                                   source_ct=args.ct)
+        inputs = [getattr(args, n, None) for n in ("report_file", "ct", "reference_ct", *CONDITIONS)]
+        with result_folder(args.out, args.overwrite, inputs) as output:
+            if args.mode == "generate":
+                report = args.report if args.report is not None else _read_report(args.report_file)
+                conditions = _conditions(args)
+                reference = conditions.pop("reference_ct", None)
+                model = _load(args)
+                result = generate(report, model, conditions, seed=args.seed, reference_ct=reference, **settings)
+                sidecar = write_result(result, output, "generate", model_info(model), preview=args.preview)
+            else:
+                ct = read_image(args.ct, "CT")
+                model = _load(args)
+                result = segment(ct, model, report=args.report, seed=args.seed, **settings)
+                sidecar = write_result(result, output, "segment", model_info(model), preview=args.preview,
+                                       source_ct=args.ct)
         reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
         if args.progress == "text":
             print(f"wrote {args.out} (SYNTHETIC)" if args.mode == "generate" else f"wrote {args.out}",

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from ..io.files import output_folder
 from ..modelstore.bundle import write_model_spec
-from ..modelstore.store import atomic_folder, commit_folder, save_stage
+from ..modelstore.store import save_stage
 from ..phantom import Grid
 from ..phantom.dataset import write_dataset
 from .diffusion import DiffusionTrainer, TrainConfig
@@ -108,8 +109,7 @@ def package_model(folder: Path, work: Path, results: dict, text_metrics: dict, d
     """Assemble the model folder: text encoder, both stages (EMA weights, float16), model.json and MODEL_CARD.md."""
     import shutil
 
-    tmp = atomic_folder(folder)
-    try:
+    with output_folder(folder, "model.json", overwrite=True, what="model") as tmp:
         shutil.copytree(work / "text" / "text_encoder", tmp / "text_encoder")
         for stage in ("lowres", "superres"):
             trainer = results[stage]["trainer"]
@@ -120,10 +120,6 @@ def package_model(folder: Path, work: Path, results: dict, text_metrics: dict, d
                          license="Apache-2.0", grid=GRID, defaults=SAMPLING, synthetic_training_data=True,
                          space={"kind": "grid"}, statement=STATEMENT)
         (tmp / "MODEL_CARD.md").write_text(model_card(work, text_metrics, data))
-        commit_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _log(f"packaged {folder}")
     return folder
 
