@@ -285,7 +285,8 @@ def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], Generatio
             continue
         notify(i, len(mine), case, "running", "")
         try:
-            write_result(make(case), out_dir / case.folder, "generate", model_info, preview=preview)
+            write_result(make(case), out_dir / case.folder, "generate", model_info, preview=preview,
+                         overwrite=redo_changed)
             rows[i] = folders.row(case)
         except ValueError as exc:
             rows[i] = folders.row(case, "failed", str(exc))
