@@ -10,6 +10,8 @@ import ast
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
@@ -69,6 +71,85 @@ def test_every_python_file_is_packaged():
             "Fix: python Testing/test_slicer_packaging.py --update")
     assert "WITH_GENERIC_TESTS" in text
     assert "Resources/UI/${MODULE_NAME}.ui" in text and "Resources/Icons/${MODULE_NAME}.png" in text
+
+
+def test_self_test_is_registered_with_ctest():
+    """The in-Slicer self-test runs on the extension factory: slicer_add_python_unittest on the module file, under
+    BUILD_TESTING (as Slicer's scripted-module template does), and the file holds the test class it runs."""
+    with open(MODULE_CMAKE, encoding="utf-8") as f:
+        text = f.read()
+    block = re.search(r"if\(BUILD_TESTING\)(.*?)endif\(\)", text, re.S)
+    assert block, "no if(BUILD_TESTING) block in MedSynSlicer/CMakeLists.txt"
+    assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT \$\{MODULE_NAME\}\.py\s*\)", block.group(1))
+    with open(WIDGET_FILE, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), feature_version=(3, 12))
+    test = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MedSynSlicerTest")
+    assert any(getattr(b, "id", "") == "ScriptedLoadableModuleTest" for b in test.bases)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "runTest" for n in test.body)
+
+
+def installed_tree(folder: str) -> str:
+    """Lay out what MedSynSlicer/CMakeLists.txt installs into ``lib/Slicer-X.Y/qt-scripted-modules``: the module's
+    SCRIPTS and RESOURCES at their relative paths, MedSynLib beside them, ``Resources/models.json`` and
+    ``Resources/Models`` (linked, it is large). Returns the folder."""
+    with open(MODULE_CMAKE, encoding="utf-8") as f:
+        text = f.read()
+    resources = re.search(r"set\(MODULE_PYTHON_RESOURCES(.*?)\)", text, re.S).group(1).split()
+    copies = [(os.path.join(MODULE_DIR, p), p) for p in listed(text, "MODULE_PYTHON_SCRIPTS")]
+    copies += [(os.path.join(ROOT, p), p) for p in listed(text, "MEDSYNLIB_PYTHON_FILES")]
+    copies += [(os.path.join(MODULE_DIR, p.replace("${MODULE_NAME}", "MedSynSlicer")),
+                p.replace("${MODULE_NAME}", "MedSynSlicer")) for p in resources]
+    installs = re.findall(r"install\((FILES|DIRECTORY) \$\{PROJECT_SOURCE_DIR\}/(\S+)\s+DESTINATION "
+                          r"\$\{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR\}/(\S+)", text)
+    assert {(kind, src) for kind, src, _ in installs} == {("FILES", "Resources/models.json"),
+                                                         ("DIRECTORY", "Resources/Models")}
+    for src, rel in copies:
+        os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
+        shutil.copy(src, os.path.join(folder, rel))
+    for kind, src, dest in installs:
+        target = os.path.join(folder, dest, os.path.basename(src))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if kind == "FILES":
+            shutil.copy(os.path.join(ROOT, src), target)
+        else:
+            os.symlink(os.path.join(ROOT, src), target)
+    return folder
+
+
+def test_installed_tree_holds_every_file_the_module_opens(tmp_path):
+    """From the installed layout alone (no source checkout on the path): the .ui and icon the module loads, the
+    model list with the packaged demo model, and a real `medsyn generate` (64³, 2 steps) by the command the panel
+    starts. MedSynLib holds no data files that the lists would miss."""
+    tree = installed_tree(str(tmp_path / "qt-scripted-modules"))
+    data_files = [p for p in python_files_and_data(os.path.join(ROOT, "MedSynLib")) if not p.endswith(".py")]
+    assert not data_files, f"MedSynLib holds data files that MedSynSlicer/CMakeLists.txt does not install: {data_files}"
+    with open(WIDGET_FILE, encoding="utf-8") as f:
+        for resource in re.findall(r"resourcePath\(\"([^\"]+)\"\)", f.read()):
+            assert os.path.isfile(os.path.join(tree, "Resources", resource)), resource
+    assert os.path.isfile(os.path.join(tree, "Resources", "Icons", "MedSynSlicer.png"))
+    code = ("import json, sys; from MedSynSlicerLib import models; from MedSynSlicerLib.process import library_root; "
+            "assert library_root() == sys.argv[1], library_root(); "
+            "print(json.dumps([(m.name, m.available, m.steps_lowres) for m in models.list_models()]))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MEDSYN_HOME")}
+    env.update(PYTHONPATH=tree, MEDSYN_HOME=str(tmp_path / "home"))
+    listed_models = subprocess.run([sys.executable, "-c", code, tree], env=env, cwd=str(tmp_path),
+                                   capture_output=True, text=True, timeout=300)
+    assert listed_models.returncode == 0, listed_models.stderr[-3000:]
+    assert ["medsyn-demo", True, 12] in json.loads(listed_models.stdout.splitlines()[-1])
+    out = tmp_path / "result"
+    run = subprocess.run([sys.executable, "-m", "MedSynLib", "generate", "--report", "FINDINGS: clear.",
+                          "--lowres-only", "--steps-lowres", "2", "--device", "cpu", "--out", str(out)],
+                         env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert os.path.isfile(out / "medsyn.json")
+
+
+def python_files_and_data(folder: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        found += [os.path.relpath(os.path.join(dirpath, n), ROOT) for n in sorted(filenames) if not n.endswith(".pyc")]
+    return found
 
 
 def test_extension_metadata():

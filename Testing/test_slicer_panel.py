@@ -415,8 +415,8 @@ def test_slicer_is_called_from_the_main_thread_only(panel, slicer_harness, monke
     monkeypatch.setattr(slicer.util, "startupEnvironment", recording)
     panel.ui.settingsCollapsibleButton.collapsed = False
     panel.ui.refreshModelsButton.click()
-    pump_until(slicer_harness, lambda: "detecting" not in panel.ui.deviceInfoLabel.text and
-               "Listing" not in panel.ui.modelInfoLabel.text, 60, "the model list and the GPU probe")
+    slicer_harness.pump(60, until=lambda: "detecting" not in panel.ui.deviceInfoLabel.text and
+                        "Listing" not in panel.ui.modelInfoLabel.text)
     assert threads, "the GPU probe gets Slicer's startup environment"
     assert set(threads) == {threading.main_thread().name}, f"called from threads {threads}"
     assert panel.ui.deviceInfoLabel.text == "No CUDA GPU found: CPU only (slow)"

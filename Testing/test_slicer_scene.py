@@ -324,3 +324,38 @@ def test_read_sidecar_rejects_other_json(tmp_path):
     (tmp_path / "medsyn.json").write_text("{}")
     with pytest.raises(ValueError):
         results.read_sidecar(str(tmp_path))
+
+
+def test_every_segment_tag_resolves_in_slicers_dicom_master_list():
+    """Each segment's terminology tag names a context Slicer loads by default and a category, type and modifier
+    that exist in it (Slicer's own terminology logic over an excerpt of that context, Testing/data/terminology)."""
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    context = logic.LoadTerminologyFromFile(os.path.join(
+        ROOT, "Testing", "data", "terminology", "SegmentationCategoryTypeModifier-DICOM-Master-excerpt.term.json"))
+    assert context == "Segmentation category and type - DICOM master list"
+    known = {}
+    category = slicer.vtkSlicerTerminologyCategory()
+    for c in range(logic.GetNumberOfCategoriesInTerminology(context)):
+        logic.GetNthCategoryInTerminology(context, c, category)
+        for t in range(logic.GetNumberOfTypesInTerminologyCategory(context, category)):
+            type_ = slicer.vtkSlicerTerminologyType()
+            logic.GetNthTypeInTerminologyCategory(context, category, t, type_)
+            modifiers = set()
+            for m in range(logic.GetNumberOfTypeModifiersInTerminologyType(context, category, type_)):
+                modifier = slicer.vtkSlicerTerminologyType()
+                logic.GetNthTypeModifierInTerminologyType(context, category, type_, m, modifier)
+                modifiers.add(f"{modifier.GetCodingSchemeDesignator()}^{modifier.GetCodeValue()}")
+            key = (f"{category.GetCodingSchemeDesignator()}^{category.GetCodeValue()}",
+                   f"{type_.GetCodingSchemeDesignator()}^{type_.GetCodeValue()}")
+            known[key] = (type_.GetCodeMeaning(), modifiers)
+    for info in SEGMENTS:
+        tag_context, category_code, type_code, modifier_code, *_ = terminology_entry(info).split("~")
+        assert tag_context == context, info.name
+        key = tuple("^".join(code.split("^")[:2]) for code in (category_code, type_code))
+        assert key in known, f"{info.name}: {type_code} is not a type of {category_code} in {context}"
+        meaning, modifiers = known[key]
+        assert type_code.split("^")[2] == meaning, info.name
+        if info.modifier is not None:
+            assert "^".join(modifier_code.split("^")[:2]) in modifiers, info.name
+    airway = next(s for s in SEGMENTS if s.channel == "airway")
+    assert airway.type_code[1] == "89187006", "airway structure (110726009 is 'Trachea and bronchus')"

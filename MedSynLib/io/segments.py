@@ -1,12 +1,15 @@
 """The anatomy segments MedSyn produces: names, label values, colours and standard terminology (SNOMED CT).
 
-One table serves the `.seg.nrrd` writer, the NIfTI label maps and the Slicer scene logic.
+One table serves the `.seg.nrrd` writer, the NIfTI label maps and the Slicer scene logic. The codes are those of
+the terminology context 3D Slicer loads by default that holds all of them, "Segmentation category and type - DICOM
+master list" (the "General Anatomy" list has the lobes but neither the airway nor blood vessels).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 CATEGORY_ANATOMY = ("SCT", "123037004", "Anatomical Structure")
 LEFT = ("SCT", "7771000", "Left")
 RIGHT = ("SCT", "24028007", "Right")
@@ -37,9 +40,9 @@ SEGMENTS: tuple[SegmentInfo, ...] = (
     SegmentInfo("right_lower_lobe", "right lower lobe", "lobes", 5, (0.55, 0.45, 0.78),
                 ("SCT", "90572001", "Lower lobe of lung"), RIGHT),
     SegmentInfo("airway", "airway", "airway", 1, (0.73, 0.93, 0.98),
-                ("SCT", "110726009", "Airway structure"), None),
+                ("SCT", "89187006", "Airway structure"), None),
     SegmentInfo("pulmonary_vessels", "pulmonary vessels", "vessels", 1, (0.85, 0.20, 0.18),
-                ("SCT", "59820001", "Blood vessel"), None),
+                ("SCT", "59820001", "Blood Vessel"), None),
 )
 
 
@@ -50,7 +53,7 @@ def _code(c: tuple[str, str, str] | None) -> str:
 def terminology_entry(info: SegmentInfo) -> str:
     """Slicer's serialised terminology entry for a segment (the ``TerminologyEntry`` segment tag)."""
     return "~".join([
-        "Segmentation category and type - 3D Slicer General Anatomy list",
+        TERMINOLOGY_CONTEXT,
         _code(CATEGORY_ANATOMY),
         _code(info.type_code),
         _code(info.modifier),
