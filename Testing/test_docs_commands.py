@@ -9,12 +9,14 @@ run small (`RUNNABLE`: the tiny random model replaces `--model`, `SMALL` caps si
 missing input files are made from a small phantom), the line before its block's fence is not
 `<!-- docs-test: parse-only (why) -->`, and no earlier command had the same sub-command and set of options.
 The marker is for what is too expensive or needs data the test does not have; see docs/development.md.
+Every `python -m MedSynLib.<module>` the docs name (benchmarks, the demo recipe) must be a module that exists.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import io
 import re
 import shlex
@@ -135,6 +137,22 @@ def doc_commands() -> list[DocCommand]:
 
 
 COMMANDS = doc_commands()
+
+
+MODULE_RUN = re.compile(r"-m\s+(MedSynLib\.[\w.]*\w)")
+
+
+def documented_modules() -> list[tuple[str, str]]:
+    """(source, module) of every `python -m MedSynLib.something` in the docs, in code blocks or inline."""
+    return [(f"{doc.relative_to(REPO)}:{number}", module) for doc in DOCS
+            for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
+            for module in MODULE_RUN.findall(line)]
+
+
+@pytest.mark.parametrize("source, module", documented_modules())
+def test_every_documented_module_exists(source, module):
+    """`python -m MedSynLib.x` commands (benchmarks, the demo recipe, the checker) name a module that is there."""
+    assert importlib.util.find_spec(module) is not None, f"{source}: no module {module}"
 
 
 def test_the_docs_show_commands_and_the_readme_test_command_is_what_ci_runs():
