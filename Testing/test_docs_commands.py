@@ -235,9 +235,12 @@ def _make_input(kind: str, path: Path, phantom: Path) -> None:
             writer.writerow(["effusion", "FINDINGS: Large left pleural effusion. IMPRESSION: Left effusion."])
 
 
-def _small(argv: list[str], takes_model: bool, model: Path) -> list[str]:
-    """The command as run here: sizes and counts capped, the tiny model, the CPU."""
-    argv = list(argv)
+def _small(argv: list[str], args, model: Path) -> list[str]:
+    """The command as run here: sizes and counts capped, the tiny model, the CPU; `--force` where the command has
+    it (a segmentation's quality check refuses the tiny random model's output, rightly)."""
+    argv, takes_model = list(argv), hasattr(args, "model")
+    if hasattr(args, "force") and "--force" not in argv:
+        argv.append("--force")
     options = {t: i for i, t in enumerate(argv) if t.startswith("--")}
     if "--size" in options and "--spacing" in options:
         size, spacing = int(argv[options["--size"] + 1]), float(argv[options["--spacing"] + 1])
@@ -268,7 +271,7 @@ def test_cheap_documented_commands_run_with_a_tiny_model(command, tiny_model, ph
     for i, token in enumerate(argv[:-1]):
         if token in INPUTS and not (tmp_path / argv[i + 1]).exists():
             _make_input(INPUTS[token], tmp_path / argv[i + 1], phantom)
-    argv = _small(argv, hasattr(args, "model"), tiny_model)
+    argv = _small(argv, args, tiny_model)
     code = main(argv)
     captured = capsys.readouterr()
     assert code == 0, (f"{command.source}: `medsyn {shlex.join(argv)}` exited {code}\n{captured.err[-3000:]}\n"
