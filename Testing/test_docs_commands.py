@@ -30,6 +30,8 @@ import SimpleITK as sitk
 import torch
 
 from MedSynLib.cli import build_parser, main
+from MedSynLib.io.images import Geometry
+from MedSynLib.modelstore.bundle import read_model_spec, write_model_spec
 
 from tiny_model import build_tiny_model
 
@@ -205,7 +207,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("docs_model") / "tiny")
+    """The tiny random model on a chest-sized box (32³ voxels of 8 mm), so a phantom's lungs and masks fit in it."""
+    folder = build_tiny_model(tmp_path_factory.mktemp("docs_model") / "tiny")
+    spec = read_model_spec(folder)
+    spec["grid"] = Geometry((32, 32, 32), (8.0, 8.0, 8.0), (-124.0, -124.0, -124.0))
+    write_model_spec(folder, **spec)
+    return folder
 
 
 @pytest.fixture(scope="module")
