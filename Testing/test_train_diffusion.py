@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,7 +16,15 @@ import torch
 
 from MedSynLib.io.images import Geometry
 from MedSynLib.modelstore.store import CheckpointError, load_stage
-from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig, first_step_gradients, learning_rate, sr_condition
+from MedSynLib.train.diffusion import (
+    DiffusionTrainer,
+    TrainConfig,
+    first_step_gradients,
+    held_out,
+    learning_rate,
+    split_cases,
+    sr_condition,
+)
 
 from tiny_model import build_tiny_model
 from train_cases import write_cases
@@ -242,3 +251,58 @@ def test_init_from_warm_starts_from_a_stage_folder(data, tmp_path):
                                                           "text_dim": 16, "mid_depth": 1}, init_from=str(stage))
     with pytest.raises(CheckpointError, match="init_from .* does not fit"):
         DiffusionTrainer(other).run()
+
+
+def with_split(manifest: Path, val: set[str]) -> Path:
+    """A copy of ``manifest`` (same folder) whose ``split`` column marks the cases in ``val`` for validation."""
+    lines = manifest.read_text().splitlines()
+    rows = [lines[0] + ",split"] + [line + (",val" if line.split(",")[0] in val else ",train") for line in lines[1:]]
+    path = manifest.with_name("split.csv")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_log_validation_and_tensorboard(data, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    manifest = with_split(data[0], {"case003"})
+    watched = DiffusionTrainer(lowres_config(data, tmp_path / "watched", manifest=str(manifest), steps=3,
+                                             val_every=2, val_timesteps=2))
+    assert [c.case_id for c in watched.val_cases] == ["case003"] and len(watched.batches.cases) == 3
+    watched.run()
+    log = [json.loads(line) for line in (tmp_path / "watched" / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3] and [e["lr"] for e in log] == [1e-3] * 3
+    assert all(math.isfinite(e[k]) and e[k] >= 0 for e in log for k in ("loss", "steps_per_s", "eta_s"))
+    assert log[-1]["eta_s"] == 0 and [("val_loss" in e) for e in log] == [False, True, True]  # and the last step
+    assert all(math.isfinite(e["val_loss"]) and e["val_loss"] > 0 for e in log[1:])
+
+    events = EventAccumulator(str(tmp_path / "watched" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/steps_per_s", "val/loss"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val/loss")] == [2, 3]
+    assert [e.value for e in events.Scalars("val/loss")] == pytest.approx([log[1]["val_loss"], log[2]["val_loss"]])
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([e["loss"] for e in log])
+
+    # validation leaves training unchanged; without tensorboard installed nothing is written and nothing fails
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    plain = DiffusionTrainer(lowres_config(data, tmp_path / "plain", manifest=str(manifest), steps=3))
+    plain.run()
+    a, b = weights(watched), weights(plain)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "plain" / "tensorboard").exists()
+    assert "val_loss" not in (tmp_path / "plain" / "train_log.jsonl").read_text()
+
+
+def test_validation_cases_are_held_out_by_id():
+    from MedSynLib.data.manifest import Case
+
+    ids = [f"patient{i:04d}" for i in range(2000)]
+    chosen = {i for i in ids if held_out(i, 0.1)}
+    assert 150 < len(chosen) < 250 and chosen == {i for i in reversed(ids) if held_out(i, 0.1)}
+    assert {i for i in ids if held_out(i, 0.2)} >= chosen  # a larger fraction keeps the earlier choice
+    cases = [Case(i, *(Path("x"),) * 4, ("r",)) for i in ids[:50]]
+    train, val = split_cases(cases, 0.1)
+    assert {c.case_id for c in val} == chosen & set(ids[:50]) and len(train) + len(val) == 50
+    assert split_cases(cases, 0.0) == (cases, [])
+    with pytest.raises(ValueError, match="holds out none"):
+        split_cases(cases[:1], 0.01)

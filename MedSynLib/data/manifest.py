@@ -4,6 +4,7 @@ Paths are relative to the CSV's folder; ``report`` is a text file (or a ``report
 A case may have several reports of the same findings (paraphrases, report augmentation): ``report`` then lists
 their files separated by ``;`` and training draws one per step. Lines starting with ``#`` (e.g. the phantoms'
 SYNTHETIC banner) are not part of a report.
+An optional ``split`` column marks each case ``train`` or ``val`` (held out for the validation loss).
 This is the layout ``medsyn phantoms`` writes.
 """
 
@@ -24,6 +25,7 @@ class Case:
     airway: Path
     vessels: Path
     reports: tuple[str, ...]
+    split: str = "train"
 
     @property
     def report(self) -> str:
@@ -31,6 +33,7 @@ class Case:
         return self.reports[0]
 
 
+SPLITS = ("train", "val")
 REPORT_SEPARATOR = ";"
 """Separates the files of a case's several reports in the manifest's ``report`` column."""
 
@@ -73,5 +76,8 @@ def read_manifest(path: str | Path) -> list[Case]:
             reports = tuple(read_report_file(file, row["case_id"]) for file in report_paths(row.get("report"), base))
         if not reports or not all(reports):
             raise ValueError(f"case {row['case_id']}: empty report; give a report file or report_text")
-        cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), reports))
+        split = (row.get("split") or "train").strip().lower()
+        if split not in SPLITS:
+            raise ValueError(f"case {row['case_id']}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+        cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), reports, split))
     return cases

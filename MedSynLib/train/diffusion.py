@@ -5,6 +5,10 @@ step ``s`` (diffusion times, noise, text dropout, SR crops and noise augmentatio
 ``(seed, s)``, and the data order from one seeded by ``(seed, epoch)``; the *global* batch is drawn identically on
 every rank and each rank takes its slice. So a run resumed from a checkpoint, or spread over several processes,
 computes what one uninterrupted process computes.
+
+What a run shows: ``train_log.jsonl`` holds one line per step (loss, learning rate, steps/s, ETA, and the validation
+loss at every ``val_every`` steps); the terminal shows the same every ``log_every`` steps; with ``tensorboard``
+installed (the ``[tensorboard]`` extra) the same scalars go to ``tensorboard/``; ``previews/`` holds samples.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from ..modelstore.store import check_state_dict, load_stage, save_stage, sha256_
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
+BOARD_TAGS = {"loss": "train/loss", "lr": "train/lr", "steps_per_s": "train/steps_per_s", "val_loss": "val/loss"}
+"""The log's scalars and their TensorBoard tags."""
 
 
 @dataclass
@@ -44,6 +50,9 @@ class TrainConfig:
     grid: the full-resolution training grid (Geometry dict); the low-res stage trains on its ``lowres_factor``
     subsample (voxel f·i, as the official data). crop: SR training crop (f, h, w) at full resolution
     (multiples of lowres_factor); None = whole volume. batch_size is the global batch (all ranks, per micro-step).
+    Validation: the cases the manifest's ``split`` column marks ``val``, else the ``val_fraction`` of cases chosen by
+    a hash of their id (see :func:`held_out`), are kept out of training; every ``val_every`` steps (0 = never) their
+    x0 loss at ``val_timesteps`` fixed diffusion times and fixed noise is logged as ``val_loss``.
     """
 
     stage: str = "lowres"
@@ -78,6 +87,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     preview_every: int = 0
     preview_steps: int = 10
+    val_every: int = 0
+    val_fraction: float = 0.0
+    val_timesteps: int = 4
     skip_bad: bool = False
     init_from: str | None = None
 
@@ -98,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.val_every < 0 or not 0 <= self.val_fraction < 1 or self.val_timesteps < 1:
+            raise ValueError("need val_every >= 0 (0 = no validation), 0 <= val_fraction < 1 and val_timesteps >= 1")
         if any(not self.warmup_steps < end < self.steps for end in self.lr_extended_from):
             raise ValueError(f"lr_extended_from {list(self.lr_extended_from)} must list earlier step budgets between "
                              f"warmup_steps ({self.warmup_steps}) and steps ({self.steps})")
@@ -122,6 +136,27 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     span = max(1, end - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
     return config.lr * (config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def held_out(case_id: str, fraction: float) -> bool:
+    """Whether a case is a validation case when ``fraction`` of the cases are held out: its id's sha256 falls in
+    the lowest ``fraction`` of the range, so the choice does not depend on the order or number of cases."""
+    digest = hashlib.sha256(case_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2 ** 64
+
+
+def split_cases(cases: list, fraction: float) -> tuple[list, list]:
+    """(training, validation) cases: the manifest's ``split`` column where it marks any case ``val``, else
+    :func:`held_out` by id; errors when a split leaves no training case or no validation case."""
+    marked = any(c.split == "val" for c in cases)
+    val = [c for c in cases if (c.split == "val" if marked else held_out(c.case_id, fraction))]
+    train = [c for c in cases if c not in val]
+    if not train:
+        raise ValueError("every case is held out for validation; lower val_fraction or mark fewer cases 'val'")
+    if (marked or fraction > 0) and not val:
+        raise ValueError(f"val_fraction {fraction} holds out none of the {len(cases)} cases; raise it, or mark "
+                         "validation cases with split=val in the manifest")
+    return train, val
 
 
 def _generator(*seeds: int) -> torch.Generator:
@@ -184,6 +219,16 @@ def sr_condition(x: torch.Tensor, factor: int, alpha: float, noise: torch.Tensor
     low = x[..., ::factor, ::factor, ::factor]
     up = torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest")
     return (1 - alpha) * up + alpha * noise
+
+
+def _summary_writer(folder: Path, purge_step: int):
+    """A TensorBoard ``SummaryWriter`` on ``folder`` when tensorboard is installed, else None. Events at or after
+    ``purge_step`` (those of a killed run beyond its checkpoint) are dropped, as in the log."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder), purge_step=purge_step or None)
 
 
 def _trim_log(path: Path, step: int) -> None:
@@ -253,6 +298,10 @@ class DiffusionTrainer:
             dist.barrier()
             if self.rank != 0:
                 cases = [c for c in cases if volumes._complete(c)]
+        cases, self.val_cases = split_cases(cases, cfg.val_fraction)
+        if cfg.val_every and not self.val_cases:
+            raise ValueError("val_every needs validation cases: set val_fraction, or mark cases split=val in the "
+                             "manifest")
         return Batches(cfg, cases, volumes, texts)
 
     # --- checkpoints ---------------------------------------------------------------------------------
@@ -361,22 +410,33 @@ class DiffusionTrainer:
         start_step, t0 = self.step, time.perf_counter()
         last = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         losses = []
-        log_file = None
+        log_file = board = None
         if self.rank == 0:
             _trim_log(self.out / "train_log.jsonl", self.step)
             log_file = open(self.out / "train_log.jsonl", "a")
+            board = _summary_writer(self.out / "tensorboard", self.step)
         try:
             while self.step < last:
+                lr = learning_rate(cfg, self.step)
                 loss = self.train_step()
                 losses.append(loss)
                 elapsed = time.perf_counter() - t0
                 rate = (self.step - start_step) / elapsed
+                eta = (last - self.step) / rate if rate > 0 else math.inf
                 if self.rank == 0:
-                    log_file.write(json.dumps({"step": self.step, "loss": loss, "elapsed_s": round(elapsed, 3)}) + "\n")
+                    entry = {"step": self.step, "loss": loss, "lr": lr, "steps_per_s": round(rate, 4),
+                             "eta_s": round(eta, 1), "elapsed_s": round(elapsed, 3)}
+                    if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == last):
+                        entry["val_loss"] = self.validation_loss()
+                    log_file.write(json.dumps(entry) + "\n")
                     log_file.flush()
+                    if board is not None:
+                        for key, tag in BOARD_TAGS.items():
+                            if key in entry:
+                                board.add_scalar(tag, entry[key], self.step)
                     if self.step % cfg.log_every == 0 or self.step == last:
-                        eta = (last - self.step) / rate if rate > 0 else math.inf
-                        print(f"[{cfg.stage}] step {self.step}/{cfg.steps} loss {loss:.5f} "
+                        val = f" val {entry['val_loss']:.5f}" if "val_loss" in entry else ""
+                        print(f"[{cfg.stage}] step {self.step}/{cfg.steps} loss {loss:.5f}{val} lr {lr:.3g} "
                               f"{rate:.2f} steps/s ETA {eta:.0f} s", flush=True)
                 if self.step % cfg.checkpoint_every == 0 or self.step == last:
                     self.save_checkpoint()
@@ -385,9 +445,39 @@ class DiffusionTrainer:
         finally:
             if log_file:
                 log_file.close()
+            if board is not None:
+                board.close()
         return {"step": self.step, "last_loss": losses[-1] if losses else None,
                 "mean_loss_last_10": sum(losses[-10:]) / max(1, len(losses[-10:])),
                 "wall_s": time.perf_counter() - t0, "resumed": resumed}
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean x0 loss of the training weights on the validation cases, at ``val_timesteps`` evenly spaced
+        diffusion times with noise fixed per case and time (seed ``config.seed``): comparable across steps and
+        runs; the training RNG is not touched. Low-res: each case's first report, no text dropout. SR: the
+        central crop, conditioned on the clean low-res volume (as at inference)."""
+        cfg = self.config
+        net = self.net.eval()
+        total = 0.0
+        for i, case in enumerate(self.val_cases):
+            x0 = encode_volume(self.batches.volumes.get(case))[None]
+            if cfg.stage == "superres" and cfg.crop:
+                start = [(s - c) // 2 // cfg.lowres_factor * cfg.lowres_factor for s, c in zip(x0.shape[2:], cfg.crop)]
+                x0 = x0[(..., *(slice(a, a + c) for a, c in zip(start, cfg.crop)))]
+            x0 = x0.to(self.device)
+            for j in range(cfg.val_timesteps):
+                t = torch.full((1,), (j + 0.5) / cfg.val_timesteps, device=self.device)
+                noise = torch.randn(x0.shape, generator=_generator(cfg.seed, i, j, 3)).to(self.device)
+                x_t = add_noise(x0, t, noise)
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                    if cfg.stage == "lowres":
+                        pred = net(x_t, t * TIME_SCALE, self.batches.texts.get(case)[None].to(self.device))
+                    else:
+                        pred = net(x_t, t * TIME_SCALE, sr_condition(x0, cfg.lowres_factor, 0.0, torch.zeros_like(x0)))
+                total += float(x0_loss(pred, x0))
+        net.train()
+        return total / (len(self.val_cases) * cfg.val_timesteps)
 
     @torch.no_grad()
     def write_preview(self) -> Path:
