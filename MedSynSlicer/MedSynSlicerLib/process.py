@@ -130,13 +130,16 @@ def process_tree(pid: int) -> list[int]:
 
 
 def _signal_tree(pid: int, tree: list[int], sig) -> None:
+    """``sig`` once to every process of the tree: the group created with start_new_session, then the
+    descendants that left it (setsid)."""
     try:
-        os.killpg(pid, sig)  # the group created with start_new_session
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError, OSError):
         pass
-    for p in tree:  # descendants that left the group (setsid) still get the signal
+    for p in tree:
         try:
-            os.kill(p, sig)
+            if os.getpgid(p) != pid:
+                os.kill(p, sig)
         except (ProcessLookupError, PermissionError, OSError):
             pass
 
