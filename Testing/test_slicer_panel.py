@@ -450,3 +450,13 @@ def test_packages_install_through_slicer_packaging_in_testing_mode(panel, slicer
     finally:
         slicer_harness.set_slicer_packaging(False)
 
+
+
+def test_listing_models_does_not_import_torch():
+    """Defect 6: listing must work before torch is installed (the first Generate installs it)."""
+    code = ("import sys; from MedSynSlicerLib import models; names = [m.name for m in models.list_models()]; "
+            "assert 'medsyn-demo' in names, names; "
+            "assert 'torch' not in sys.modules, 'listing models imported torch'")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(MODULE_ROOT), str(MODULE_ROOT / "MedSynSlicer")]))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -20,12 +20,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..io.images import Geometry
-from ..models.text_encoder import ReportEncoder
-from .store import load_stage, read_json, read_stage_config
+from .jsonfiles import read_json
+
+if TYPE_CHECKING:  # reading model.json needs no torch (model lists)
+    import torch
+
+    from ..models.text_encoder import ReportEncoder
 
 MODEL_FORMAT = "medsyn-model/1"
 DEFAULTS = {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}
@@ -87,6 +90,9 @@ def write_model_spec(folder: Path, **spec) -> Path:
 
 def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: bool = True) -> LoadedModel:
     """Load every part of a model folder onto ``device`` (eval mode)."""
+    from ..models.text_encoder import ReportEncoder
+    from .store import load_stage, read_stage_config
+
     folder = Path(folder)
     spec = read_model_spec(folder)
     lowres_dir, sr_dir = folder / spec["lowres"], folder / spec["superres"]

@@ -22,14 +22,11 @@ from safetensors.torch import load_file, save_model
 
 from ..io.files import output_folder
 from ..models.unet import UNetConfig, build_unet
+from .jsonfiles import CheckpointError, read_json
 
 STAGE_FORMAT = "medsyn-stage/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A weights file that does not fit the network it is meant for (names the keys or shapes at fault)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
@@ -60,18 +57,6 @@ def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = Non
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return folder
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``; :class:`CheckpointError` naming the file when it is not one."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}). Fix: restore the file or re-create the model "
-                              "folder") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object")
-    return data
 
 
 def read_stage_config(folder: Path) -> dict:
