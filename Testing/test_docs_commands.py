@@ -24,7 +24,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
@@ -226,13 +225,9 @@ def phantom(tmp_path_factory):
 
 def _make_input(kind: str, path: Path, phantom: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if kind in ("ct", "lobes", "airway", "vessels"):
-        sitk.WriteImage(sitk.ReadImage(str(phantom / f"{kind}.nii.gz")), str(path))
-    elif kind == "region":
-        lobes = sitk.ReadImage(str(phantom / "lobes.nii.gz"))
-        region = sitk.GetImageFromArray((sitk.GetArrayFromImage(lobes) == 5).astype(np.uint8))
-        region.CopyInformation(lobes)
-        sitk.WriteImage(region, str(path))
+    if kind in ("ct", "lobes", "airway", "vessels", "region"):  # a region: the lobe map (labels 1..5)
+        source = "lobes" if kind == "region" else kind
+        sitk.WriteImage(sitk.ReadImage(str(phantom / f"{source}.nii.gz")), str(path))
     elif kind == "report":
         shutil.copy(phantom / "report.txt", path)
     elif kind == "prompts":
