@@ -1,4 +1,5 @@
-"""``medsyn train-lowres`` / ``medsyn train-sr``: a JSON config plus ``--set key=value`` overrides.
+"""``medsyn train-lowres`` / ``medsyn train-sr``: a JSON config (a file or a shipped ``recipe:NAME``) plus
+``--set key=value`` overrides.
 
 Run under ``torchrun --nproc-per-node N -m MedSynLib train-lowres ...`` for several GPUs (or CPU processes).
 """
@@ -9,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..recipes import read_config, recipe_names
 from .diffusion import DiffusionTrainer, TrainConfig
 
 
@@ -19,8 +21,12 @@ def _value(text: str):
         return text
 
 
-def load_config(path: Path | None, stage: str, overrides: list[str]) -> TrainConfig:
-    values = json.loads(Path(path).read_text()) if path else {}
+def load_config(source: str | Path | None, stage: str, overrides: list[str]) -> TrainConfig:
+    """The TrainConfig of ``source`` (a JSON file or ``recipe:NAME``) with ``--set`` overrides, for ``stage``."""
+    values = read_config(source) if source else {}
+    if values.get("stage", stage) != stage:
+        raise ValueError(f"{source} is a {values['stage']} config; use it with "
+                         f"medsyn {'train-lowres' if values['stage'] == 'lowres' else 'train-sr'}")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -34,7 +40,8 @@ def add_parser(sub) -> None:
     for name, stage in (("train-lowres", "lowres"), ("train-sr", "superres")):
         p = sub.add_parser(name, help=f"train the {'64³ text-conditioned' if stage == 'lowres' else '256³ super-resolution'}"
                                        " diffusion stage (resumes from OUT/checkpoints/last.pt)")
-        p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
+        recipes = [f"recipe:{n}" for n in recipe_names() if n.endswith("-lowres" if stage == "lowres" else "-sr")]
+        p.add_argument("--config", help=f"JSON file of TrainConfig fields, or a shipped recipe: {', '.join(recipes)}")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (JSON value), e.g. --set steps=2000 --set lr=2e-4")
         p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
