@@ -48,9 +48,9 @@ LOBE_SELECTORS = ("leftUpperLobeSelector", "leftLowerLobeSelector", "rightUpperL
 """Segment selectors of the lobes, in the order of LOBE_FIELDS."""
 MODES = ("generate", "segment")
 """The tabs: mode ``m`` is the tab widget ``<m>Tab`` of the .ui and ``RUNS[m]`` of the logic."""
-RUN_BUTTON = {"generate": ("Generate", "Generate a synthetic CT from the report"),
-              "segment": ("Segment", "Segment the selected CT into lobes, airway and vessels")}
-"""Text and tooltip of the run button per mode."""
+RUN_BUTTON = {"generate": ("Generate", "Generate a synthetic CT from the report", "Generating"),
+              "segment": ("Segment", "Segment the selected CT into lobes, airway and vessels", "Segmenting")}
+"""Text and tooltip of the run button, and the status while it runs, per mode."""
 
 
 #
@@ -312,7 +312,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         busy = self.isBusy()
         mode = p.mode if p is not None else MODES[0]
-        text, tooltip = RUN_BUTTON[mode]
+        text, tooltip, _ = RUN_BUTTON[mode]
         why = self.logic.whyNotReady(p) if p is not None else "No scene."
         self.ui.generateButton.text = text
         self.ui.generateButton.enabled = not why and not busy
@@ -469,7 +469,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(e), windowTitle="MedSyn")
             return
         self.jobStarted = time.monotonic()
-        self.ui.statusLabel.text = f"{RUN_BUTTON[p.mode][0]} (seed {p.seed})..."
+        self.ui.statusLabel.text = f"{RUN_BUTTON[p.mode][2]} (seed {p.seed})..."
         self.ui.progressBar.value = 0
         self.ui.progressLabel.text = "Starting (loading the model)..."
         self.pollTimer.start()

@@ -1,143 +1,63 @@
-"""Render the MedSyn module panel (MedSynSlicer/Resources/UI/MedSynSlicer.ui) to Resources/Screenshots/panel.png.
+"""Render the MedSyn module panel from a real session to Resources/Screenshots/panel.png; draw the icons.
 
-Also draws the module and extension icons (``--icons``): a stylised axial chest CT slice with the lobes, airway
-and vessels in the segment colours, drawn with numpy and written as PNG with SimpleITK.
+The screenshot is the real Widget (MedSynSlicer.py + its .ui) run by the Slicer harness (../shared/slicer-harness:
+PySide6 offscreen, slicer-core MRML, Slicer 5.10's Python layer): the packaged demo model is chosen, a report
+example picked, Generate clicked, and the panel is grabbed at a real progress event of the running ``medsyn``
+process (super-resolution stage), then the run is cancelled (nothing is written). Settings shows what this
+machine is (the GPU probe's answer).
 
-Not a test: a helper to refresh the screenshot used by the Extensions Index (SCREENSHOTURLS) and the README.
-Runs without 3D Slicer, with PySide6 offscreen; CTK / MRML widgets are replaced by plain Qt stand-ins that look
-close enough (a group box for ctkCollapsibleButton, combo boxes for node and segment selectors, ...).
-
-    pip install PySide6-Essentials
-    QT_QPA_PLATFORM=offscreen python Testing/render_panel.py [output.png]
+    python Testing/render_panel.py [output.png]   # needs PySide6-Essentials, slicer-core and the project's deps
     python Testing/render_panel.py --icons
+
+``--icons`` draws the module and extension icons: a stylised axial chest CT slice with the lobes, airway and
+vessels in the segment colours, drawn with numpy and written as PNG with SimpleITK.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-from PySide6.QtCore import QSize  # noqa: E402
-from PySide6.QtGui import QFont  # noqa: E402
-from PySide6.QtUiTools import QUiLoader  # noqa: E402
-from PySide6.QtWidgets import (QApplication, QComboBox, QDoubleSpinBox, QGroupBox, QLineEdit,  # noqa: E402
-                               QWidget)
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UI = os.path.join(ROOT, "MedSynSlicer", "Resources", "UI", "MedSynSlicer.ui")
 OUT = os.path.join(ROOT, "Resources", "Screenshots", "panel.png")
-sys.path[:0] = [ROOT, os.path.join(ROOT, "MedSynSlicer")]
+HARNESS = os.path.join(os.path.dirname(ROOT), "shared", "slicer-harness")
+sys.path.insert(0, ROOT)
 
 
-class CollapsibleButton(QGroupBox):
-    """Stand-in for ctkCollapsibleButton (title from the ``text`` property)."""
+def render(out_path: str = OUT, timeout_s: float = 600.0) -> str:
+    """Run the panel, start a Generate with the demo model, grab it half-way through the low-res stage."""
+    sys.path.insert(0, HARNESS)
+    import slicer_harness as harness
 
-    def setText(self, text):  # noqa: N802 - Qt naming
-        self.setTitle(text)
+    harness.boot()
+    scene = harness.new_scene()
+    module = harness.load_module(os.path.join(ROOT, "MedSynSlicer", "MedSynSlicer.py"))
+    panel = harness.make_widget(module, scene=scene, show=True)
+    panel.parent.resize(470, 1010)
+    panel._parameterNode.outputFolder = pathlib.Path(tempfile.mkdtemp(prefix="medsyn-screenshot-"))
+    ui = panel.ui
+    ui.modelComboBox.setCurrentIndex(ui.modelComboBox.findData("medsyn-demo"))
+    ui.exampleReportComboBox.setCurrentIndex(ui.exampleReportComboBox.findText("Large bilateral pleural effusions"))
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findText("CPU (slow)"))
+    ui.settingsCollapsibleButton.collapsed = False
+    harness.pump(120, until=lambda: "detecting" not in ui.deviceInfoLabel.text)
+    ui.generateButton.click()
+    def halfway() -> bool:
+        event = panel.job.process.last_progress if panel.job is not None else None
+        return event is not None and event["stage"] == "lowres" and 2 * event["step"] >= event["total"]
 
-    def setCollapsed(self, collapsed):  # noqa: N802
-        pass  # shown expanded in the screenshot
-
-
-class CollapsibleGroupBox(QGroupBox):
-    def setCollapsed(self, collapsed):  # noqa: N802
-        pass
-
-
-class NodeComboBox(QComboBox):
-    """Stand-in for qMRMLNodeComboBox / qMRMLSegmentSelectorWidget."""
-
-
-class SegmentSelector(QComboBox):
-    pass
-
-
-class SliderWidget(QDoubleSpinBox):
-    """Stand-in for ctkSliderWidget."""
-
-
-class PathLineEdit(QLineEdit):
-    """Stand-in for ctkPathLineEdit."""
-
-
-class MRMLWidget(QWidget):
-    pass
-
-
-def render(out_path: str = OUT) -> str:
-    app = QApplication.instance() or QApplication([])
-    app.setStyle("Fusion")
-    app.setFont(QFont("DejaVu Sans", 9))
-    loader = QUiLoader()
-    for cls, name in ((CollapsibleButton, "ctkCollapsibleButton"), (CollapsibleGroupBox, "ctkCollapsibleGroupBox"),
-                      (NodeComboBox, "qMRMLNodeComboBox"), (SegmentSelector, "qMRMLSegmentSelectorWidget"),
-                      (SliderWidget, "ctkSliderWidget"), (PathLineEdit, "ctkPathLineEdit"),
-                      (MRMLWidget, "qMRMLWidget")):
-        cls.__name__ = name
-        loader.registerCustomWidget(cls)
-    import re
-
-    from PySide6.QtCore import QBuffer, QByteArray
-
-    with open(UI, encoding="utf-8") as f:  # the MRML scene connections need Slicer: drop them
-        xml = re.sub(r"<connections>.*</connections>", "<connections/>", f.read(), flags=re.S)
-    buffer = QBuffer()
-    buffer.setData(QByteArray(xml.encode("utf-8")))
-    buffer.open(QBuffer.ReadOnly)
-    panel = loader.load(buffer)
-    if panel is None:
-        raise RuntimeError(loader.errorString())
-    for box in panel.findChildren(QGroupBox):
-        if box.property("text"):
-            box.setTitle(box.property("text"))
-        if isinstance(box, CollapsibleGroupBox) and box.property("collapsed"):
-            for w in box.findChildren(QWidget):
-                w.hide()
-            box.setMaximumHeight(22)
-
-    from MedSynSlicerLib.examples import EXAMPLE_REPORTS
-
-    def child(cls, name):
-        w = panel.findChild(cls, name)
-        if w is None:
-            raise KeyError(name)
-        return w
-
-    # what a user sees after a first generation: example report, the result as condition segmentation
-    examples = child(QComboBox, "exampleReportComboBox")
-    examples.addItems(["Choose an example..."] + list(EXAMPLE_REPORTS))
-    examples.setCurrentIndex(5)
-    panel.findChild(QWidget, "reportTextEdit").setPlainText(EXAMPLE_REPORTS["Right lower lobe consolidation"])
-    child(QComboBox, "conditionSegmentationSelector").addItem("SYNTHETIC MedSyn segmentation 42")
-    child(QComboBox, "airwaySegmentSelector").addItem("airway")
-    child(QComboBox, "vesselsSegmentSelector").addItem("None")
-    panel.findChild(QWidget, "holdLobesCheckBox").setChecked(False)
-    child(QWidget, "conditionsStatusLabel").setText(
-        "Keeping: airway. The model generates the rest around it.")
-    child(QComboBox, "modelComboBox").addItem("MedSyn official (CC-BY-NC, imported)")
-    child(QWidget, "modelInfoLabel").setText("Requires ~24 GB GPU memory for 256³; weights sha256 3f2a…")
-    panel.findChild(QWidget, "seedSpinBox").setMaximum(2**31 - 1)
-    panel.findChild(QWidget, "seedSpinBox").setValue(42)
-    for name, value in (("lowresStepsSpinBox", 50), ("superresStepsSpinBox", 20)):
-        panel.findChild(QWidget, name).setMaximum(1000)
-        panel.findChild(QWidget, name).setValue(value)
-    child(QWidget, "guidanceSliderWidget").setValue(1.0)
-    child(QComboBox, "deviceComboBox").addItems(["GPU (CUDA)", "Automatic", "CPU"])
-    child(QWidget, "deviceInfoLabel").setText("NVIDIA H100, 76.3 GB free")
-    child(QWidget, "outputFolderPathLineEdit").setText("~/MedSyn/results")
-    bar = panel.findChild(QWidget, "progressBar")
-    bar.setValue(57)
-    child(QWidget, "progressLabel").setText("Super-resolution: step 4 of 20 (about 38 s left)")
-    child(QWidget, "statusLabel").setText("Generating seed 42 on NVIDIA H100...")
-    panel.findChild(QWidget, "generateButton").setEnabled(False)
-    panel.resize(QSize(440, 10))
-    panel.adjustSize()
-    panel.resize(QSize(440, panel.sizeHint().height()))
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    if not panel.grab().save(out_path):
+    if not harness.pump(timeout_s, until=halfway):
+        raise TimeoutError(f"no low-res progress within {timeout_s} s")
+    harness.pump(0.3)  # the poll timer shows the event
+    image = panel.parent.grab()
+    if panel.job is not None:
+        panel.onCancel()
+        harness.pump(60, until=lambda: panel.job is None)
+    if not image.save(out_path):
         raise OSError(f"could not write {out_path}")
+    harness.close_widget(panel)
     return out_path
 
 
@@ -201,4 +121,5 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--icons"]:
         print("\n".join(write_icons()))
     else:
-        print(render(sys.argv[1] if len(sys.argv) > 1 else OUT))
+        print(render(sys.argv[1] if len(sys.argv) > 1 else OUT), flush=True)
+        os._exit(0)  # skip interpreter teardown: PySide6 and slicer-core widgets can abort while being collected
