@@ -179,11 +179,26 @@ def test_condition_segmentation_with_lobes_then_another_then_none(panel, slicer_
     assert p.leftUpperLobeSegmentId == "b_1" and panel.ui.rightMiddleLobeSelector.currentSegmentID() == "b_4"
     assert not p.holdLobes, "segments held in another segmentation are not held in this one"
 
+    # keep the airway and the vessels too, chosen in their segment selectors
+    import slicer
+
+    second.GetSegmentation().AddEmptySegment("b_airway", "airway", [0.7, 0.9, 1.0])
+    second.GetSegmentation().AddEmptySegment("b_vessels", "pulmonary vessels", [0.8, 0.2, 0.2])
+    slicer_harness.pump()
+    choose(slicer_harness, slicer.util.findChild(panel.ui.airwaySegmentSelector, "comboBox_Segment"), "airway")
+    choose(slicer_harness, slicer.util.findChild(panel.ui.vesselsSegmentSelector, "comboBox_Segment"),
+           "pulmonary vessels")
     panel.ui.holdLobesCheckBox.checked = True
+    slicer_harness.pump()
+    assert (p.airwaySegmentId, p.vesselsSegmentId, p.holdLobes) == ("b_airway", "b_vessels", True)
+    assert panel.ui.conditionsStatusLabel.text == \
+        "Keeping: lobes, airway, vessels. The model generates the rest around it."
+    assert panel.logic.conditionSelection(p).lobes == {i: f"b_{i}" for i in range(1, 6)}
+
     choose(slicer_harness, selector.comboBox(), "None")
     assert selector.currentNode() is None
     assert p.conditionSegmentation is None
-    assert not p.holdLobes and p.leftUpperLobeSegmentId == ""
+    assert not p.holdLobes and p.leftUpperLobeSegmentId == "" and p.airwaySegmentId == ""
     assert panel.ui.conditionsStatusLabel.text == "No anatomy is held: the model generates all of it."
 
 
