@@ -24,6 +24,11 @@ class Reporter:
         if self.mode == "json":
             print(json.dumps(event), flush=True)
 
+    def warn(self, message: str) -> None:
+        """A warning: on stderr, and as a ``warning`` event."""
+        self.emit({"event": "warning", "message": message, **self.context})
+        print(f"medsyn: warning: {message}", file=sys.stderr, flush=True)
+
     def __call__(self, stage: str, step: int, total: int) -> None:
         now = time.perf_counter()
         if step <= 1:

@@ -15,7 +15,8 @@ from MedSynLib.io.images import Geometry, to_image, write_image
 from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import generate, segment
 from MedSynLib.pipelines.outputs import model_info, write_result
-from MedSynLib.pipelines.atlas import LEFT_LUNG, RIGHT_LUNG, align_to_atlas, lung_labels
+from MedSynLib.io.lungs import LEFT_LUNG, RIGHT_LUNG, find_chest
+from MedSynLib.pipelines.atlas import align_to_atlas
 
 from tiny_model import ATLAS_GRID, ATLAS_LUNGS, build_tiny_model, ellipsoids
 
@@ -49,7 +50,7 @@ def atlas_model(tmp_path_factory):
 
 @pytest.mark.parametrize("bridge", [False, True], ids=["separate lungs", "lungs joined by airways"])
 def test_lung_labels_find_right_and_left(bridge):
-    labels = lung_labels(chest_ct(bridge))
+    labels = find_chest(chest_ct(bridge)).image("lungs")
     array = sitk.GetArrayFromImage(labels)
     assert set(np.unique(array)) == {0, RIGHT_LUNG, LEFT_LUNG}
     x = {v: np.mean([labels.TransformIndexToPhysicalPoint(idx[::-1].tolist())[0]
@@ -84,12 +85,12 @@ def test_lung_centred_grid_samples_the_ct_voxels_themselves():
 
 def test_no_lungs_is_a_clear_error():
     with pytest.raises(ValueError, match="no lungs found"):
-        lung_labels(to_image(np.full((20, 20, 20), 40, np.int16), Geometry((20, 20, 20), (3.0, 3.0, 3.0))))
+        find_chest(to_image(np.full((20, 20, 20), 40, np.int16), Geometry((20, 20, 20), (3.0, 3.0, 3.0))))
 
 
 def test_alignment_maps_the_atlas_onto_the_ct_lungs(atlas_model):
     atlas = sitk.ReadImage(str(atlas_model / "atlas_lung_mask.nii.gz"))
-    alignment = align_to_atlas(chest_ct(), atlas)
+    alignment = align_to_atlas(find_chest(chest_ct()).image("lungs"), atlas)
     assert alignment.lung_dice > 0.85
     back = sitk.GetArrayFromImage(sitk.Resample(atlas, chest_ct(), alignment.transform.GetInverse(),
                                                 sitk.sitkNearestNeighbor, 0))
@@ -135,7 +136,7 @@ def test_segment_aligns_the_ct_and_maps_the_masks_back(atlas_model, monkeypatch,
     assert Geometry.from_dict(result.geometry.to_dict()) == CT_GRID and result.lobes.shape == (36, 40, 48)
     assert dice(result.lobes == 5, ct_lungs() > 0) > 0.8
     assert result.metadata["space"] == "atlas" and result.metadata["alignment"]["lung_dice"] > 0.85
-    assert "alignment_s" in result.metadata["timings_s"]
+    assert "placement_s" in result.metadata["timings_s"] and result.metadata["quality"]["passed"]
     write_image(chest_ct(), tmp_path / "ct.nrrd", description="test CT")
     write_result(result, tmp_path / "seg", "segment", model_info(model), preview=True, source_ct=tmp_path / "ct.nrrd")
     lobes = sitk.ReadImage(str(next((tmp_path / "seg").glob("MedSyn_segmentation_lobes_*.nii.gz"))))

@@ -112,10 +112,23 @@ def test_segment_returns_masks_on_the_ct_grid(tiny_model, tmp_path):
     ct[5:25, 8:28, 6:18] = -850
     ct[5:25, 8:28, 22:34] = -850
     write_image(to_image(ct, geometry), tmp_path / "ct.nii.gz", description="test CT")
-    r = medsyn("segment", "--ct", tmp_path / "ct.nii.gz", "--model", tiny_model, "--out", tmp_path / "seg")
+    # a random-weight model's lobes do not fit the CT's lungs: refused (exit 4), nothing written ...
+    r = medsyn("segment", "--ct", tmp_path / "ct.nii.gz", "--model", tiny_model, "--progress", "json",
+               "--out", tmp_path / "seg")
+    assert r.returncode == 4, r.stderr
+    assert "segmentation not trusted" in r.stderr and "do not match the CT's own lungs" in r.stderr
+    error = _events(r.stdout)[-1]
+    assert error["kind"] == "untrusted_segmentation" and not error["quality"]["passed"]
+    assert not (tmp_path / "seg").exists()
+    # ... unless --force, which writes it with the figure and a warning
+    r = medsyn("segment", "--ct", tmp_path / "ct.nii.gz", "--model", tiny_model, "--force", "--progress", "json",
+               "--out", tmp_path / "seg")
     assert r.returncode == 0, r.stderr
+    assert any(e["event"] == "warning" and "not trusted" in e["message"] for e in _events(r.stdout))
     sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text())
     assert sidecar["mode"] == "segment" and "ct" not in sidecar["files"] and sidecar["held_channels"] == [0]
+    assert sidecar["quality"]["lung_dice"] < sidecar["quality"]["lung_dice_min"]
+    assert sidecar["placement"]["lung_outside_ml"] == 0.0 and sidecar["placement"]["lung_ml"] > 100
     lobes = sitk.ReadImage(str(tmp_path / "seg" / sidecar["files"]["lobes"]))
     assert lobes.GetSize() == geometry.size and np.allclose(lobes.GetSpacing(), geometry.spacing)
 
@@ -126,7 +139,7 @@ def test_segment_returns_masks_on_the_ct_grid(tiny_model, tmp_path):
     (["--report", REPORT, "--lobes", "missing.nii.gz"], "lobes file not found"),
     (["--report", REPORT, "--airway", "{nonbinary}"], "must be a binary mask"),
     (["--report", REPORT, "--vessels", "{flat}"], "2-D; a 3D volume is needed"),
-    (["--report", REPORT, "--airway", "{empty}"], "empty inside the model's field of view"),
+    (["--report", REPORT, "--airway", "{huge}"], "outside the model's"),
     (["--report", REPORT, "--vessels", "{junk}"], "cannot read vessels"),
     (["--report", REPORT, "--lobes", "{nan}"], "NaN"),
     (["--report", REPORT, "--model", "nonexistent-model"], "unknown model"),
@@ -135,13 +148,13 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(tiny_model, tmp_path, ar
     inside = np.zeros((8, 8, 8), np.uint8)
     inside[2:5, 2:5, 2:5] = 2
     write_image(to_image(inside, Geometry((8, 8, 8), (4.0, 4.0, 4.0), (-10.0, -10.0, -10.0))), tmp_path / "nb.nrrd")
-    far = Geometry((8, 8, 8), (1.0, 1.0, 1.0), (500.0, 500.0, 500.0))
-    write_image(to_image(np.ones((8, 8, 8), np.uint8), far), tmp_path / "empty.nrrd")
+    huge = Geometry((8, 8, 8), (100.0, 100.0, 100.0), (500.0, 500.0, 500.0))  # 800 mm: no box can hold it
+    write_image(to_image(np.ones((8, 8, 8), np.uint8), huge), tmp_path / "huge.nrrd")
     sitk.WriteImage(sitk.Image(4, 4, sitk.sitkUInt8), str(tmp_path / "flat.nrrd"))
     (tmp_path / "junk.nii.gz").write_bytes(b"junk")
     nan = np.full((8, 8, 8), np.nan, np.float32)
     write_image(to_image(nan, Geometry((8, 8, 8))), tmp_path / "nan.nrrd")
-    paths = {"nonbinary": tmp_path / "nb.nrrd", "empty": tmp_path / "empty.nrrd", "flat": tmp_path / "flat.nrrd",
+    paths = {"nonbinary": tmp_path / "nb.nrrd", "huge": tmp_path / "huge.nrrd", "flat": tmp_path / "flat.nrrd",
              "junk": tmp_path / "junk.nii.gz", "nan": tmp_path / "nan.nrrd"}
     args = [str(a).format(**paths) if "{" in str(a) else a for a in args]
     if "--model" not in args:

@@ -1,8 +1,8 @@
-"""The lungs of a CT, and its affine alignment to an atlas lung mask (the official preprocessing, spec §6).
+"""Affine alignment of a CT's lungs to an atlas lung mask (as the official preprocessing does).
 
 The official models work in an atlas space: each training CT's lung mask (right lung 50, left lung 100) was
-registered affinely to the atlas lung mask with ANTs. Here the lung mask comes from a threshold model and the
-registration from SimpleITK at a few mm (centre-of-mass start, affine, mean squares on the label images,
+registered affinely to the atlas lung mask with ANTs. Here the lung mask comes from
+:func:`MedSynLib.io.lungs.find_chest` and the registration from SimpleITK at a few mm (centre-of-mass start, affine, mean squares on the label images,
 3 resolution levels): enough to bring a chest CT into the model's space for segmentation in seconds.
 
 Physical points are LPS (ITK): x grows towards the patient's left, so the right lung has the smaller x.
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ..io.alignment import LEFT_LUNG, RIGHT_LUNG, coarse_grid, lung_labels  # noqa: F401 (re-exported)
+from ..io.lungs import LEFT_LUNG, RIGHT_LUNG, coarse_grid
+
 
 @dataclass
 class AtlasAlignment:
@@ -40,8 +41,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([2 * ((a == v) & (b == v)).sum() / max((a == v).sum() + (b == v).sum(), 1) for v in labels]))
 
 
-def align_to_atlas(ct: sitk.Image, atlas_mask: sitk.Image, iterations: int = 100) -> AtlasAlignment:
-    """Affine registration of the CT's lungs (:func:`lung_labels`) to ``atlas_mask`` (labels 50 right, 100 left).
+def align_to_atlas(lungs: sitk.Image, atlas_mask: sitk.Image, iterations: int = 100) -> AtlasAlignment:
+    """Affine registration of a CT's lung labels (``lungs``, e.g. ``find_chest(ct).image("lungs")``) to
+    ``atlas_mask`` (both labelled 50 right, 100 left).
 
     Centre-of-mass start; mean squares between the label images, linear interpolation; regular-step gradient
     descent, ``iterations`` per level at shrink factors 4/2/1 with smoothing 2/1/0 voxels of 3 mm.
@@ -50,7 +52,7 @@ def align_to_atlas(ct: sitk.Image, atlas_mask: sitk.Image, iterations: int = 100
     if not {RIGHT_LUNG, LEFT_LUNG} <= set(values.tolist()):
         raise ValueError(f"the atlas lung mask must hold labels {RIGHT_LUNG} (right lung) and {LEFT_LUNG} (left lung);"
                          f" found {values[:10].tolist()}")
-    moving = sitk.Cast(lung_labels(ct), sitk.sitkFloat32)
+    moving = sitk.Cast(lungs, sitk.sitkFloat32)
     grid = coarse_grid(atlas_mask)
     fixed = sitk.Resample(sitk.Cast(atlas_mask, sitk.sitkFloat32), grid.reference(), sitk.Transform(),
                           sitk.sitkLinear, 0.0)

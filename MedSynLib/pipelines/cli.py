@@ -1,8 +1,10 @@
 """``medsyn generate``, ``medsyn segment`` and ``medsyn batch``: argument parsing, progress, cancellation, errors.
 
 Exit codes: 0 done; 2 bad input or setting (a message says what to fix; batch: some case failed);
-3 out of memory (a message says what to change); 130 cancelled (SIGTERM / Ctrl-C). Nothing half-written is
-left behind in any case.
+3 out of memory (a message says what to change); 4 segmentation not trusted (it does not fit the CT's own lungs
+or trachea; nothing written unless ``--force``); 130 cancelled (SIGTERM / Ctrl-C). Nothing half-written is
+left behind in any case. Warnings (e.g. lung outside the model's box) go to stderr and, with ``--progress json``,
+as ``warning`` events.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from ..runtime import PRECISIONS, resolve_device
 from .batch import MANIFEST, Shard, read_prompts, run_batch
 from .generate import CONDITION_CHANNELS, generate, sampling_settings, segment
 from .outputs import model_info, result_folder, write_result
+from .placement import UntrustedSegmentation
 
-EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_CANCELLED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, EXIT_CANCELLED = 2, 3, 4, 130
 OOM_FIX = ("use --max-gpu-memory GB (tiles the super-resolution stage; try the GPU's size minus 2), "
            "--precision bf16, --lowres-only, or --device cpu")
 CONDITIONS = ("lobes", "airway", "vessels")
@@ -75,6 +78,8 @@ def add_parser(sub) -> None:
     s = sub.add_parser("segment", help="segment a real CT by holding the CT channel fixed")
     s.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD)")
     s.add_argument("--report", default=None, help="optional report text to condition on")
+    s.add_argument("--force", action="store_true",
+                   help="write the segmentation even when it fails the quality check (exit code 4 otherwise)")
     _common(s)
     _overwrite(s)
     s.set_defaults(func=_run, mode="segment")
@@ -125,6 +130,11 @@ def _guarded(reporter: Reporter, work) -> int:
         reporter.emit({"event": "cancelled"})
         print("medsyn: cancelled; nothing was written for the unfinished run", file=sys.stderr)
         return EXIT_CANCELLED
+    except UntrustedSegmentation as exc:
+        reporter.emit({"event": "error", "message": str(exc), "kind": "untrusted_segmentation",
+                       "quality": exc.quality})
+        print(f"medsyn: error: {exc}\n  nothing was written", file=sys.stderr)
+        return EXIT_UNTRUSTED
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         if _out_of_memory(exc):
             message = f"out of memory: {str(exc).splitlines()[0][:300]}"
@@ -155,11 +165,15 @@ def _run(args) -> int:
                 reference = conditions.pop("reference_ct", None)
                 model = _load(args)
                 result = generate(report, model, conditions, seed=args.seed, reference_ct=reference, **settings)
+                for warning in result.metadata.get("warnings", []):
+                    reporter.warn(warning)
                 sidecar = write_result(result, output, "generate", model_info(model), preview=args.preview)
             else:
                 ct = read_image(args.ct, "CT")
                 model = _load(args)
-                result = segment(ct, model, report=args.report, seed=args.seed, **settings)
+                result = segment(ct, model, report=args.report, seed=args.seed, force=args.force, **settings)
+                for warning in result.metadata["warnings"]:
+                    reporter.warn(warning)
                 sidecar = write_result(result, output, "segment", model_info(model), preview=args.preview,
                                        source_ct=args.ct)
         reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})

@@ -4,13 +4,19 @@ Both return a :class:`GenerationResult` of numpy arrays (z, y, x) with their geo
 geometry are resampled into the model's grid (nearest neighbour for labels, linear for CT); segmentation results
 are mapped back to the input CT's grid.
 
-Patient space -> model space depends on the model's ``space`` (see :mod:`MedSynLib.modelstore.bundle`):
+Patient space -> model space goes through :mod:`.placement` and depends on the model's ``space`` (see
+:mod:`MedSynLib.modelstore.bundle`):
 
-- "grid" models: a CT is placed by re-centring the model grid on its lungs (no rotation, no scaling).
+- "grid" models: a CT is placed by moving the model's box onto its lungs (no rotation, no scaling); condition
+  masks keep the model's box where they fit in it, else the box moves onto the lungs they outline (or onto the
+  lungs of the ``reference_ct`` they were drawn on); the generated CT lies on that box.
 - "atlas" models (official MedSyn): a CT is affinely registered to the atlas lung mask (:mod:`.atlas`) and
   resampled through that transform; masks go back through its inverse. Condition masks for ``generate`` are
   taken as already in model space (drawn on a generated CT) unless a ``reference_ct`` they were drawn on is
   given; then they go through that CT's alignment. The generated CT itself is always in model space.
+
+A segmentation is checked against the CT's own lungs and trachea (:func:`.placement.segmentation_quality`) and
+refused (:class:`.placement.UntrustedSegmentation`) when it does not fit, unless ``force``.
 """
 
 from __future__ import annotations
@@ -35,12 +41,12 @@ from ..io.codecs import (
     model_to_lobes,
     model_to_mask,
 )
-from ..io.alignment import lung_centred_grid, resample
-from ..io.images import Geometry, read_image
+from ..io.alignment import resample
+from ..io.images import Geometry
 from ..modelstore.bundle import LoadedModel
 from ..runtime import autocast, resolve_precision
-from .atlas import align_to_atlas
 from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles
+from .placement import Placement, UntrustedSegmentation, place_ct, place_masks, segmentation_quality
 
 CONDITION_CHANNELS = {"lobes": 1, "airway": 2, "vessels": 3}
 Progress = Callable[[str, int, int], None]
@@ -110,16 +116,11 @@ class _Run:
         return None if self.progress is None else (lambda i, n: self.progress(stage, i + 1, n))
 
 
-def _patient_to_model(ct: sitk.Image, model: LoadedModel, run: _Run) -> tuple[Geometry, sitk.Transform, dict]:
-    """Where a patient CT goes in model space: (model grid, transform model -> CT points, metadata)."""
-    if model.space == "atlas":
-        atlas = read_image(model.atlas_mask_file(), "atlas lung mask")
-        t0 = time.perf_counter()
-        alignment = align_to_atlas(ct, atlas)
-        run.timings["alignment_s"] = time.perf_counter() - t0
-        return model.grid, alignment.transform, {"alignment": alignment.to_dict()}
-    grid = lung_centred_grid(ct, model.grid)
-    return grid, sitk.Transform(), {"model_grid_used": grid.to_dict()}
+def _placed(run: _Run, place, *args) -> Placement:
+    t0 = time.perf_counter()
+    placement = place(*args)
+    run.timings["placement_s"] = time.perf_counter() - t0
+    return placement
 
 
 def _sr_tiles(model: LoadedModel, run: _Run, sr_tiles: int | None, max_gpu_memory_gb: float | None) -> int:
@@ -141,7 +142,7 @@ def _sr_tiles(model: LoadedModel, run: _Run, sr_tiles: int | None, max_gpu_memor
 def _sample_both_stages(model: LoadedModel, text: torch.Tensor, known: torch.Tensor | None, held: list[int],
                         seed: int, settings: dict, run: _Run, lowres_only: bool, sr_tiles: int = 1):
     factor = model.lowres_factor
-    x, y, z = model.grid.size
+    x, y, z = model.grid.size  # a placed grid has the model grid's size
     lowres_shape = (1, model.lowres.config.channels, z // factor, y // factor, x // factor)
     known_low = known[..., ::factor, ::factor, ::factor] if known is not None else None
     low_sampler = make_sampler(settings["sampler"], settings["steps_lowres"])
@@ -169,11 +170,13 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
              sampler: str | None = None, precision: str = "auto", lowres_only: bool = False,
              progress: Progress | None = None, reference_ct: sitk.Image | None = None,
              max_gpu_memory_gb: float | None = None, sr_tiles: int | None = None) -> GenerationResult:
-    """Report (+ optional lobe/airway/vessel label maps to hold fixed) -> synthetic CT and masks on the model grid.
+    """Report (+ optional lobe/airway/vessel label maps to hold fixed) -> synthetic CT and masks on the model grid
+    (placed where the conditions lie: module docstring; ``metadata["placement"]`` says how).
 
     With ``lowres_only`` the arrays are the stage-1 result on the low-res grid. ``reference_ct``: the patient CT
-    the condition masks were drawn on (atlas-space models only; they are aligned with it). ``sr_tiles`` forces the
-    number of SR chunks along f; otherwise ``max_gpu_memory_gb`` (on CUDA default: the free memory) picks it.
+    the condition masks were drawn on (the model's box goes onto its lungs, or the atlas alignment is made from
+    it). ``sr_tiles`` forces the number of SR chunks along f; otherwise ``max_gpu_memory_gb`` (on CUDA default: the
+    free memory) picks it.
     """
     if not isinstance(report, str) or not report.strip():
         raise ValueError("the report is empty: give Findings/Impression text to condition on")
@@ -186,24 +189,21 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
     if unknown:
         raise ValueError(f"unknown condition {sorted(unknown)}; use lobes, airway, vessels")
     known, held = None, sorted(CONDITION_CHANNELS[k] for k in conditions)
-    transform, extra = None, {}
-    if reference_ct is not None:
-        if model.space != "atlas":
-            raise ValueError(f"a reference CT only applies to atlas-space models; {model.name!r} generates on a plain "
-                             "grid, where condition masks are used where they lie. Fix: leave out --reference-ct")
-        if conditions:
-            _, transform, extra = _patient_to_model(reference_ct, model, run)
+    grid, metadata = model.grid, {}
     if conditions:
-        x, y, z = model.grid.size
+        placement = (_placed(run, place_ct, reference_ct, model) if reference_ct is not None
+                     else _placed(run, place_masks, conditions, model))
+        grid, metadata = placement.grid, {**placement.metadata, "warnings": placement.warnings}
+        x, y, z = grid.size
         volume = np.zeros((1, 4, z, y, x), np.float32)
         for name, image in conditions.items():
-            volume[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, model.grid, transform)
+            volume[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, grid, placement.transform)
         known = torch.from_numpy(volume).to(device)
     tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
     text = run.stage("text", lambda: model.text_encoder([report]))
     x64, x256 = _sample_both_stages(model, text, known, held, seed, settings, run, lowres_only, tiles)
-    result = _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, with_ct=True)
-    result.metadata.update(extra, sr_tiles=tiles)
+    result = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, held, with_ct=True)
+    result.metadata.update(metadata, sr_tiles=tiles)
     return result
 
 
@@ -211,11 +211,13 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
             steps_lowres: int | None = None, steps_sr: int | None = None, guidance: float | None = None,
             sampler: str | None = None, precision: str = "auto", lowres_only: bool = False,
             progress: Progress | None = None, max_gpu_memory_gb: float | None = None,
-            sr_tiles: int | None = None) -> GenerationResult:
+            sr_tiles: int | None = None, force: bool = False) -> GenerationResult:
     """Segment a real CT (HU) by holding the CT channel fixed; masks come back on the CT's own grid.
 
-    The CT goes into model space as the model's ``space`` says (module docstring); ``metadata`` records how
-    ("alignment" for atlas models, "model_grid_used" for grid models).
+    The CT goes into model space through :func:`.placement.place_ct`; ``metadata`` records how ("placement", and
+    "alignment" for atlas models or "model_grid_used" for grid models) and the check of the result
+    ("quality", :func:`.placement.segmentation_quality`). A result that fails the check raises
+    :class:`.placement.UntrustedSegmentation` unless ``force``.
     """
     values = sitk.GetArrayViewFromImage(ct)
     if not np.isfinite(values).all():
@@ -224,8 +226,9 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
     run = _Run(model, device, precision, progress)
     settings = sampling_settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance,
                                  sampler=sampler)
-    grid, transform, extra = _patient_to_model(ct, model, run)
-    hu = resample(sitk.Cast(ct, sitk.sitkFloat32), grid, sitk.sitkLinear, -1024.0, transform)
+    placement = _placed(run, place_ct, ct, model)
+    grid = placement.grid
+    hu = placement.to_model(sitk.Cast(ct, sitk.sitkFloat32), sitk.sitkLinear, -1024.0)
     x, y, z = grid.size
     known = torch.zeros((1, 4, z, y, x))
     known[0, 0] = torch.from_numpy(hu_to_model(hu).astype(np.float32))
@@ -236,21 +239,28 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
         text = model.lowres.null_text(1).detach()
     tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
     x64, x256 = _sample_both_stages(model, text, known, [0], seed, settings, run, lowres_only, tiles)
-    result = _decode(x64, x256, model, lowres_only, settings, run, seed, report, [0], with_ct=False)
-    source = grid.subsampled(model.lowres_factor) if lowres_only else grid
-    target, inverse = Geometry.of(ct), transform.GetInverse()
+    result = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, [0], with_ct=False)
+    target = Geometry.of(ct)
     for name in ("lobes", "airway", "vessels"):
-        image = source.apply(sitk.GetImageFromArray(getattr(result, name)))
-        setattr(result, name, resample(image, target, sitk.sitkNearestNeighbor, 0, inverse))
+        setattr(result, name, placement.to_patient(getattr(result, name), target, result.geometry))
     result.geometry = target
-    result.metadata.update(extra, sr_tiles=tiles)
+    quality = segmentation_quality(placement, result.lobes, result.airway, target)
+    result.metadata.update(placement.metadata, warnings=placement.warnings, quality=quality, sr_tiles=tiles)
+    if not quality["passed"]:
+        message = "segmentation not trusted: " + "; ".join(quality["problems"])
+        if not force:
+            raise UntrustedSegmentation(message + ". Fix: check the CT (a chest CT in HU, lungs inside the field of "
+                                        "view, orientation in the header); --force writes it anyway", quality)
+        result.metadata["warnings"].append(message + " (written because of --force)")
     return result
 
 
-def _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, with_ct) -> GenerationResult:
+def _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, held, with_ct) -> GenerationResult:
+    """The sampled volumes as a result on ``grid`` (the model grid as placed) or its low-res subsample."""
     final = x64 if lowres_only else x256
     vol = final[0].cpu()
-    geometry = model.lowres_grid if lowres_only else model.grid
+    lowres_grid = grid.subsampled(model.lowres_factor)
+    geometry = lowres_grid if lowres_only else grid
     held_lobes = CONDITION_CHANNELS["lobes"] in held  # held lobes come back exactly as given
     lobes = model_to_lobes(vol[1]) if held_lobes else decode_generated_lobes(vol[1], tuple(reversed(geometry.spacing)))
     metadata = {"report": report, "seed": seed, "settings": settings, "held_channels": held,
@@ -262,5 +272,5 @@ def _decode(x64, x256, model, lowres_only, settings, run, seed, report, held, wi
     return GenerationResult(
         ct_hu=model_to_hu_int16(vol[0]) if with_ct else None,
         lobes=lobes, airway=model_to_mask(vol[2]), vessels=model_to_mask(vol[3]),
-        lowres=x64[0].cpu().numpy().astype(np.float32), geometry=geometry, lowres_geometry=model.lowres_grid,
+        lowres=x64[0].cpu().numpy().astype(np.float32), geometry=geometry, lowres_geometry=lowres_grid,
         metadata=metadata)

@@ -1,0 +1,91 @@
+"""The lung/body finder and the model box's placement on the variant family (``ct_variants``, small sizes), and
+the placement of condition masks drawn in a patient's scanner coordinates."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MedSynLib.io.alignment import inside_fraction, lung_centred_grid
+from MedSynLib.io.images import Geometry
+from MedSynLib.io.lungs import LEFT_LUNG, RIGHT_LUNG, find_chest
+from MedSynLib.phantom.measure import dice
+from MedSynLib.pipelines.placement import MAX_LOST_FRACTION, place_masks
+
+from ct_variants import SCANNER_SHIFT_MM, VARIANTS, base_phantom, make_variant
+
+SCALE = 4.0  # 128² in-plane, 75-150 slices; the finder works at 3-5 mm anyway
+MODEL_GRID = Geometry((64, 64, 64), (4.0, 4.0, 4.0), (-126.0, -126.0, -126.0))  # the demo model's 256 mm box
+
+
+@pytest.fixture(scope="module")
+def base():
+    return base_phantom(seed=0, spacing_mm=4.0)
+
+
+def _truth_on(chest, lobes: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.Resample(lobes, chest.grid.reference(), sitk.Transform(),
+                                                sitk.sitkNearestNeighbor, 0))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_finder_and_box_on_every_variant(base, name):
+    variant = make_variant(base, name, SCALE)
+    chest = find_chest(variant.ct)
+    truth = _truth_on(chest, variant.lobes)
+    assert dice(chest.lungs > 0, truth > 0) > 0.9  # measured 0.92-0.96
+    right, left = np.isin(truth, (3, 4, 5)), np.isin(truth, (1, 2))  # LOBE_LABELS: 3-5 right, 1-2 left
+    assert dice(chest.lungs == RIGHT_LUNG, right) > 0.85 and dice(chest.lungs == LEFT_LUNG, left) > 0.85
+    assert chest.trachea.sum() * chest.voxel_ml > 2.0  # the trachea, apart from the lungs
+    if name != "cut_apex":  # there the trachea beside the cut lung tops joins the lungs; a bronchus is found
+        assert not (chest.trachea & (truth > 0)).any()
+    grid = lung_centred_grid(variant.ct, MODEL_GRID, chest)
+    index = np.argwhere(sitk.GetArrayViewFromImage(variant.lobes) > 0)[::7]
+    points = np.array([variant.lobes.TransformIndexToPhysicalPoint(i[::-1]) for i in index.tolist()])
+    assert inside_fraction(points, grid) > 0.995  # the whole lung (as much as the scan holds) is in the box
+    assert inside_fraction(points, MODEL_GRID) == 0.0  # scanner coordinates: the box had to move
+
+
+def test_a_ct_whose_top_slices_are_air_still_has_lungs(base):
+    """The project's generated CTs: the top slices 74-100 % air, the trachea open to that air."""
+    variant = make_variant(base, "air_padding", SCALE)
+    array = sitk.GetArrayFromImage(variant.ct)
+    top = np.nonzero((array > -400).any(axis=(1, 2)))[0][-1]
+    assert (array[top - 3:top + 1] < -400).mean() > 0.74
+    chest = find_chest(variant.ct)
+    assert chest.lung_ml > 2000 and 0 < chest.trachea.sum() * chest.voxel_ml < 100
+
+
+def _lobes_at(base, shift_mm) -> sitk.Image:
+    """The phantom's lobes, moved by ``shift_mm`` from the scanner coordinates back towards the model's box."""
+    lobes = sitk.Image(base.lobes)
+    lobes.SetOrigin(tuple(np.array(base.lobes.GetOrigin()) - SCANNER_SHIFT_MM + shift_mm))
+    return lobes
+
+
+class _GridModel:
+    space, grid = "grid", MODEL_GRID
+
+
+def test_masks_inside_the_box_stay_where_they_are(base):
+    placement = place_masks({"lobes": _lobes_at(base, [0.0, 0.0, 0.0])}, _GridModel())
+    assert placement.grid == MODEL_GRID and not placement.warnings
+    assert placement.metadata["placement"]["outside"]["lobes"]["fraction"] == 0.0
+
+
+@pytest.mark.parametrize("shift", [[0.0, 0.0, 60.0], list(SCANNER_SHIFT_MM)], ids=["partly outside", "scanner"])
+def test_masks_partly_or_wholly_outside_the_box_move_it_onto_their_lungs(base, shift):
+    lobes = _lobes_at(base, shift)
+    airway = sitk.Cast(lobes > 0, sitk.sitkUInt8)  # any second mask follows the same box
+    placement = place_masks({"lobes": lobes, "airway": airway}, _GridModel())
+    assert placement.grid != MODEL_GRID
+    assert placement.metadata["placement"]["outside"]["lobes"]["fraction"] <= MAX_LOST_FRACTION
+    assert "outline" in placement.metadata["placement"]["on"]
+    held = placement.to_model(lobes)
+    assert (held > 0).sum() * 64 / 1000 > 0.99 * (sitk.GetArrayViewFromImage(lobes) > 0).sum() * 64 / 1000
+
+
+def test_masks_no_box_can_hold_are_refused_with_the_share_lost(base):
+    lobes = _lobes_at(base, [0.0, 0.0, 0.0])
+    lobes.SetSpacing((8.0, 8.0, 8.0))  # lungs twice as large: about half would be cut
+    with pytest.raises(ValueError, match=r"\d+\.\d % of the lobes lie outside the model's 256 x 256 x 256 mm"):
+        place_masks({"lobes": lobes}, _GridModel())
