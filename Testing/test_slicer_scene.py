@@ -320,6 +320,24 @@ def test_load_segment_results_aligned_with_input_ct(scene, tmp_path):
     assert len(slicer.util.getNodesByClass("vtkMRMLSegmentationNode")) == 1
 
 
+@pytest.mark.parametrize("passed", [True, False], ids=["passed", "failed (written with --force)"])
+def test_segment_results_show_the_quality_check(scene, tmp_path, passed):
+    folder = str(tmp_path / "seg")
+    make_results_folder(folder, mode="segment")
+    quality = {"lung_dice": 0.93 if passed else 0.41, "trachea_covered": 0.88, "lung_dice_min": 0.85,
+               "trachea_covered_min": 0.5, "passed": passed, "problems": []}
+    path = os.path.join(folder, "medsyn.json")
+    with open(path) as f:
+        sidecar = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**sidecar, "quality": quality}, f)
+    loaded = results.load_results(folder)
+    line = results.summary(loaded)[1]
+    assert f"Dice {quality['lung_dice']:.2f} (needs 0.85)" in line and "88 % of the trachea" in line
+    assert line.endswith("passed.") if passed else "FAILED" in line
+    assert json.loads(loaded.segmentation_node.GetAttribute("MedSyn.quality")) == quality
+
+
 def test_read_sidecar_rejects_other_json(tmp_path):
     (tmp_path / "medsyn.json").write_text("{}")
     with pytest.raises(ValueError):

@@ -97,6 +97,8 @@ def provenance_attributes(sidecar: dict, folder: str = "") -> dict[str, str]:
     }
     if folder:
         attributes[ATTRIBUTE_PREFIX + "outputFolder"] = os.path.abspath(folder)
+    if sidecar.get("quality"):
+        attributes[ATTRIBUTE_PREFIX + "quality"] = json.dumps(sidecar["quality"], sort_keys=True)
     return attributes
 
 
@@ -288,7 +290,18 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
     return loaded
 
 
+def quality_line(quality: dict) -> str:
+    """A segmentation's quality check (the sidecar's ``quality``) in words."""
+    text = (f"Quality check: lobes vs. the CT's own lungs Dice {quality['lung_dice']:.2f} "
+            f"(needs {quality['lung_dice_min']})")
+    if quality.get("trachea_covered") is not None:
+        text += (f", airway covers {100 * quality['trachea_covered']:.0f} % of the trachea "
+                 f"(needs {100 * quality['trachea_covered_min']:.0f} %)")
+    return text + (": passed." if quality.get("passed") else ": FAILED, do not trust this segmentation.")
+
+
 def summary(loaded: LoadedResults) -> list[str]:
-    """Lines the panel shows after a run: what was loaded and where its files are."""
+    """Lines the panel shows after a run: what was loaded, a segmentation's quality check, where its files are."""
     node = loaded.ct_node if loaded.ct_node is not None else loaded.segmentation_node
-    return [f"Loaded '{node.GetName()}'.", f"Files: {loaded.folder}"]
+    quality = loaded.sidecar.get("quality")
+    return [f"Loaded '{node.GetName()}'.", *([quality_line(quality)] if quality else []), f"Files: {loaded.folder}"]
