@@ -104,24 +104,3 @@ def test_patch_networks_run_on_a_coarser_grid():
     assert net.init_conv0.weight.shape[1] == 8 * 64
     with pytest.raises(ValueError, match="multiples of 8"):
         net(torch.randn(1, 4, 16, 12, 16), torch.tensor([1.0]), torch.randn(1, 4, 16, 12, 16))
-
-
-def test_pooled_text_modulates_every_level():
-    """With the bottom's cross-attention silenced, only a pooled_text network still hears the report."""
-    x, t = torch.randn(1, 4, 4, 8, 8), torch.tensor([500.0])
-    texts = torch.randn(2, 192, 16)
-    outputs = {}
-    for pooled in (False, True):
-        torch.manual_seed(0)
-        net = LowResUNet(TINY_LOWRES.replace(pooled_text=pooled)).eval()
-        for i in range(1, TINY_LOWRES.mid_depth + 1):
-            torch.nn.init.zeros_(getattr(net, f"mid_cross_attn{i}").fn.fn.to_out.weight)
-        with torch.no_grad():
-            outputs[pooled] = net(torch.cat((x, x)), torch.cat((t, t)), texts)
-        assert ("text_time_mlp.1.weight" in net.state_dict()) == pooled
-    assert torch.equal(outputs[False][0], outputs[False][1])
-    assert (outputs[True][0] - outputs[True][1]).abs().max() > 1e-3
-    assert UNetConfig.from_dict(TINY_LOWRES.replace(pooled_text=True).to_dict()).pooled_text
-    assert not UNetConfig.from_dict({k: v for k, v in TINY_LOWRES.to_dict().items() if k != "pooled_text"}).pooled_text
-    with pytest.raises(ValueError, match="pooled_text needs text"):
-        TINY_SUPERRES.replace(pooled_text=True)

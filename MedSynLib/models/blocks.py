@@ -42,11 +42,15 @@ class ConvNormAct(nn.Module):
         self.norm = nn.GroupNorm(groups, dim_out)
 
     def forward(self, x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        x = self.norm(self.proj(x))
+        # One operation per statement, so that each input is freed as soon as it is used (peak memory); without
+        # autograd the FiLM and SiLU run in place: the same arithmetic without a temporary per operation.
+        x = self.proj(x)
+        x = self.norm(x)
+        inplace = not torch.is_grad_enabled()
         if scale_shift is not None:
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
-        return F.silu(x)
+            x = x.mul_(scale + 1).add_(shift) if inplace else x * (scale + 1) + shift
+        return F.silu(x, inplace=inplace)
 
 
 class ResnetBlock(nn.Module):
@@ -68,8 +72,10 @@ class ResnetBlock(nn.Module):
         if self.mlp is not None and time_emb is not None:
             scale, shift = self.mlp(time_emb)[:, :, None, None, None].chunk(2, dim=1)
             scale_shift = (scale, shift)
-        h = self.block2(self.block1(x, scale_shift))
-        return h + self.res_conv(x)
+        # ``forward`` directly: ``nn.Module.__call__`` would hold block1's output in its argument tuple until
+        # block2 ends, one more full-size activation at the network's peak.
+        h = self.block2.forward(self.block1.forward(x, scale_shift))
+        return h + self.res_conv(x) if torch.is_grad_enabled() else h.add_(self.res_conv(x))
 
 
 def downsample(dim: int) -> nn.Module:

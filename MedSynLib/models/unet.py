@@ -43,9 +43,6 @@ class UNetConfig:
     patch: space-to-depth factor (not in the official networks, which use 1). With p > 1 the network folds
         p x p x p voxel blocks into channels on the way in and unfolds them on the way out, so all its layers run
         on a grid p times coarser: how the CPU demo model does super-resolution with little work at 256³.
-    pooled_text: lowres only, not in the official network (False). The mean of the text tokens, through an MLP
-        (``text_time_mlp``), is added to the time embedding, so that every ResnetBlock at every level is
-        modulated by the report (Imagen's pooled conditioning), not only the bottom's cross-attention.
     """
 
     kind: str = "lowres"
@@ -60,7 +57,6 @@ class UNetConfig:
     resnet_groups: int = 8
     up_order: str = "eval"
     patch: int = 1
-    pooled_text: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
@@ -68,8 +64,6 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.kind must be 'lowres' or 'superres', got {self.kind!r}")
         if self.up_order not in UP_ORDERS:
             raise ValueError(f"UNetConfig.up_order must be one of {UP_ORDERS}, got {self.up_order!r}")
-        if self.pooled_text and self.kind != "lowres":
-            raise ValueError("UNetConfig.pooled_text needs text: only a 'lowres' network has it")
         widths = [self.dim * m for m in self.dim_mults]
         bad = [w for w in widths if w % self.resnet_groups]
         if bad:
@@ -157,27 +151,31 @@ class _MedSynUNet(nn.Module):
                              f"got {tuple(x.shape[-3:])}")
         a, b, c, r = self._slots
         x = getattr(self, self._stem_name)(space_to_depth(x, p))
-        stem = x
-        t = self._embed(time, text)
-        skips = []
+        t = self.time_mlp(time)
+        skips = [x]  # the stem's output joins the head; each level's output joins its up level
+        # One block per statement: a nested call would keep the previous activation alive (peak memory).
         for lvl in self.downs:
-            x = lvl[b](lvl[a](x, t), t)
+            x = lvl[a](x, t)
+            x = lvl[b](x, t)
             skips.append(x)
-            x = lvl[c](lvl[r](x), t)
+            x = lvl[r](x)
+            x = lvl[c](x, t)
         x = self._bottom(x, t, text)
         for lvl in self.ups:
             x = torch.cat((x, skips.pop()), dim=1)
             x = lvl[a](x, t)
             if self.config.up_order == "eval":
-                x = lvl[r](lvl[c](lvl[b](x, t), t))
+                x = lvl[b](x, t)
+                x = lvl[c](x, t)
+                x = lvl[r](x)
             else:
-                x = lvl[c](lvl[b](lvl[r](x), t), t)
+                x = lvl[r](x)
+                x = lvl[b](x, t)
+                x = lvl[c](x, t)
         head = getattr(self, self._head_name)
-        return depth_to_space(head[1](head[0](torch.cat((x, stem), dim=1))), p)
-
-    def _embed(self, time: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
-        """The (b, 4 dim) vector that modulates every ResnetBlock: the time embedding."""
-        return self.time_mlp(time)
+        x = torch.cat((x, skips.pop()), dim=1)
+        x = head[0](x)
+        return depth_to_space(head[1](x), p)
 
 
 def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -216,17 +214,6 @@ class LowResUNet(_MedSynUNet):
             raise ValueError(f"LowResUNet needs a config of kind 'lowres', got {config.kind!r}")
         super().__init__(config)
         self.null_cond_emb = nn.Parameter(torch.randn(1, config.text_tokens, config.text_dim))
-        if config.pooled_text:
-            time_dim = config.dim * 4
-            self.text_time_mlp = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, time_dim),
-                                               nn.GELU(), nn.Linear(time_dim, time_dim))
-
-    def _embed(self, time: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Time embedding, plus the pooled report (mean over the 192 tokens) when ``config.pooled_text``."""
-        t = super()._embed(time, text)
-        if self.config.pooled_text:
-            t = t + self.text_time_mlp(text.to(t.dtype).mean(dim=1))
-        return t
 
     def _build_bottom(self, mid_dim: int, time_dim: int) -> None:
         cfg = self.config
