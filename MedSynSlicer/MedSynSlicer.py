@@ -555,6 +555,8 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 1000
         self.ui.progressLabel.text = f"Done in {elapsed}."
         self.ui.statusLabel.text = "\n".join(results.summary(loaded))
+        models.record_run_time(loaded.sidecar)
+        self.refreshModels()  # the model description shows the time just measured
 
     # --- conditions in the Segment Editor ------------------------------------------------------------------------
 

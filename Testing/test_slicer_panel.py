@@ -269,6 +269,7 @@ def test_generate_watch_progress_then_generate_again_with_the_airway_held(panel,
     assert 0 < max(values) <= 1000
     assert ui.progressBar.value == 1000 and ui.progressLabel.text.startswith("Done in ")
     assert ui.generateButton.enabled and not ui.cancelButton.enabled
+    assert "Last run here: 64³ preview on CPU " in ui.modelInfoLabel.text, "the model shows the time measured"
 
     ct = slicer.util.getNode("SYNTHETIC MedSyn CT 7")
     assert ct.GetAttribute("synthetic") == "true"

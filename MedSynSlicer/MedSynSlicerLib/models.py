@@ -7,6 +7,7 @@ list is there when the panel opens, before the first Generate installs anything.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 DEFAULT_MODEL = "default"
@@ -28,8 +29,50 @@ class ModelInfo:
     guidance: float | None = None
     size_bytes: int = 0
     timings_s: dict = dataclasses.field(default_factory=dict)
-    """Measured seconds per run kind, from ``model.json`` ``timings_s`` (e.g. ``{"cpu_lowres": 8.9}``)."""
+    """Measured seconds per run kind (:data:`RUN_KINDS`), from ``model.json`` ``timings_s`` when its packager
+    measured them."""
+    measured_here_s: dict = dataclasses.field(default_factory=dict)
+    """Seconds of the last Generate on this computer per run kind (:func:`record_run_time`)."""
     default: bool = False
+
+
+RUN_KINDS = {"cpu_lowres": "64³ preview on CPU", "cpu_full": "256³ on CPU",
+             "gpu_lowres": "64³ preview on GPU", "gpu_full": "256³ on GPU"}
+"""Run kinds whose duration is shown: device and resolution."""
+RUN_TIMES_FILE = "run_times.json"
+"""In the MedSyn home folder (``$MEDSYN_HOME``, ``~/.medsyn``): model name -> run kind -> seconds."""
+
+
+def _run_times_path() -> str:
+    from MedSynLib.modelstore.registry import user_models_dir
+
+    return os.path.join(os.path.dirname(user_models_dir()), RUN_TIMES_FILE)
+
+
+def _run_times() -> dict:
+    try:
+        with open(_run_times_path(), encoding="utf-8") as f:
+            times = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return times if isinstance(times, dict) else {}
+
+
+def record_run_time(sidecar: dict) -> None:
+    """Remember how long a finished Generate took on this computer (the sidecar's stage timings), per model and
+    run kind, so the model description can say it next time."""
+    from MedSynLib.io.files import atomic_write
+
+    if sidecar.get("mode") != "generate" or not isinstance(sidecar.get("timings_s"), dict):
+        return
+    name = (sidecar.get("model") or {}).get("name")
+    seconds = sum(v for v in sidecar["timings_s"].values() if isinstance(v, (int, float)))
+    if not name or seconds <= 0:
+        return
+    kind = ("gpu" if sidecar.get("device") == "cuda" else "cpu") + ("_lowres" if sidecar.get("lowres_only") else "_full")
+    times = _run_times()
+    times.setdefault(name, {})[kind] = round(seconds, 1)
+    atomic_write(_run_times_path(), json.dumps(times, indent=1, sort_keys=True))
 
 
 def _folder_size(path: str) -> int:
@@ -45,6 +88,7 @@ def list_models() -> list[ModelInfo]:
     from MedSynLib.modelstore.registry import list_models as registry_models, registry
 
     default_name = registry().get("default", "")
+    measured = _run_times()
     models = []
     for entry in registry_models():
         info = ModelInfo(name=entry["name"], title=entry.get("title") or entry["name"],
@@ -58,6 +102,7 @@ def list_models() -> list[ModelInfo]:
             info.guidance = defaults.get("guidance")
             info.timings_s = dict(spec.get("timings_s", {}))
             info.size_bytes = _folder_size(info.path)
+            info.measured_here_s = dict(measured.get(spec.get("name", info.name), {}))
         models.append(info)
     return sorted(models, key=lambda m: not m.default)
 
@@ -79,7 +124,8 @@ def model_from_folder(path: str) -> ModelInfo:
     return ModelInfo(name=str(path), title=spec.get("title") or spec.get("name") or os.path.basename(path),
                      license=spec.get("license", ""), path=str(path), steps_lowres=defaults.get("steps_lowres"),
                      steps_sr=defaults.get("steps_sr"), guidance=defaults.get("guidance"),
-                     timings_s=dict(spec.get("timings_s", {})), size_bytes=_folder_size(path))
+                     timings_s=dict(spec.get("timings_s", {})), size_bytes=_folder_size(path),
+                     measured_here_s=dict(_run_times().get(spec.get("name", ""), {})))
 
 
 def import_weights_arguments(model_folder: str, text_encoder: str, name: str, atlas: str | None = None) -> list[str]:
@@ -107,9 +153,8 @@ def describe(info: ModelInfo | None) -> str:
         parts.append(f"Size: {_size(info.size_bytes)}")
     if info.steps_lowres is not None:
         parts.append(f"Defaults: {info.steps_lowres} / {info.steps_sr} steps, guidance {info.guidance}")
-    labels = {"cpu_lowres": "64³ preview on CPU", "cpu_full": "256³ on CPU",
-              "gpu_lowres": "64³ preview on GPU", "gpu_full": "256³ on GPU"}
-    times = [f"{label} {info.timings_s[key]:.0f} s" for key, label in labels.items() if key in info.timings_s]
-    if times:
-        parts.append("Measured: " + ", ".join(times))
+    for title, times in (("Measured by its packager", info.timings_s), ("Last run here", info.measured_here_s)):
+        shown = [f"{label} {times[key]:.0f} s" for key, label in RUN_KINDS.items() if key in times]
+        if shown:
+            parts.append(f"{title}: " + ", ".join(shown))
     return ". ".join(parts) + "."
