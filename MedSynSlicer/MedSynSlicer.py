@@ -291,22 +291,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 setattr(p, field, getattr(self.ui, selector).currentSegmentID() or "")
 
     def updateConditionsStatus(self) -> None:
-        p = self._parameterNode
-        selection = self.logic.conditionSelection(p)
-        held = []
-        if selection.lobes:
-            held.append("lobes" if len(selection.lobes) == 5 else f"{len(selection.lobes)} of 5 lobes")
-        if selection.airway:
-            held.append("airway")
-        if selection.vessels:
-            held.append("vessels")
-        if not held:
-            text = "No anatomy is held: the model generates all of it."
-        else:
-            text = "Keeping: " + ", ".join(held) + ". The model generates the rest around it."
-            if p.holdLobes and len(selection.lobes) < 5:
-                text += " Missing lobes are held as background."
-        self.ui.conditionsStatusLabel.text = text
+        self.ui.conditionsStatusLabel.text = self.logic.describeConditions(self._parameterNode)
 
     def updateButtons(self) -> None:
         p = self._parameterNode

@@ -390,6 +390,17 @@ def test_closing_the_scene_mid_run_stops_it(panel, slicer_harness, tmp_path, mon
     assert panel.ui.generateButton.enabled and not panel.ui.cancelButton.enabled
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_with_the_fix(panel, slicer_harness, tmp_path, caplog):
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("the user's file")
+    panel._parameterNode.outputFolder = a_file  # a file, not a folder
+    panel.ui.generateButton.click()
+    slicer_harness.pump()
+    assert panel.job is None and panel.ui.generateButton.enabled
+    assert "Cannot write results to the output folder" in caplog.text and "Fix: choose a folder" in caplog.text
+    assert a_file.read_text() == "the user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
+
+
 def test_leave_and_reenter_the_module(panel, slicer_harness, mrml_scene):
     from PySide6.QtGui import QTextCursor
     from PySide6.QtTest import QTest

@@ -150,6 +150,23 @@ class MedSynSlicerLogic:
                     lobes[label] = getattr(p, field)
         return ConditionSelection(lobes=lobes, airway=valid(p.airwaySegmentId), vessels=valid(p.vesselsSegmentId))
 
+    def describeConditions(self, p) -> str:
+        """What will be kept, in a sentence for the panel."""
+        selection = self.conditionSelection(p)
+        held = []
+        if selection.lobes:
+            held.append("lobes" if len(selection.lobes) == 5 else f"{len(selection.lobes)} of 5 lobes")
+        if selection.airway:
+            held.append("airway")
+        if selection.vessels:
+            held.append("vessels")
+        if not held:
+            return "No anatomy is held: the model generates all of it."
+        text = "Keeping: " + ", ".join(held) + ". The model generates the rest around it."
+        if p.holdLobes and len(selection.lobes) < 5:
+            text += " Missing lobes are held as background."
+        return text
+
     @staticmethod
     def useConditionSegmentation(p, node) -> None:
         """Make ``node`` the condition segmentation: nothing is held (the old segment IDs belong to the old
@@ -216,8 +233,12 @@ class MedSynSlicerLogic:
         return python_executable(getattr(app, "slicerHome", None) if app is not None else None)
 
     def newJob(self, p, name: str) -> MedSynJob:
-        return MedSynJob(output_root=str(p.outputFolder), result_name=name, python=self.pythonExecutable(),
-                         env=self.childEnvironment(), command_factory=self.commandFactory)
+        try:
+            return MedSynJob(output_root=str(p.outputFolder), result_name=name, python=self.pythonExecutable(),
+                             env=self.childEnvironment(), command_factory=self.commandFactory)
+        except OSError as e:
+            raise OSError(f"Cannot write results to the output folder {p.outputFolder} ({e.strerror or e}). "
+                          "Fix: choose a folder you can write to under Settings > Output folder.") from None
 
     def startDeviceProbe(self) -> MedSynProcess:
         """Which GPU the child would use: poll the returned process, then :func:`.device.probe_result`."""
