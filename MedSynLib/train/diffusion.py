@@ -36,11 +36,10 @@ from ..io.images import Geometry
 from ..models.text_encoder import ReportEncoder
 from ..models.unet import UNetConfig, build_unet
 from ..modelstore.store import check_state_dict, load_stage, save_stage, sha256_file
+from .monitor import TrainingLog
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
-BOARD_TAGS = {"loss": "train/loss", "lr": "train/lr", "steps_per_s": "train/steps_per_s", "val_loss": "val/loss"}
-"""The log's scalars and their TensorBoard tags."""
 
 
 @dataclass
@@ -221,29 +220,6 @@ def sr_condition(x: torch.Tensor, factor: int, alpha: float, noise: torch.Tensor
     return (1 - alpha) * up + alpha * noise
 
 
-def _summary_writer(folder: Path, purge_step: int):
-    """A TensorBoard ``SummaryWriter`` on ``folder`` when tensorboard is installed, else None. Events at or after
-    ``purge_step`` (those of a killed run beyond its checkpoint) are dropped, as in the log."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(folder), purge_step=purge_step or None)
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log entries after ``step`` (those of a killed run beyond its last checkpoint; the resumed run replays
-    them bit-exactly), so that the log holds one entry per step. Rewritten atomically."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
-
-
 class DiffusionTrainer:
     """One training run; ``run()`` trains to ``config.steps`` (resuming from the run folder's checkpoint)."""
 
@@ -410,11 +386,7 @@ class DiffusionTrainer:
         start_step, t0 = self.step, time.perf_counter()
         last = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         losses = []
-        log_file = board = None
-        if self.rank == 0:
-            _trim_log(self.out / "train_log.jsonl", self.step)
-            log_file = open(self.out / "train_log.jsonl", "a")
-            board = _summary_writer(self.out / "tensorboard", self.step)
+        training_log = TrainingLog(self.out, self.step) if self.rank == 0 else None
         try:
             while self.step < last:
                 lr = learning_rate(cfg, self.step)
@@ -428,12 +400,7 @@ class DiffusionTrainer:
                              "eta_s": round(eta, 1), "elapsed_s": round(elapsed, 3)}
                     if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == last):
                         entry["val_loss"] = self.validation_loss()
-                    log_file.write(json.dumps(entry) + "\n")
-                    log_file.flush()
-                    if board is not None:
-                        for key, tag in BOARD_TAGS.items():
-                            if key in entry:
-                                board.add_scalar(tag, entry[key], self.step)
+                    training_log.write(entry)
                     if self.step % cfg.log_every == 0 or self.step == last:
                         val = f" val {entry['val_loss']:.5f}" if "val_loss" in entry else ""
                         print(f"[{cfg.stage}] step {self.step}/{cfg.steps} loss {loss:.5f}{val} lr {lr:.3g} "
@@ -443,10 +410,8 @@ class DiffusionTrainer:
                 if cfg.preview_every and self.rank == 0 and (self.step % cfg.preview_every == 0 or self.step == last):
                     self.write_preview()
         finally:
-            if log_file:
-                log_file.close()
-            if board is not None:
-                board.close()
+            if training_log is not None:
+                training_log.close()
         return {"step": self.step, "last_loss": losses[-1] if losses else None,
                 "mean_loss_last_10": sum(losses[-10:]) / max(1, len(losses[-10:])),
                 "wall_s": time.perf_counter() - t0, "resumed": resumed}
