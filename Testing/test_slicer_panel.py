@@ -301,8 +301,12 @@ def test_generate_watch_progress_then_generate_again_with_the_airway_held(panel,
     assert [s["held_channels"] for s in sidecars if s["seed"] == 8] == [[2]]
 
 
-def test_segment_a_ct(panel, slicer_harness, tmp_path):
+def test_segment_a_ct(panel, slicer_harness, tmp_path, caplog):
+    """Segment a CT with the tiny random model: the command line's quality check refuses its segmentation (the
+    panel shows why and the fix, nothing is written); with ``--force`` added to the real command the result is
+    loaded on the CT's grid with the failed quality check in the summary."""
     import slicer
+    from MedSynSlicerLib.process import medsyn_command
     from tiny_model import GRID, ellipsoids
 
     ct_array = ellipsoids(GRID, ((-28.0, 0.0, 0.0), (28.0, 0.0, 0.0)), ((20.0, 32.0, 44.0),) * 2, (-850, -850),
@@ -320,10 +324,20 @@ def test_segment_a_ct(panel, slicer_harness, tmp_path):
     assert ui.generateButton.enabled
     ui.generateButton.click()
     pump_until(slicer_harness, lambda: panel.job is None, what="the segmentation")
+    assert ui.statusLabel.text == "Failed." and p.outputSegmentation is None
+    assert "segmentation not trusted" in caplog.text and "Fix:" in caplog.text
+    results = tmp_path / "results"
+    assert list(results.iterdir()) == [], "a refused segmentation leaves nothing behind"
+
+    panel.logic.commandFactory = lambda arguments: medsyn_command(arguments + ["--force"])
+    ui.generateButton.click()
+    pump_until(slicer_harness, lambda: panel.job is None, what="the forced segmentation")
     seg = p.outputSegmentation
     assert seg is not None and seg.GetName() == "patient CT MedSyn segmentation", ui.statusLabel.text
     assert seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is patient
     assert seg.GetSegmentation().GetNumberOfSegments() == 7
+    assert "Quality check: lobes vs. the CT's own lungs Dice" in ui.statusLabel.text
+    assert "FAILED, do not trust this segmentation." in ui.statusLabel.text
     assert patient.GetAttribute("synthetic") is None, "a patient's CT is never marked synthetic"
 
 
