@@ -7,8 +7,9 @@ trip on CTs a model generated. Prints a table of measured numbers (Markdown) and
 Each variant CT is written (uncompressed NIfTI) and segmented by a separate `python -m MedSynLib segment` (the
 code on PYTHONPATH, so an older checkout can be measured the same way), one case at a time. Lobe Dice is the mean
 over the five lobes against the phantom's true lobes on the variant's grid; a refused case (non-zero exit) is
-rerun with ``--force`` where the command has it, to show what the refusal kept from the user. Round trip: each
-``OUT_DIR`` is a `medsyn generate` result; its CT is segmented and compared with the generated lobes.
+rerun with ``--force`` where the command has it, to show what the refusal kept from the user. Round trip (run
+first): each ``OUT_DIR`` is a `medsyn generate` result; its CT is segmented with its report (as one segments a CT
+whose findings are known) and compared with the generated lobes.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def lobe_dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(out))
 
 
-def segment(ct: Path, out: Path, model: str | None, force: bool = False) -> dict:
+def segment(ct: Path, out: Path, model: str | None, force: bool = False, report: str | None = None) -> dict:
     """Run `medsyn segment`; exit code, wall and CPU seconds, the sidecar or error event, stderr's last line."""
     cmd = [sys.executable, "-m", "MedSynLib", "segment", "--ct", str(ct), "--out", str(out), "--progress", "json"]
     cmd += ["--model", model] if model else []
+    cmd += ["--report", report] if report else []
     cmd += ["--force"] if force else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -70,7 +72,9 @@ def _row(name: str, run: dict, dice: float | None, forced: float | None) -> dict
     placement = sidecar.get("placement", {})
     return {"case": name, "exit": run["exit"], "lobe_dice": dice, "lobe_dice_forced": forced,
             "gate_lung_dice": quality.get("lung_dice"), "gate_trachea_covered": quality.get("trachea_covered"),
-            "lung_outside_ml": placement.get("lung_outside_ml"), "wall_s": run["wall_s"], "cpu_s": run["cpu_s"],
+            "lung_outside_ml": placement.get("lung_outside_ml"),
+            "placement_s": sidecar.get("timings_s", {}).get("placement_s"), "wall_s": run["wall_s"],
+            "cpu_s": run["cpu_s"],
             "max_rss_gb_so_far": run["max_rss_gb_so_far"], "message": "" if run["exit"] == 0 else run["stderr"]}
 
 
@@ -78,7 +82,8 @@ def _print(row: dict) -> None:
     f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))  # noqa: E731
     print(f"| {row['case']} | {row['exit']} | {f(row['lobe_dice'])} | {f(row['lobe_dice_forced'])} | "
           f"{f(row['gate_lung_dice'])} | {f(row['gate_trachea_covered'])} | {f(row['lung_outside_ml'], 0)} | "
-          f"{row['wall_s']:.0f} / {row['cpu_s']:.0f} | {row['message'][:120]} |", flush=True)
+          f"{f(row['placement_s'], 1)} | {row['wall_s']:.0f} / {row['cpu_s']:.0f} | {row['message'][:120]} |",
+          flush=True)
 
 
 def main() -> int:
@@ -93,7 +98,20 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     print("| case | exit | lobe Dice | lobe Dice with --force | gate lung Dice | gate trachea covered | "
-          "lung outside box (mL) | wall / CPU s | message |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+          "lung outside box (mL) | placement s | wall / CPU s | message |\n" + "|---" * 10 + "|", flush=True)
+    for run_dir in args.round_trip:
+        sidecar = json.loads((run_dir / "medsyn.json").read_text())
+        out = args.work / f"roundtrip_{run_dir.name}"
+        ct, report, truth = run_dir / sidecar["files"]["ct"], sidecar["report"], _lobes_of(run_dir)
+        run = segment(ct, out, args.model, report=report)
+        dice = lobe_dice(_lobes_of(out), truth) if run["exit"] == 0 else None
+        forced = None
+        if run["exit"] == 4:
+            forced_run = segment(ct, out.with_name(out.name + "_forced"), args.model, force=True, report=report)
+            forced = lobe_dice(_lobes_of(out.with_name(out.name + "_forced")), truth) if forced_run["exit"] == 0 \
+                else None
+        rows.append(_row(f"round trip {run_dir.name}", run, dice, forced))
+        _print(rows[-1])
     if args.variants:
         t0 = time.perf_counter()
         base = base_phantom(args.seed, 1.0)
@@ -115,13 +133,6 @@ def main() -> int:
                              forced))
             _print(rows[-1])
             (folder / "ct.nii").unlink()
-    for run_dir in args.round_trip:
-        sidecar = json.loads((run_dir / "medsyn.json").read_text())
-        out = args.work / f"roundtrip_{run_dir.name}"
-        run = segment(run_dir / sidecar["files"]["ct"], out, args.model)
-        dice = lobe_dice(_lobes_of(out), _lobes_of(run_dir)) if run["exit"] == 0 else None
-        rows.append(_row(f"round trip {run_dir.name}", run, dice, None))
-        _print(rows[-1])
     (args.work / "results.json").write_text(json.dumps({"python_path": os.environ.get("PYTHONPATH"),
                                                         "rows": rows}, indent=2))
     return 0

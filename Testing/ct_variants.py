@@ -105,7 +105,7 @@ def _add_table(ct: np.ndarray, spacing_y: float) -> np.ndarray:
 
 
 VARIANTS = ("1mm", "0.7x1.25", "air_padding", "tall", "table", "flipped", "permuted", "tilt10", "cut_apex",
-            "cut_bases")
+            "cut_bases", "lost_orientation")
 
 
 def make_variant(base: Base, name: str, scale: float = 1.0) -> Variant:
@@ -118,7 +118,9 @@ def make_variant(base: Base, name: str, scale: float = 1.0) -> Variant:
     - ``flipped``: 0.7 x 1.25 mm, slice axis running head to foot (z direction -1) and x flipped;
     - ``permuted``: sagittal acquisition, the CT's axes are (z, x, y) of the patient;
     - ``tilt10``: slices tilted 10° about the left-right axis;
-    - ``cut_apex`` / ``cut_bases``: 0.7 x 1.25 mm with the top / bottom :data:`CUT_MM` mm of the lungs outside.
+    - ``cut_apex`` / ``cut_bases``: 0.7 x 1.25 mm with the top / bottom :data:`CUT_MM` mm of the lungs outside;
+    - ``lost_orientation``: ``permuted`` with the direction matrix lost (identity): the chest lies on its side in
+      the file, a CT no segmentation of which can be trusted.
     """
     lo, hi = base.lung_box()
     centre = (lo + hi) / 2
@@ -137,7 +139,7 @@ def make_variant(base: Base, name: str, scale: float = 1.0) -> Variant:
         table = True
     elif name == "flipped":
         direction = np.diag([-1.0, 1.0, -1.0])
-    elif name == "permuted":
+    elif name in ("permuted", "lost_orientation"):
         direction = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # i: z, j: x, k: y
         size, spacing = (slices(300), inplane, inplane), (thick, fine, fine)
     elif name == "tilt10":
@@ -154,4 +156,6 @@ def make_variant(base: Base, name: str, scale: float = 1.0) -> Variant:
         ct = _extend_edges(ct, inside)
     if table:
         ct = _add_table(ct, spacing[1])
+    if name == "lost_orientation":
+        grid = Geometry(grid.size, grid.spacing, grid.origin)
     return Variant(name, to_image(ct, grid), to_image(lobes, grid), whole)

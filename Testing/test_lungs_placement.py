@@ -27,7 +27,7 @@ def _truth_on(chest, lobes: sitk.Image) -> np.ndarray:
                                                 sitk.sitkNearestNeighbor, 0))
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", [v for v in VARIANTS if v != "lost_orientation"])  # that one is for the gate
 def test_finder_and_box_on_every_variant(base, name):
     variant = make_variant(base, name, SCALE)
     chest = find_chest(variant.ct)
