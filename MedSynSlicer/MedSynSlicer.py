@@ -190,6 +190,8 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self.job is not None and self.job.running:
             self.job.cancel()
+        if self.importProcess is not None and self.importProcess.running:
+            self.importProcess.cancel()
         self.pollTimer.stop()
         self.removeObservers()
 
