@@ -15,7 +15,7 @@ import sys
 COMMAND_MODULES = (
     "MedSynLib.pipelines.cli",
     "MedSynLib.train.cli",
-    "MedSynLib.train.text_encoder",
+    "MedSynLib.train.text_encoder.cli",
     "MedSynLib.phantom.cli",
 )
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig, first_step_gradients
+from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig
+from train_cases import first_step_gradients
 
 config = TrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
 trainer = DiffusionTrainer(config)

@@ -6,17 +6,15 @@ import SimpleITK as sitk
 import torch
 
 from MedSynLib.io.codecs import (
-    decode_generated_lobes,
-    drop_lobe_islands,
     hu_to_model,
     lobes_to_model,
-    majority_lobes,
     mask_to_model,
     model_to_hu,
     model_to_hu_int16,
     model_to_lobes,
     model_to_mask,
 )
+from MedSynLib.io.lobes import decode_generated_lobes, drop_lobe_islands, majority_lobes
 from MedSynLib.io.images import Geometry, read_image, to_image, write_image, write_segmentation
 from MedSynLib.io.segments import SEGMENTS, terminology_entry
 

@@ -19,7 +19,6 @@ from MedSynLib.modelstore.store import CheckpointError, load_stage
 from MedSynLib.train.diffusion import (
     DiffusionTrainer,
     TrainConfig,
-    first_step_gradients,
     held_out,
     learning_rate,
     split_cases,
@@ -27,7 +26,7 @@ from MedSynLib.train.diffusion import (
 )
 
 from tiny_model import build_tiny_model
-from train_cases import write_cases
+from train_cases import first_step_gradients, write_cases
 
 TESTING = Path(__file__).resolve().parent
 GRID = Geometry((32, 32, 32), (4.0, 4.0, 4.0), (-62.0, -62.0, -62.0)).to_dict()

@@ -167,7 +167,7 @@ def test_pairs_are_swapped_half_the_time_with_segment_ids(corpus, tmp_path):
 def test_a_cases_paraphrases_are_held_out_together_and_never_swapped_in(corpus, tmp_path):
     """A manifest row listing several reports (';') is one case: all its reports fall on one side of the held-out
     split, and a swapped impression always comes from another case."""
-    from MedSynLib.train.text_encoder import _split
+    from MedSynLib.train.text_encoder import heldout_split as _split
 
     rows = []
     for i in range(20):

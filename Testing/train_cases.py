@@ -1,4 +1,5 @@
-"""Small chest-like training cases written with SimpleITK for the training tests (not the phantom generator)."""
+"""Small chest-like training cases written with SimpleITK for the training tests (not the phantom generator), and a
+probe of a trainer's first gradients."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from MedSynLib.io.images import Geometry, to_image, write_image
+from MedSynLib.train.diffusion import DiffusionTrainer
 
 REPORTS = ("FINDINGS: Large bilateral pleural effusions. IMPRESSION: Bilateral effusions.",
            "FINDINGS: The lungs are clear. No pleural effusion. IMPRESSION: Normal chest CT.",
@@ -47,3 +50,14 @@ def write_cases(folder: Path, n: int = 3, size: int = 32, spacing: float = 4.0) 
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def first_step_gradients(trainer: DiffusionTrainer) -> dict[str, torch.Tensor]:
+    """The (all-reduced) gradients of the first micro-batch, without changing the trainer's state."""
+    consumed = trainer.consumed
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer._micro_batch_loss(0).backward()
+    grads = {n: p.grad.detach().clone() for n, p in trainer.net.named_parameters() if p.grad is not None}
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.consumed = consumed
+    return grads

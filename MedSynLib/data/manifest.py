@@ -54,30 +54,58 @@ def read_report_file(path: Path, case_id: str) -> str:
     return strip_comments(path.read_text(encoding="utf-8"))
 
 
-def read_manifest(path: str | Path) -> list[Case]:
-    """Cases of a manifest CSV, with clear errors for missing columns or report text."""
+@dataclass(frozen=True)
+class ReportRow:
+    """One manifest row's reports: ``name`` says where it is ("cases.csv line 3 (case_0001)"), ``sources`` where
+    each text came from (its file, or ``name`` for a ``report_text`` column)."""
+
+    name: str
+    row: dict
+    reports: tuple[str, ...]
+    sources: tuple[str, ...]
+
+
+def read_report_rows(path: str | Path) -> list[ReportRow]:
+    """Every row of a manifest CSV with its report texts ('#' comment lines removed), for any manifest that has a
+    ``report`` (file names relative to the CSV, several separated by ``;``) or ``report_text`` column."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or ())
+        rows = list(reader)
+    if not {"report", "report_text"} & columns:
+        raise ValueError(f"manifest {path} has no 'report' (path to a text file) or 'report_text' column")
+    out = []
+    for line, row in enumerate(rows, start=2):
+        label = row.get("case_id") or row.get("id")
+        name = f"{path.name} line {line}" + (f" ({label})" if label else "")
+        if row.get("report_text"):
+            reports, sources = (strip_comments(row["report_text"]),), (name,)
+        else:
+            files = report_paths(row.get("report"), path.parent)
+            reports, sources = tuple(read_report_file(file, label or name) for file in files), tuple(map(str, files))
+        if not reports or not all(reports):
+            raise ValueError(f"{f'case {label}' if label else name}: empty report; give a report file or report_text")
+        out.append(ReportRow(name, row, reports, sources))
+    return out
+
+
+def read_manifest(path: str | Path) -> list[Case]:
+    """Cases of a manifest CSV, with clear errors for missing columns or report text."""
+    rows = read_report_rows(path)
     if not rows:
         raise ValueError(f"manifest {path} has no cases")
-    missing = [c for c in REQUIRED if c not in rows[0]]
-    if missing or not ({"report", "report_text"} & set(rows[0])):
-        raise ValueError(f"manifest {path} lacks columns {missing or ['report or report_text']}; "
-                         f"expected {', '.join(REQUIRED)}, report")
+    missing = [c for c in REQUIRED if c not in rows[0].row]
+    if missing:
+        raise ValueError(f"manifest {path} lacks columns {missing}; expected {', '.join(REQUIRED)}, report")
+    base = Path(path).parent
     cases = []
-    for row in rows:
-        base = path.parent
-        if row.get("report_text"):
-            reports = (strip_comments(row["report_text"]),)
-        else:
-            reports = tuple(read_report_file(file, row["case_id"]) for file in report_paths(row.get("report"), base))
-        if not reports or not all(reports):
-            raise ValueError(f"case {row['case_id']}: empty report; give a report file or report_text")
+    for r in rows:
+        row = r.row
         split = (row.get("split") or "train").strip().lower()
         if split not in SPLITS:
             raise ValueError(f"case {row['case_id']}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
-        cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), reports, split))
+        cases.append(Case(row["case_id"], *(base / row[k] for k in REQUIRED[1:]), r.reports, split))
     return cases

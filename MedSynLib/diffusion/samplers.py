@@ -46,7 +46,7 @@ class Sampler(abc.ABC):
 
 
 class DDIMSampler(Sampler):
-    """The official deterministic DDIM (eta = 0) on the official grid (spec §4.4)."""
+    """The official deterministic DDIM (eta = 0) on the official grid of time steps."""
 
     name = "ddim"
 

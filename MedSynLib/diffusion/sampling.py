@@ -1,4 +1,4 @@
-"""The sampling loop, classifier-free guidance and holding known channels fixed (spec §4.4, §4.5, §5.1).
+"""The sampling loop, classifier-free guidance and holding known channels fixed.
 
 A *denoiser* is any callable ``(x, t_raw) -> x0`` with x (b, 4, f, h, w) and t_raw the raw time (a float,
 or a (b,) tensor of per-sample times).

@@ -1,4 +1,4 @@
-"""Continuous-time cosine schedule and the x0-prediction objective (spec §4.1–4.3).
+"""Continuous-time cosine schedule and the x0-prediction objective (as the official code).
 
 Time ``t`` is normalised to [0, 1]; networks are fed the raw time ``1000 t`` (:data:`TIME_SCALE`).
 ``a(t)`` ("alpha bar") is the cumulative signal level: ``x_t = sqrt(a) x0 + sqrt(1 - a) eps``.

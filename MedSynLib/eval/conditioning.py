@@ -72,6 +72,9 @@ def finding_prompts(wording: str = "heldout") -> dict[str, tuple[str, str]]:
             "emphysema": (say(emphysema="severe"), say())}
 
 
+ANATOMY_PHANTOM_SEED = 900000
+"""Case ``i`` of the anatomy and segmentation benchmark is the phantom of seed ``ANATOMY_PHANTOM_SEED + i``: a
+fixed set, apart from training data (whose cases take 32-bit seeds drawn from their master seed, ``case_seed``)."""
 PROMPT_SETS = {"heldout": finding_prompts, "train": lambda: finding_prompts("train"), "paraphrase": lambda: PARAPHRASES}
 
 
@@ -110,8 +113,8 @@ def _measure(result) -> dict:
     """Effusion, CTR and %LAA-950 of a generated result, on its binary lung mask (split into sides at the midline).
 
     The lung mask, not the lobe labels: the measurements then do not depend on how lobe labels are assigned inside
-    the lungs (:func:`MedSynLib.io.codecs.majority_lobes` never changes the lungs' extent; specks of lung outside
-    them are already gone, :func:`MedSynLib.io.codecs.drop_lobe_islands`).
+    the lungs (:func:`MedSynLib.io.lobes.majority_lobes` never changes the lungs' extent; specks of lung outside
+    them are already gone, :func:`MedSynLib.io.lobes.drop_lobe_islands`).
     """
     spacing = tuple(reversed(result.geometry.spacing))
     ct, lungs = result.ct_hu.astype(np.float32), (result.lobes > 0).astype(np.uint8)
@@ -161,7 +164,7 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
     held_dice, seg_lobe, seg_lobe_report, seg_airway = [], [], [], []
     no_finding = finding_prompts()["effusion"][1]
     for i in range(cases):
-        ph = make_phantom(seed=900000 + i, grid=Grid.cube(grid.size[0], spacing))
+        ph = make_phantom(seed=ANATOMY_PHANTOM_SEED + i, grid=Grid.cube(grid.size[0], spacing))
         geometry = ph.grid.geometry
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
         result = generate(no_finding, model, {"lobes": lobes_img, "airway": airway_img},

@@ -1,4 +1,4 @@
-"""Building blocks of the MedSyn denoising UNets (spec §2.3).
+"""Building blocks of the MedSyn denoising UNets.
 
 Tensors are ``(b, c, f, h, w)``: f is the inferior->superior axis, (h, w) the axial plane. Module and
 parameter names follow the official state_dict so that official checkpoints load without renaming.

@@ -1,4 +1,4 @@
-"""Report text encoder: a BERT-family model whose last hidden states condition the low-res network (spec §1).
+"""Report text encoder: a BERT-family model whose last hidden states condition the low-res network.
 
 ``ReportEncoder(["report text", ...]) -> (b, 192, hidden)`` float32: word-piece tokens padded to at least 192 and
 truncated at 2048 (the position table is extended to 2048 rows as the official CXR-BERT set-up does), with

@@ -1,4 +1,4 @@
-"""The two MedSyn denoising networks, built from one config (spec §2, §3).
+"""The two MedSyn denoising networks, built from one config.
 
 Both predict the clean volume x0 from a noisy one. ``LowResUNet`` denoises the 4 channels at 64³ with text
 cross-attention at the bottom; ``SuperResUNet`` denoises them at 256³ given the upsampled low-res volume, without
@@ -219,7 +219,7 @@ class LowResUNet(_MedSynUNet):
         cfg = self.config
         groups = cfg.resnet_groups
         self.mid_block1 = ResnetBlock(mid_dim, mid_dim, time_dim=time_dim, groups=groups)
-        shared_attention = SpatialSelfAttention(mid_dim, cfg.attn_heads)  # tied across the bottom (spec §2.4)
+        shared_attention = SpatialSelfAttention(mid_dim, cfg.attn_heads)  # weights shared by every bottom level (official)
         for i in range(1, cfg.mid_depth + 1):
             setattr(self, f"mid_spatial_attn{i}", Residual(PreNorm(mid_dim, PerSlice(shared_attention))))
             setattr(self, f"mid_cross_attn{i}",

@@ -11,7 +11,7 @@ A model folder holds ``model.json``::
 The model array (b, c, f, h, w) is the image array (z, y, x) on ``grid``; the low-res grid is every
 ``lowres_factor``-th voxel of it. ``space`` says what the grid means: ``{"kind": "grid"}`` (or no key) = a plain
 patient-space box; ``{"kind": "atlas", "atlas_mask": "atlas_lung_mask.nii.gz"}`` = the grid is an atlas space
-(official MedSyn, spec §6): real CTs are affinely registered to the atlas lung mask (labels 50 right, 100 left)
+(official MedSyn): real CTs are affinely registered to the atlas lung mask (labels 50 right, 100 left)
 before segmentation.
 """
 

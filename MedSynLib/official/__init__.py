@@ -8,7 +8,7 @@ from ..models.unet import UNetConfig
 
 
 def config_from_official_kwargs(kwargs: dict, up_order: str = "eval") -> UNetConfig:
-    """Our :class:`UNetConfig` from the official ``Unet3D`` constructor arguments (spec §2.1, §3.1).
+    """Our :class:`UNetConfig` from the official ``Unet3D`` constructor arguments.
 
     ``use_sparse_linear_attn`` tells the networks apart: True = low-res (text), False = super-resolution.
     ``attn_dim_head`` is ignored, as in the official code (heads are always 32 wide).

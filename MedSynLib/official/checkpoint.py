@@ -1,4 +1,4 @@
-"""Official MedSyn checkpoints -> this project's stage format (spec §7).
+"""Official MedSyn checkpoints -> this project's stage format.
 
 The official training scripts save ``accelerator.save_state`` folders ``<N>_ckpt/`` holding
 ``pytorch_model.bin`` (training weights) and ``pytorch_model_1.bin`` (EMA weights): state_dicts of the whole

@@ -1,6 +1,6 @@
 """One-time conversion of the official MedSyn checkpoints into a model folder (``model.json``, see :mod:`.bundle`).
 
-The official model generates in the atlas space of spec §6: 256³ voxels of (1.234375, 1.234375, 1.140625) mm,
+The official model generates in its atlas space: 256³ voxels of (1.234375, 1.234375, 1.140625) mm,
 origin (-135.3828125, 162.765869, -320.9296875) LPS, direction diag(1, -1, 1) (the unflipped model array as an
 ITK image: x = w, y = h, z = f), low-res grid every 4th voxel. Real CTs reach it by affine registration to the
 atlas lung mask (``--atlas``, the official ``preprocess/*_Reg_mask.nii.gz``), which is copied into the folder.

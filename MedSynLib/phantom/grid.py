@@ -7,7 +7,7 @@ Arrays are (z, y, x). Patient coordinates (mm, origin at the grid centre):
 - ``Z``: inferior -> superior (image z; LPS +z).
 
 So the ITK direction is the identity and ``origin = -(n - 1) / 2 * spacing`` per axis (LPS, as SimpleITK uses).
-This equals the official MedSyn writer's (h-flipped) array orientation under an identity direction (spec §6).
+This equals the official MedSyn writer's (h-flipped) array orientation under an identity direction.
 """
 
 from __future__ import annotations

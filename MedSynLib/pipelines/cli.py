@@ -35,10 +35,12 @@ CONDITIONS = ("lobes", "airway", "vessels")
 def _common(p) -> None:
     p.add_argument("--model", default=None, help="registry name or model folder (default: the packaged demo model)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps-lowres", type=int, default=None, help="low-res sampler steps (model default: 50)")
-    p.add_argument("--steps-sr", type=int, default=None, help="super-resolution sampler steps (model default: 20)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = none)")
-    p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m")
+    p.add_argument("--steps-lowres", type=int, default=None,
+                   help="low-res sampler steps (default: the model's, from its model.json)")
+    p.add_argument("--steps-sr", type=int, default=None, help="super-resolution sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (1 = none; default: the model's)")
+    p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = bf16 (fp16 on older GPUs) on CUDA, fp32 on the CPU")

@@ -31,9 +31,6 @@ import torch
 
 from ..diffusion import GuidedDenoiser, draw_noise, hold_channels, make_sampler, sample, upsample_lowres
 from ..io.codecs import (
-    LOBE_ISLAND_ML,
-    LOBE_VOTE_MM,
-    decode_generated_lobes,
     hu_to_model,
     lobes_to_model,
     mask_to_model,
@@ -43,6 +40,7 @@ from ..io.codecs import (
 )
 from ..io.alignment import resample
 from ..io.images import Geometry
+from ..io.lobes import LOBE_ISLAND_ML, LOBE_VOTE_MM, decode_generated_lobes
 from ..modelstore.bundle import LoadedModel
 from ..runtime import autocast, resolve_precision
 from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles

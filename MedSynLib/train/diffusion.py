@@ -1,4 +1,4 @@
-"""Training of the two diffusion stages (spec §4.2): x0 objective, AdamW, clipping, AMP, accumulation, EMA.
+"""Training of the two diffusion stages: x0 objective, AdamW, clipping, AMP, accumulation, EMA.
 
 Single process or ``torchrun --nproc-per-node N`` (PyTorch DDP; gloo on CPU, NCCL on GPUs). Every random draw of
 step ``s`` (diffusion times, noise, text dropout, SR crops and noise augmentation) comes from a generator seeded by
@@ -36,6 +36,7 @@ from ..io.images import Geometry
 from ..models.text_encoder import ReportEncoder
 from ..models.unet import UNetConfig, build_unet
 from ..modelstore.store import check_state_dict, load_stage, save_stage, sha256_file
+from ..seeding import seeded_generator
 from .monitor import TrainingLog
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,8 @@ def split_cases(cases: list, fraction: float) -> tuple[list, list]:
 
 
 def _generator(*seeds: int) -> torch.Generator:
-    """A generator seeded from ``seeds`` by sha256 (stable across processes and Python versions)."""
-    digest = hashlib.sha256(repr(tuple(int(s) for s in seeds)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    """The generator of the draws named by the integers ``seeds``, keyed by their tuple's repr, e.g. "(0, 5, 1)"."""
+    return seeded_generator(repr(tuple(int(s) for s in seeds)))
 
 
 class EMA:
@@ -491,14 +491,3 @@ class DiffusionTrainer:
         """Write the EMA weights as a stage folder (this project's format)."""
         meta = {"trained_steps": self.step, "config": dataclasses.asdict(self.config), **(provenance or {})}
         return save_stage(self.ema.net.cpu(), folder, meta)
-
-
-def first_step_gradients(trainer: DiffusionTrainer) -> dict[str, torch.Tensor]:
-    """The (all-reduced) gradients of the first micro-batch, without changing the trainer's state."""
-    consumed = trainer.consumed
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer._micro_batch_loss(0).backward()
-    grads = {n: p.grad.detach().clone() for n, p in trainer.net.named_parameters() if p.grad is not None}
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.consumed = consumed
-    return grads

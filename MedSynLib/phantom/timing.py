@@ -1,4 +1,4 @@
-"""Phantom benchmark on one core: ``python -m MedSynLib.phantom.bench [--repeat N]``.
+"""Phantom generation speed on one core: ``python -m MedSynLib.phantom.timing [--repeat N]``.
 
 Prints seconds to generate one 256³ case at 1 mm and one 64³ case at 4 mm (arrays only), with every finding
 switched on (the slowest path) and with random findings, plus the time to measure and write a 256³ case.
