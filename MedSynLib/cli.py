@@ -2,8 +2,9 @@
 
 A sub-command module exposes ``add_parser(subparsers)`` which registers its parser and sets
 ``func(args) -> int`` as the parser default. A command with actions from several layers (``medsyn models``:
-``list`` from the model store, ``import`` from the official-weights converter) is a group: each of its modules
-exposes ``add_actions(actions)``, so no lower layer imports a higher one to share a parser.
+``list`` from the model store, ``import`` from the official-weights converter, ``package`` from training) is a
+group: each of its modules exposes ``add_actions(actions)``, so no lower layer imports a higher one to share a
+parser.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ COMMAND_MODULES = (
 )
 
 COMMAND_GROUPS = {
-    "models": ("list the models; import the official checkpoints",
-               ("MedSynLib.modelstore.cli", "MedSynLib.official.cli")),
+    "models": ("list the models; import the official checkpoints; package your own",
+               ("MedSynLib.modelstore.cli", "MedSynLib.official.cli", "MedSynLib.train.package")),
 }
 
 

@@ -4,7 +4,7 @@ import json
 import math
 
 from MedSynLib.eval.conditioning import _summary, air_inside_body, finding_prompts, markdown_table, permutation_p, write_to_card
-from MedSynLib.train.demo import log_summary
+from MedSynLib.train.package import log_summary
 
 
 def test_permutation_test_is_one_sided_and_exact_for_small_groups():

@@ -79,13 +79,29 @@ def test_learning_rate_warmup_and_cosine_decay():
     assert learning_rate(constant, 5) == pytest.approx(6e-4) and learning_rate(constant, 100) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         dataclasses.replace(config, lr_schedule="step", stage="superres").validate()
-    # a run of 60 steps extended to 110: its first 60 steps decay to step 60, the rest as a 110-step run does
-    extended = dataclasses.replace(config, lr_extended_from=[60])
-    shorter = dataclasses.replace(config, steps=60)
-    assert [learning_rate(extended, s) for s in range(60)] == [learning_rate(shorter, s) for s in range(60)]
-    assert [learning_rate(extended, s) for s in range(60, 110)] == rates[60:]
-    with pytest.raises(ValueError, match="lr_extended_from"):
-        dataclasses.replace(config, lr_extended_from=[110], stage="superres").validate()
+
+
+def test_demo_phases_replay_the_extended_schedule():
+    """The demo's low-res phases (a run to 10,000 steps, resumed with the 17,000-step budget) give, at every step,
+    the learning rate of the one-run schedule that packaged the weights (its formula, from the removed
+    ``lr_extended_from`` option: cosine to the first budget the step is below, else to ``steps``)."""
+    from MedSynLib.train.demo import LOWRES_TRAIN, stage_phases
+
+    steps = 17000
+    config = TrainConfig(steps=steps, **{k: v for k, v in LOWRES_TRAIN.items() if k != "preview_every"})
+
+    def packaged(step, extended_from=(10000,)):
+        if step < config.warmup_steps:
+            return config.lr * (step + 1) / config.warmup_steps
+        end = min([e for e in extended_from if step < e], default=steps)
+        progress = min(1.0, (step - config.warmup_steps) / max(1, end - config.warmup_steps))
+        return config.lr * (config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    phases = stage_phases("lowres", steps)
+    assert phases == [10000, 17000] and stage_phases("lowres", 8000) == [8000] and stage_phases("superres", 9) == [9]
+    replayed = [learning_rate(dataclasses.replace(config, steps=next(b for b in phases if s < b)), s)
+                for s in range(steps)]
+    assert replayed == [packaged(s) for s in range(steps)]  # exactly equal floats, all 17,000 steps
 
 
 def test_previews_are_written_and_leave_training_unchanged(data, tmp_path):

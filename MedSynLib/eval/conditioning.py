@@ -240,8 +240,8 @@ def _section_title(result: dict) -> str:
 
 def write_to_card(folder: Path, result: dict) -> Path:
     """Put ``result`` beside a model folder's MODEL_CARD.md (as JSON) and its table into the card: in place of the
-    section of an earlier run of the same kind (resolution, prompt set), else at the end; files are replaced
-    atomically."""
+    section of an earlier run of the same kind (resolution, prompt set), else after the card's other evaluation
+    sections (before *Limitations* and *Citation* where the card has them); files are replaced atomically."""
     folder = Path(folder)
     card = folder / "MODEL_CARD.md"
     if not card.is_file():
@@ -253,7 +253,8 @@ def write_to_card(folder: Path, result: dict) -> Path:
     if title in titles:
         sections[titles.index(title)] = section
     else:
-        sections.append(section)
+        after = [i for i, t in enumerate(titles) if t in ("## Limitations", "## Citation")]
+        sections.insert(after[0] if after else len(sections), section)
     text = "\n## ".join(sections)
     for path, content in ((folder / f"{tag}.json", json.dumps(result, indent=2)), (card, text)):
         tmp = path.with_name(f".{path.name}.tmp")

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import torch
 
-from ..io.files import output_folder
-from ..modelstore.bundle import write_model_spec
-from ..modelstore.store import save_stage
 from ..phantom import Grid
 from ..phantom.dataset import write_dataset
 from .diffusion import DiffusionTrainer, TrainConfig
+from .package import log_summary, package_training_outputs
 from .text_encoder import train_text_encoder
 
 GRID = Grid.cube(256, 1.0).geometry  # the phantoms' own grid
@@ -36,9 +34,10 @@ LOWRES_UNET = {"dim": 64, "dim_mults": [1, 2, 2], "attn_heads": 4, "text_dim": 1
 SUPERRES_UNET = {"dim": 32, "dim_mults": [1, 2, 4], "attn_heads": 2, "mid_depth": 1, "patch": 4,
                  "init_kernel_size": 1}
 LOWRES_TRAIN = {"batch_size": 2, "lr": 2e-4, "lr_schedule": "cosine", "warmup_steps": 100, "preview_every": 1000}
-LOWRES_EXTENDED_FROM = (10000,)
-"""The packaged low-res stage was trained to 10,000 steps, then extended to 17,000 (a second cosine decay from
-step 10,000 on): ``lr_extended_from`` replays that schedule in one run (it applies where it is below the budget)."""
+LOWRES_PHASES = (10000,)
+"""The low-res stage trains in phases: a run to 10,000 steps (warm-up, then a cosine decay to 0.1 lr at step
+10,000), then the same run resumed with the full budget (``--lowres-steps``), whose learning rate follows the
+cosine of that budget from step 10,000 on. A phase at or above the budget is skipped."""
 SUPERRES_TRAIN = {"crop": [64, 64, 64], "batch_size": 2, "lr": 2e-4}
 SAMPLING = {"steps_lowres": 12, "steps_sr": 2, "guidance": 2.0, "sampler": "dpmpp2m"}
 STATEMENT = ("Trained on SYNTHETIC procedural phantoms only (MedSynLib.phantom); it is NOT a clinical model and its "
@@ -70,144 +69,72 @@ def train_demo(work: Path, package: Path | None, lowres_cases: int, sr_cases: in
 
     t0 = time.perf_counter()
     text_dir = work / "text"
-    text_metrics = {}
-    if only != "superres":  # the SR stage needs no text: it can train beside the text encoder and low-res stage
-        text_metrics = json.loads((text_dir / "training.json").read_text()) if (text_dir / "training.json").is_file() \
-            else train_text_encoder(str(low_manifest), text_dir, {**TEXT, "steps": text_steps, "seed": seed},
-                                    resume=(text_dir / "checkpoint").exists())
+    # the SR stage needs no text: it can train beside the text encoder and low-res stage
+    if only != "superres" and not (text_dir / "training.json").is_file():
+        train_text_encoder(str(low_manifest), text_dir, {**TEXT, "steps": text_steps, "seed": seed},
+                           resume=(text_dir / "checkpoint").exists())
     times["text_s"] = time.perf_counter() - t0
 
-    results = {}
     if only in ("phantoms", "text"):
         return {"finished": True, "times": times}
     for stage, manifest, unet, steps, extra in (
             ("lowres", low_manifest, LOWRES_UNET, lowres_steps,
-             {"text_encoder": str(text_dir / "text_encoder"), **LOWRES_TRAIN,
-              "lr_extended_from": [e for e in LOWRES_EXTENDED_FROM if e < lowres_steps]}),
+             {"text_encoder": str(text_dir / "text_encoder"), **LOWRES_TRAIN}),
             ("superres", sr_manifest, SUPERRES_UNET, sr_steps,
              SUPERRES_TRAIN)):
-        if only not in (None, stage, "package"):
+        if only not in (None, stage):
             continue
         t0 = time.perf_counter()
-        config = TrainConfig(stage=stage, manifest=str(manifest), out=str(work / stage), unet=unet, grid=GRID.to_dict(),
-                             steps=steps, seed=seed, precision="bf16", ema_decay=0.995, ema_start=min(200, steps // 4),
-                             checkpoint_every=50, log_every=25, **extra)
-        trainer = DiffusionTrainer(config)
-        results[stage] = {**trainer.run(stop_after=0 if only == "package" else stop_after), "trainer": trainer}
+        for budget in stage_phases(stage, steps):
+            config = TrainConfig(stage=stage, manifest=str(manifest), out=str(work / stage), unet=unet,
+                                 grid=GRID.to_dict(), steps=budget, seed=seed, precision="bf16", ema_decay=0.995,
+                                 ema_start=min(200, steps // 4), checkpoint_every=50, log_every=25, **extra)
+            trainer = DiffusionTrainer(config)
+            trainer.run(stop_after=stop_after)
+            if trainer.step < budget:
+                _log(f"{stage} stopped at step {trainer.step}/{steps}; run the same command again to continue")
+                return {"finished": False, "times": times}
         times[f"{stage}_s"] = time.perf_counter() - t0
-        if trainer.step < steps:
-            _log(f"{stage} stopped at step {trainer.step}/{steps}; run the same command again to continue")
-            return {"finished": False, "times": times}
 
     if package is not None and only in (None, "package"):
-        package_model(Path(package), work, results, text_metrics,
-                      dict(lowres_cases=lowres_cases, sr_cases=sr_cases, seed=seed, report_variants=report_variants))
+        for stage, steps in (("lowres", lowres_steps), ("superres", sr_steps)):
+            log = work / stage / "train_log.jsonl"
+            done = log_summary(log)["step"] if log.is_file() else 0
+            if done < steps:
+                _log(f"{stage} is at step {done}/{steps}; finish it before packaging")
+                return {"finished": False, "times": times}
+        package_model(Path(package), work, dict(lowres_cases=lowres_cases, sr_cases=sr_cases, seed=seed,
+                                                report_variants=report_variants, lowres_steps=lowres_steps))
     return {"finished": True, "times": times}
 
 
-def package_model(folder: Path, work: Path, results: dict, text_metrics: dict, data: dict) -> Path:
-    """Assemble the model folder: text encoder, both stages (EMA weights, float16), model.json and MODEL_CARD.md."""
-    import shutil
+def stage_phases(stage: str, steps: int) -> list[int]:
+    """The step budgets a stage's run trains to, one after the other (the same run folder, resumed)."""
+    return [p for p in (LOWRES_PHASES if stage == "lowres" else ()) if p < steps] + [steps]
 
-    with output_folder(folder, "model.json", overwrite=True, what="model") as tmp:
-        shutil.copytree(work / "text" / "text_encoder", tmp / "text_encoder")
-        for stage in ("lowres", "superres"):
-            trainer = results[stage]["trainer"]
-            save_stage(trainer.ema.net.cpu(), tmp / stage, {"trained_steps": trainer.step, "weights": "EMA",
-                                                            "data": f"phantoms, seed {data['seed']}"},
-                       dtype=torch.float16)
-        write_model_spec(tmp, name="medsyn-demo", title="MedSyn demo (synthetic phantoms; not a clinical model)",
-                         license="Apache-2.0", grid=GRID, defaults=SAMPLING, synthetic_training_data=True,
-                         space={"kind": "grid"}, statement=STATEMENT)
-        (tmp / "MODEL_CARD.md").write_text(model_card(work, text_metrics, data))
+
+DEMO_CARD_NOTES = Path(__file__).with_name("demo_card.md")
+"""The demo's own model-card sections (training data, procedure, limitations), filled in by :func:`card_fields`."""
+
+
+def card_fields(data: dict) -> dict:
+    """The ``${...}`` values of :data:`DEMO_CARD_NOTES`: the recipe's settings and the data budgets."""
+    return {**{k: data[k] for k in ("lowres_cases", "sr_cases", "seed", "report_variants")},
+            "text_recipe": json.dumps(TEXT), "lowres_train": json.dumps(LOWRES_TRAIN),
+            "superres_train": json.dumps(SUPERRES_TRAIN),
+            "lowres_phases": json.dumps(stage_phases("lowres", data["lowres_steps"]))}
+
+
+def package_model(folder: Path, work: Path, data: dict) -> Path:
+    """Package the finished runs in ``work`` as the demo model folder (EMA weights as float16, model card)."""
+    package_training_outputs(
+        folder, work / "text", work / "lowres", work / "superres", name="medsyn-demo",
+        title="MedSyn demo (synthetic phantoms; not a clinical model)", license="Apache-2.0", defaults=SAMPLING,
+        dtype="float16", notes=DEMO_CARD_NOTES.read_text(encoding="utf-8"), card_fields=card_fields(data),
+        hardware=f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}", overwrite=True,
+        synthetic_training_data=True, statement=STATEMENT)
     _log(f"packaged {folder}")
     return folder
-
-
-def log_summary(path: Path) -> dict:
-    """Steps, mean loss of the last 10 steps and total wall time (summed over resumed runs) of a train_log.jsonl."""
-    entries = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    wall, previous = 0.0, 0.0
-    for e in entries:
-        if e["elapsed_s"] < previous:  # a new run (resume) restarted the clock
-            wall += previous
-        previous = e["elapsed_s"]
-    losses = [e["loss"] for e in entries[-10:]]
-    return {"step": entries[-1]["step"] if entries else 0, "mean_loss_last_10": sum(losses) / max(1, len(losses)),
-            "wall_s": wall + previous}
-
-
-def model_card(work: Path, text_metrics: dict, data: dict) -> str:
-    low, sr = (log_summary(Path(work) / stage / "train_log.jsonl") for stage in ("lowres", "superres"))
-    held = text_metrics.get("heldout") or {}
-    hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}"
-    return f"""# MedSyn demo model
-
-{STATEMENT}
-
-## Architecture
-- Text encoder: BERT, {TEXT['layers']} layers, hidden {TEXT['hidden']}, {TEXT['heads']} heads, WordPiece vocabulary
-  {TEXT['vocab_size']} learnt on the phantom reports; masked-language modelling + Findings/Impression pairing.
-- Low-res stage: `LowResUNet` {json.dumps(LOWRES_UNET)} on 64³ (4 mm), 4 channels (CT, lobes, airway, vessels);
-  space-to-depth 4, so its layers run on a 16³ grid of 4³-voxel blocks.
-- Super-resolution stage: `SuperResUNet` {json.dumps(SUPERRES_UNET)} on 256³ (1 mm), conditioned on the 4x
-  nearest-upsampled low-res volume; space-to-depth 4 so it runs on a 64³ grid.
-- Default sampling: {json.dumps(SAMPLING)}.
-
-## Data
-Procedural chest CT phantoms (`medsyn phantoms`): {data['lowres_cases']} cases at 64³ / 4 mm for the text encoder
-and the low-res stage, {data['sr_cases']} cases at 256³ / 1 mm for the super-resolution stage (64³ crops); master
-seed {data['seed']}. Reports use only the "train" half of the report templates (`wording="train"`), so that the
-benchmark below can prompt with wordings the model never saw. Each low-res case has {data['report_variants']} reports
-(`report.txt` and paraphrases of the same findings in other "train" templates, `report_variants`); the low-res
-stage draws one per training step and the text encoder trains on all of them (held out by case).
-
-## Training
-| part | steps | final loss | wall time |
-|---|---|---|---|
-| text encoder | {text_metrics.get('steps', '?')} | held-out MLM accuracy {held.get('mlm_accuracy', float('nan')):.3f}, pairing accuracy {held.get('pairing_accuracy', float('nan')):.3f} | {text_metrics.get('wall_time_s', 0):.0f} s |
-| low-res | {low['step']} | {low['mean_loss_last_10']:.4f} (mean of last 10) | {low['wall_s']:.0f} s |
-| super-resolution | {sr['step']} | {sr['mean_loss_last_10']:.4f} (mean of last 10) | {sr['wall_s']:.0f} s |
-
-Hardware: {hardware}. AdamW, bf16 autocast, gradient clipping 1, EMA 0.995, classifier-free-guidance text dropout
-0.1; low-res `TrainConfig` options {json.dumps(LOWRES_TRAIN)}, `lr_extended_from` {list(LOWRES_EXTENDED_FROM)}
-(cosine decay to 0.1 lr at step {LOWRES_EXTENDED_FROM[0]}, then a second one to the end: the schedule of an earlier
-run that was extended, kept as the recipe; sample previews in the working folder's `lowres/previews/`),
-SR {json.dumps(SUPERRES_TRAIN)} (constant lr).
-Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo` (one command,
-resumable; the defaults are the budgets above). The packaged weights are this command's output: text encoder, then
-low-res stage, then SR stage, each run once from scratch with 2 torch threads on this machine (the wall times
-above). Resuming gives the same weights as an uninterrupted run; another CPU or thread count may round differently.
-
-## Limitations
-- Fine texture and lung density: the low-res stage hardly uses the detail of its input at any noise level (error
-  in the CT channel, mean square in model units, 0.026 at t = 0, where the input itself is off by 0.00016; 0.029 at
-  t = 0.5), so lung parenchyma comes out smoother and brighter than in the phantoms and emphysema (%LAA-950) is not
-  reproduced. Measured on 6 training cases with severe emphysema (%LAA-950 28.1 % at 64³): its prediction of the
-  clean volume from a nearly noise-free input (diffusion time 0.02) has 5.1 % with the emphysema wording and 5.2 %
-  without, and lungs 50 HU brighter than the input. Folding 4x4x4 blocks into {LOWRES_UNET['dim']} features is not the only
-  cause: a patch-2 network trained 3,000 steps does the same. Earlier variants (a voxel-level refiner, guidance 3
-  and 5, fine-tunes on phantoms rich in emphysema, a loss weighted towards low noise, the input skip of Karras et
-  al. on this design; README) did not change this. A low-res stage with a full-rank last layer (patch 2 or 1),
-  that input skip and its loss weight, trained longer (a GPU), is the way forward.
-- Text: the effusion wording is followed strongly in the training templates and in held-out templates (benchmark
-  below) and less in free paraphrases with words the reports never use; heart size only weakly (CTR p 0.25 in
-  held-out templates, 0.068 in training ones; the training phantoms with cardiomegaly have CTR 0.56-0.63). The
-  text encoder is small and trained from scratch on phantom reports; trained 6,000 steps it carries cardiomegaly
-  far better than at 2,000 (linear probe on its mean features, README: accuracy 0.90 against 0.80, majority class
-  0.72), which moved held-out CTR from p 0.69 to p 0.25. Letting every block hear the pooled report
-  (`UNetConfig.pooled_text`, a 3,000-step fine-tune, README) helped %LAA-950 in training wording (p 0.0024) but
-  left held-out CTR at p 0.31 and held-out %LAA-950 at p 0.083, so it is not in this package. A pre-trained
-  biomedical encoder (CXR-BERT, as in the paper) and a low-res stage trained longer are the way forward.
-- Effusion volume from the CT is measured on one grid of about 4 mm whatever the CT's resolution (`analysis_grid`,
-  block means of the CT): the quick-start sample reads 1,027 mL on its 64³ result and 1,515 mL on its 256³ result.
-  On the native 1 mm grid the generated fluid's voxel texture falls in and out of the fluid HU range (18 mL).
-- Lobe maps: the official single lobe channel passes through the labels in between wherever a lobe meets the
-  background or a lobe two labels away, so rounding alone leaves rims of wrong labels along the lung border and the
-  fissures, and noise in the channel leaves specks of lobe labels outside the lungs. The pipeline drops lung pieces
-  under 5 mL (`drop_lobe_islands`) and votes the rims away (`majority_lobes`: each lung voxel takes the most common
-  label of its 20 mm cube); neither is part of the official method. Table V below is measured that way.
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sr-steps", type=int, default=9000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=2024)
-    p.add_argument("--stop-after", type=int, default=None, help="training steps per stage in this run")
+    p.add_argument("--stop-after", type=int, default=None, help="training steps per stage phase in this run")
     p.add_argument("--only", choices=STAGES, default=None, help="run one part (e.g. lowres and superres side by side)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (use 1 per process when processes share the cores: oversubscribed "

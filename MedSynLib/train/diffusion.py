@@ -72,7 +72,6 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     lr_min_ratio: float = 0.1
-    lr_extended_from: tuple[int, ...] = ()
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -112,9 +111,6 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.val_every < 0 or not 0 <= self.val_fraction < 1 or self.val_timesteps < 1:
             raise ValueError("need val_every >= 0 (0 = no validation), 0 <= val_fraction < 1 and val_timesteps >= 1")
-        if any(not self.warmup_steps < end < self.steps for end in self.lr_extended_from):
-            raise ValueError(f"lr_extended_from {list(self.lr_extended_from)} must list earlier step budgets between "
-                             f"warmup_steps ({self.warmup_steps}) and steps ({self.steps})")
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -122,18 +118,13 @@ LR_SCHEDULES = ("constant", "cosine")
 
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Learning rate of optimisation step ``step`` (0-based): linear warm-up over ``warmup_steps``, then constant
-    or a cosine decay to ``lr_min_ratio * lr`` at ``steps`` (a pure function of the step, so resumes stay exact).
-
-    ``lr_extended_from``: the earlier budgets of a run that was extended (resumed with a larger ``steps``). Before
-    such a budget the cosine decays to it, as that run did; from it on, to the next budget or ``steps``. So a run
-    trained to 10,000 steps and extended to 17,000 is reproduced from scratch in one go with
-    ``steps=17000, lr_extended_from=[10000]``."""
+    or a cosine decay to ``lr_min_ratio * lr`` at ``steps`` (a pure function of the step, so resumes stay exact;
+    a run resumed with a larger ``steps`` continues on the longer cosine from where it stands)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.lr_schedule == "constant":
         return config.lr
-    end = min([e for e in config.lr_extended_from if step < e], default=config.steps)
-    span = max(1, end - config.warmup_steps)
+    span = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
     return config.lr * (config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 

@@ -1,0 +1,156 @@
+"""``medsyn models package``: the outputs of ``train-text``, ``train-lowres`` and ``train-sr`` as one model folder.
+
+Each part may be a training run folder (``train-text --out``: ``text_encoder/`` + ``training.json``;
+``train-lowres`` / ``train-sr --set out=...``: ``train_config.json`` + ``checkpoints/last.pt``, whose EMA weights
+are taken) or a finished part (a text-encoder folder; a stage folder such as ``--export`` writes). The grid comes
+from the low-res run's config (or a stage folder's provenance, or ``--grid IMAGE``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..io.images import Geometry, read_image
+from ..models.unet import UNetConfig, build_unet
+from ..modelstore.package import package_model
+from ..modelstore.registry import user_model_folder
+from ..modelstore.store import read_stage_config, save_stage
+from .diffusion import CHECKPOINT
+from .text_encoder import ENCODER_DIR, METRICS_FILE
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def log_summary(path: Path) -> dict:
+    """Steps, mean loss of the last 10 steps and total wall time (summed over resumed runs) of a train_log.jsonl."""
+    entries = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    wall, previous = 0.0, 0.0
+    for e in entries:
+        if e["elapsed_s"] < previous:  # a new run (resume) restarted the clock
+            wall += previous
+        previous = e["elapsed_s"]
+    losses = [e["loss"] for e in entries[-10:]]
+    return {"step": entries[-1]["step"] if entries else 0,
+            "mean_loss_last_10": sum(losses) / len(losses) if losses else None, "wall_s": wall + previous}
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "train_config.json").is_file() and (folder / "checkpoints" / CHECKPOINT).is_file()
+
+
+def export_run(run: Path, out: Path, dtype: torch.dtype = torch.float32) -> dict:
+    """Write the EMA weights of a diffusion training run as a stage folder ``out``; returns the run's config."""
+    config = json.loads((run / "train_config.json").read_text())
+    state = torch.load(run / "checkpoints" / CHECKPOINT, map_location="cpu", weights_only=True)
+    net = build_unet(UNetConfig.from_dict({**config["unet"], "kind": config["stage"]}))
+    net.load_state_dict(state["ema"])
+    save_stage(net, out, {"trained_steps": int(state["step"]), "weights": "EMA", "config": config}, dtype=dtype)
+    return {**config, "trained_steps": int(state["step"])}
+
+
+def stage_part(source: Path, stage: str, scratch: Path, dtype: torch.dtype) -> tuple[Path, dict, dict]:
+    """(stage folder, its training config or {}, its measured training summary or {}) for a run or stage folder."""
+    source = Path(source)
+    if _is_run(source):
+        config = export_run(source, scratch / stage, dtype)
+        if config["stage"] != stage:
+            raise ValueError(f"{source} trained the {config['stage']} stage, not the {stage} stage. Fix: swap "
+                             "them")
+        log = source / "train_log.jsonl"
+        return scratch / stage, config, log_summary(log) if log.is_file() else {}
+    if (source / "config.json").is_file():
+        stage_config = read_stage_config(source)
+        provenance = stage_config.get("provenance", {})
+        return source, provenance.get("config", {}), {"step": provenance.get("trained_steps")}
+    raise FileNotFoundError(f"{source} is neither a training run (train_config.json and checkpoints/{CHECKPOINT}) "
+                            "nor a stage folder (config.json). Fix: give the folder `medsyn train-"
+                            f"{'lowres' if stage == 'lowres' else 'sr'}` wrote (its `out`)")
+
+
+def text_part(source: Path) -> tuple[Path, dict]:
+    """(text-encoder folder, its training metrics or {}) for a ``train-text`` output or a text-encoder folder."""
+    source = Path(source)
+    if (source / ENCODER_DIR / "config.json").is_file():
+        metrics = source / METRICS_FILE
+        return source / ENCODER_DIR, json.loads(metrics.read_text()) if metrics.is_file() else {}
+    return source, {}
+
+
+def package_training_outputs(target: Path, text_encoder: Path, lowres: Path, superres: Path, *, name: str,
+                             title: str | None = None, license: str = "unknown", defaults: dict | None = None,
+                             grid: Geometry | None = None, dtype: str = "float32", notes: str | None = None,
+                             card_fields: dict | None = None, datasets: list[str] | None = None,
+                             hardware: str | None = None, overwrite: bool = False, **spec) -> Path:
+    """Package training outputs (see the module docstring) as the model folder ``target``; returns it."""
+    user_model_folder(name)  # the name check of the model store, before any work
+    with tempfile.TemporaryDirectory(prefix=".medsyn-package-", dir=Path(target).parent
+                                     if Path(target).parent.is_dir() else None) as scratch:
+        text_dir, text_metrics = text_part(text_encoder)
+        low_dir, low_config, low_summary = stage_part(lowres, "lowres", Path(scratch), DTYPES[dtype])
+        sr_dir, _, sr_summary = stage_part(superres, "superres", Path(scratch), DTYPES[dtype])
+        if grid is None:
+            if "grid" not in low_config:
+                raise ValueError(f"the grid of {lowres} is unknown (no training config). Fix: pass --grid IMAGE, an "
+                                 "image on the full-resolution grid the model was trained on")
+            grid = Geometry.from_dict(low_config["grid"])
+        training = {"text_encoder": {k: text_metrics.get(k) for k in ("steps", "wall_time_s", "heldout", "corpus")}
+                    if text_metrics else {},
+                    "lowres": low_summary, "superres": sr_summary, **({"hardware": hardware} if hardware else {})}
+        return package_model(target, text_dir, low_dir, sr_dir, name=name, title=title or name, license=license,
+                             grid=grid, lowres_factor=int(low_config.get("lowres_factor", 4)), defaults=defaults,
+                             training=training, notes=notes, card_fields=card_fields, datasets=datasets or [],
+                             overwrite=overwrite, **spec)
+
+
+# --- command line ------------------------------------------------------------------------------------------------
+def add_actions(actions) -> None:
+    """Register ``package`` among the actions of ``medsyn models`` (``actions``: its sub-parsers)."""
+    p = actions.add_parser("package", help="make a model folder from train-text / train-lowres / train-sr outputs",
+                           description=__doc__.splitlines()[0])
+    p.add_argument("--text-encoder", type=Path, required=True, help="train-text output folder (or a text_encoder "
+                                                                    "folder)")
+    p.add_argument("--lowres", type=Path, required=True, help="train-lowres run folder (or a stage folder)")
+    p.add_argument("--superres", type=Path, required=True, help="train-sr run folder (or a stage folder)")
+    p.add_argument("--name", required=True, help="model name (letters, digits, '.', '_', '-')")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="write the model folder here")
+    where.add_argument("--install", action="store_true",
+                       help="install into the model store ($MEDSYN_HOME/models/NAME), so --model NAME finds it")
+    p.add_argument("--title", default=None, help="one line saying what the model is")
+    p.add_argument("--license", default="unknown", help="licence of the weights, e.g. Apache-2.0")
+    p.add_argument("--grid", type=Path, default=None, help="an image on the model's full-resolution grid (only when "
+                                                           "the low-res part is a stage folder without its config)")
+    p.add_argument("--steps-lowres", type=int, default=None, help="default low-res sampler steps of the model")
+    p.add_argument("--steps-sr", type=int, default=None, help="default super-resolution sampler steps")
+    p.add_argument("--guidance", type=float, default=None, help="default classifier-free guidance scale")
+    p.add_argument("--sampler", default=None, help="default sampler: ddim or dpmpp2m")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="storage precision of the stage weights taken from training runs (float16 halves them)")
+    p.add_argument("--card-notes", type=Path, default=None,
+                   help="Markdown file whose '## ...' sections replace or extend the model card's (e.g. "
+                        "'## Training data', '## Limitations')")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier model folder there")
+    p.set_defaults(func=_package)
+
+
+def _package(args) -> int:
+    try:
+        target = user_model_folder(args.name) if args.install else args.out
+        defaults = {k: v for k, v in (("steps_lowres", args.steps_lowres), ("steps_sr", args.steps_sr),
+                                      ("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
+        grid = Geometry.of(read_image(args.grid, "grid image")) if args.grid else None
+        notes = args.card_notes.read_text(encoding="utf-8") if args.card_notes else None
+        package_training_outputs(target, args.text_encoder, args.lowres, args.superres, name=args.name,
+                                 title=args.title, license=args.license, defaults=defaults, grid=grid,
+                                 dtype=args.dtype, notes=notes, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"medsyn models package: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"packaged {args.name} into {target}" + (" (installed: use --model " + args.name + ")"
+                                                   if args.install else ""))
+    return 0
