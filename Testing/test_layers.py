@@ -1,0 +1,94 @@
+"""Imports run one way: each part of MedSynLib imports only the parts below it (read from the source with ``ast``,
+function-level imports included), and the Slicer module reaches MedSynLib only through its light public parts and
+the ``medsyn`` command line."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "MedSynLib"
+
+BASE = {"__init__", "runtime", "seeding", "progress"}
+"""Modules every part may use: the package's constants, device/precision, seeds, progress events."""
+ALLOWED = {
+    "__init__": {"modelstore"},  # MedSynLib.load_model, the public entry point (imported inside the function)
+    "runtime": set(), "seeding": set(), "progress": set(),
+    "io": BASE,
+    "models": BASE,
+    "diffusion": BASE | {"models"},
+    "modelstore": BASE | {"io", "models"},
+    "data": BASE | {"io"},
+    "phantom": BASE | {"io", "data"},
+    "official": BASE | {"io", "models", "diffusion", "modelstore"},
+    "pipelines": BASE | {"io", "models", "diffusion", "modelstore", "phantom"},
+    "train": BASE | {"io", "models", "diffusion", "modelstore", "data", "phantom"},
+    "eval": BASE | {"io", "models", "diffusion", "modelstore", "data", "phantom", "pipelines"},
+    "bench": BASE | {"models", "diffusion"},
+    "cli": BASE,  # loads the command modules by name (COMMAND_MODULES, COMMAND_GROUPS)
+    "__main__": {"cli"},
+}
+"""Part -> the parts it may import. A part is a sub-package (``modelstore``) or a top-level module (``cli``)."""
+SLICER_ALLOWED = {"MedSynLib", "MedSynLib.io.segments"}
+"""What the Slicer module may import from MedSynLib (torch-free); everything else runs through ``medsyn``."""
+
+
+def _imports(path: Path, package: str) -> list[tuple[int, str]]:
+    """(line, absolute module or module.name) of every import in the file ``path`` of the package ``package``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def _part(module: str) -> str:
+    """The part of ``MedSynLib.x.y``: ``x`` when it is a sub-package or module, else ``__init__``."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return "__init__"
+    name = parts[1]
+    return name if (LIBRARY / name).is_dir() or (LIBRARY / f"{name}.py").is_file() else "__init__"
+
+
+def test_every_part_has_a_rule():
+    parts = {p.name for p in LIBRARY.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    parts |= {p.stem for p in LIBRARY.glob("*.py")}
+    assert parts == set(ALLOWED), f"give {sorted(parts ^ set(ALLOWED))} a place in ALLOWED (and in the layer notes)"
+
+
+def test_library_imports_run_down_the_layers():
+    wrong = []
+    for path in sorted(LIBRARY.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
+        package = module if path.name == "__init__.py" else ".".join(rel[:-1])
+        source = _part(module) if path.name != "__init__.py" or len(rel) > 2 else "__init__"
+        for line, target in _imports(path, package):
+            if target.startswith("MedSynLib.") or target == "MedSynLib":
+                part = _part(target)
+                if part != source and part not in ALLOWED[source]:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} ({source}) imports {target} ({part})")
+    assert not wrong, "imports that run up the layers:\n" + "\n".join(wrong)
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
+def test_slicer_module_uses_only_the_public_library():
+    wrong = []
+    for path in sorted((ROOT / "MedSynSlicer").rglob("*.py")):
+        for line, target in _imports(path, "MedSynSlicer"):
+            module = target if _is_module(target) else target.rsplit(".", 1)[0]
+            if module.split(".")[0] == "MedSynLib" and module not in SLICER_ALLOWED:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert not wrong, "the Slicer module reaches into MedSynLib (run `medsyn` instead):\n" + "\n".join(wrong)
