@@ -1,6 +1,6 @@
 """The model card (``MODEL_CARD.md``) of a model folder, in the Hugging Face card convention.
 
-The prose is the template :data:`TEMPLATE` (``model_card.md`` beside this file); the code fills in only names,
+The prose is the template :data:`MedSynLib.modelstore.model_card_template.MODEL_CARD`; the code fills in only names,
 sizes and measured numbers (``model.json``, the stage configs and ``training.json``). A *notes* file (Markdown)
 may replace or add sections of the template: a section of the notes whose title (``## Training data``) is one of
 the template's replaces it, any other is added before *Citation*. Notes may use the same ``${...}`` fields.
@@ -16,7 +16,8 @@ from string import Template
 
 from safetensors import safe_open
 
-TEMPLATE = Path(__file__).with_name("model_card.md")
+from .model_card_template import MODEL_CARD
+
 LICENSE_IDS = {"apache-2.0": "apache-2.0", "mit": "mit", "cc-by-nc 4.0": "cc-by-nc-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0",
                "cc-by-4.0": "cc-by-4.0", "cc-by 4.0": "cc-by-4.0"}
 """Licence names as written in ``model.json`` -> the Hugging Face licence identifiers (else ``other``)."""
@@ -104,7 +105,7 @@ def render_model_card(folder: Path, notes: str | None = None, fields: dict | Non
         **{f"{k}_parameters": _parameters(folder / spec[k]) for k in stages},
         **(fields or {}),
     }
-    card = Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(values)
+    card = Template(MODEL_CARD).safe_substitute(values)
     if notes:
         card = merge_notes(card, Template(notes).safe_substitute(values))
     return card

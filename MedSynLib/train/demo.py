@@ -23,6 +23,7 @@ import torch
 
 from ..phantom import Grid
 from ..phantom.dataset import write_dataset
+from .demo_card_template import DEMO_CARD_NOTES
 from .diffusion import DiffusionTrainer, TrainConfig
 from .package import log_summary, package_training_outputs
 from .text_encoder import train_text_encoder
@@ -113,12 +114,8 @@ def stage_phases(stage: str, steps: int) -> list[int]:
     return [p for p in (LOWRES_PHASES if stage == "lowres" else ()) if p < steps] + [steps]
 
 
-DEMO_CARD_NOTES = Path(__file__).with_name("demo_card.md")
-"""The demo's own model-card sections (training data, procedure, limitations), filled in by :func:`card_fields`."""
-
-
 def card_fields(data: dict) -> dict:
-    """The ``${...}`` values of :data:`DEMO_CARD_NOTES`: the recipe's settings and the data budgets."""
+    """The ``${...}`` values of the demo's card notes: the recipe's settings and the data budgets."""
     return {**{k: data[k] for k in ("lowres_cases", "sr_cases", "seed", "report_variants")},
             "text_recipe": json.dumps(TEXT), "lowres_train": json.dumps(LOWRES_TRAIN),
             "superres_train": json.dumps(SUPERRES_TRAIN),
@@ -130,7 +127,7 @@ def package_model(folder: Path, work: Path, data: dict) -> Path:
     package_training_outputs(
         folder, work / "text", work / "lowres", work / "superres", name="medsyn-demo",
         title="MedSyn demo (synthetic phantoms; not a clinical model)", license="Apache-2.0", defaults=SAMPLING,
-        dtype="float16", notes=DEMO_CARD_NOTES.read_text(encoding="utf-8"), card_fields=card_fields(data),
+        dtype="float16", notes=DEMO_CARD_NOTES, card_fields=card_fields(data),
         hardware=f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}", overwrite=True,
         synthetic_training_data=True, statement=STATEMENT)
     _log(f"packaged {folder}")

@@ -1,3 +1,7 @@
+"""The demo model's own card sections (training data, procedure, limitations); ``${...}`` fields are filled in
+from :func:`MedSynLib.train.demo.card_fields` and the measured training numbers."""
+
+DEMO_CARD_NOTES = """\
 ## Training data
 Procedural chest CT phantoms (`medsyn phantoms`, `MedSynLib.phantom`): ${lowres_cases} cases at 64³ / 4 mm for the
 text encoder and the low-res stage, ${sr_cases} cases at 256³ / 1 mm for the super-resolution stage (64³ crops);
@@ -45,3 +49,4 @@ count may round differently.
   fissures, and noise in the channel leaves specks of lobe labels outside the lungs. The pipeline drops lung pieces
   under 5 mL (`drop_lobe_islands`) and votes the rims away (`majority_lobes`: each lung voxel takes the most common
   label of its 20 mm cube); neither is part of the official method. Table V below is measured that way.
+"""

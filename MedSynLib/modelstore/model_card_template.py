@@ -1,3 +1,7 @@
+"""The model card template (Hugging Face card convention): prose only; ``${...}`` fields are filled in by
+:func:`MedSynLib.modelstore.card.render_model_card` with names, sizes and measured numbers."""
+
+MODEL_CARD = """\
 ---
 license: ${license_id}
 library_name: medsyn
@@ -77,3 +81,4 @@ run adds its tables below and its numbers as JSON beside this card. Not evaluate
   doi     = {10.1109/TMI.2024.3415032}
 }
 ```
+"""
