@@ -29,7 +29,7 @@ def _settings(**values) -> list[str]:
 def runs(tmp_path_factory):
     """The three training runs, a few steps each (the outputs `medsyn models package` takes)."""
     root = tmp_path_factory.mktemp("own")
-    manifest = write_cases(root / "cases", n=4)
+    manifest = write_cases(root / "cases", n=3)
     assert main(["train-text", "--reports", str(manifest), "--out", str(root / "text"), "--steps", "3",
                  "--hidden", "16", "--layers", "1", "--heads", "2", "--vocab-size", "80", "--batch-size", "4",
                  "--max-length", "64"]) == 0
