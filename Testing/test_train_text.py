@@ -117,6 +117,28 @@ def test_same_seed_same_weights_and_resume_is_bit_exact(trained, corpus, tmp_pat
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
 
 
+def test_log_validation_and_tensorboard(trained, corpus, tmp_path):
+    """train_log.jsonl and TensorBoard get the logged steps (loss, lr, steps/s, ETA) and the held-out loss every
+    val_every steps; validation leaves the weights as they are without it; a resumed run logs each step once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = trained
+    watched = tmp_path / "watched"
+    train_text_encoder(corpus, watched, {**TINY, "val_every": 8, "stop_at": 12})
+    train_text_encoder(corpus, watched, {**TINY, "val_every": 8}, resume=True)
+    resumed = _weights(watched)
+    assert [k for k, v in _weights(out).items() if not torch.equal(v, resumed[k])] == []
+    log = [json.loads(line) for line in (watched / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [4, 8, 12, 16, 20, 24]
+    assert all(e["lr"] > 0 and e["steps_per_s"] > 0 and e["eta_s"] >= 0 and e["loss"] > 0 for e in log)
+    assert [e["step"] for e in log if "val_loss" in e] == [8, 16, 24]
+    assert all(0 <= e["val_mlm_accuracy"] <= 1 and e["val_loss"] > 0 for e in log if "val_loss" in e)
+    events = EventAccumulator(str(watched / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/loss")] == [8, 16, 24]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([e["loss"] for e in log])
+
+
 def test_masking_never_touches_special_or_padding_tokens(corpus, tmp_path):
     reports = [Report(f"r{i}", t, *split_sections(t)) for i, t in enumerate(corpus)]
     write_vocab(train_wordpiece_vocab(corpus, 300), tmp_path / "vocab.txt")
@@ -212,6 +234,17 @@ def test_sections_and_bad_reports(tmp_path):
     assert [r.findings for r in reports][1] == "Clear lungs." and reports[0].name.endswith("case0.txt")
     with pytest.raises(ValueError, match="unknown text-training option"):
         TextTrainConfig.from_dict({"hiden": 64})
+
+
+def test_command_line_with_a_recipe(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for i, text in enumerate(synthetic_reports(12)):
+        (reports / f"r{i}.txt").write_text(text)
+    assert main(["train-text", "--reports", str(reports), "--out", str(tmp_path / "out"), "--config",
+                 "recipe:demo-text", "--steps", "2", "--hidden", "16", "--heads", "2", "--vocab-size", "200"]) == 0
+    saved = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert saved["config"]["max_length"] == 160 and saved["config"]["seed"] == 2024 and saved["steps"] == 2
 
 
 def test_command_line_with_config_file(tmp_path, capsys):

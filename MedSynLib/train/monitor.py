@@ -35,7 +35,7 @@ class TrainingLog:
         except ImportError:  # tensorboard not installed: the log file alone
             pass
         else:
-            self._board = SummaryWriter(str(Path(folder) / BOARD_DIR), purge_step=step or None)
+            self._board = SummaryWriter(str(Path(folder) / BOARD_DIR), purge_step=step + 1 if step else None)
 
     def _trim(self, step: int) -> None:
         if not self.path.is_file():

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ...recipes import read_config
 from .config import TextTrainConfig
 from .loop import train_text_encoder
 
@@ -30,7 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this BERT-family folder (config.json, vocab.txt, weights); default: from scratch")
-    p.add_argument("--config", type=Path, default=None, help="JSON file of defaults (command-line options win)")
+    p.add_argument("--config", default=None, help="JSON file of defaults, or recipe:demo-text / recipe:official-text "
+                                                  "(command-line options win)")
     for name, kind, text in OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -40,9 +42,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> TextTrainConfig:
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{args.config} must hold a JSON object of options")
+    values = read_config(args.config) if args.config else {}
     for name, _, _ in OPTIONS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -61,7 +61,7 @@ def _run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = config_from_args(args)
-    except (ValueError, json.JSONDecodeError) as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"medsyn train-text: {err}", file=sys.stderr)
         return 2
     interrupted = []
@@ -91,8 +91,9 @@ def _run(args) -> int:
 
 def _print_progress(event: dict) -> None:
     if event["event"] == "progress":
-        print(f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}  mlm_acc {event['mlm_accuracy']:.3f}"
-              f"  pair_acc {event['pairing_accuracy']:.3f}  lr {event['lr']:.2e}  {event['steps_per_s']:.2f} steps/s"
-              f"  ETA {event['eta_s']:.0f} s", file=sys.stderr, flush=True)
+        val = f"  val {event['val_loss']:.4f}" if "val_loss" in event else ""
+        print(f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}{val}  mlm_acc "
+              f"{event['mlm_accuracy']:.3f}  pair_acc {event['pairing_accuracy']:.3f}  lr {event['lr']:.2e}  "
+              f"{event['steps_per_s']:.2f} steps/s  ETA {event['eta_s']:.0f} s", file=sys.stderr, flush=True)
     else:
         print(event["message"], file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ import torch
 from ...models.text_encoder import MAX_POSITIONS
 from ...seeding import seeded_generator, stable_seed
 
-RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "stop_at", "eval_repeats", "skip_bad", "device"}
+RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "stop_at", "eval_repeats", "skip_bad", "device", "val_every"}
 """Fields that may change between a run and its --resume (everything else must match the checkpoint)."""
 
 
@@ -39,6 +39,7 @@ class TextTrainConfig:
     swap_prob: float = 0.5
     heldout: float = 0.05              # fraction of the reports kept out of training, evaluated at the end
     eval_repeats: int = 4              # held-out passes with different masks / swaps
+    val_every: int = 0                 # also evaluate the held-out reports every N steps (0: at the end only)
     seed: int = 0
     skip_bad: bool = False             # skip reports without both sections (logged) instead of failing
     log_every: int = 10
@@ -60,6 +61,8 @@ class TextTrainConfig:
     def validate(self) -> None:
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give steps or epochs, not both")
+        if self.val_every < 0:
+            raise ValueError(f"val_every must be 0 (at the end only) or more, got {self.val_every}")
         for name in ("vocab_size", "hidden", "layers", "heads", "batch_size", "log_every", "checkpoint_every",
                      "eval_repeats", "min_frequency"):
             if getattr(self, name) < 1:

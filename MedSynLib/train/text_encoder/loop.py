@@ -15,6 +15,7 @@ from torch import nn
 
 from ...models.text_encoder import ReportEncoder
 from ...runtime import resolve_device
+from ..monitor import TrainingLog
 from .checkpoint import CHECKPOINT_DIR, ENCODER_DIR, METRICS_FILE, checkpoint_dir, replace_dir, temp_dir, write_json
 from .config import RESUMABLE_CHANGES, TextTrainConfig, draw_generator, draw_seed
 from .corpus import corpus_digest, heldout_split, load_corpus
@@ -172,6 +173,7 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
         order = _Order(len(train), cfg.seed)
         model.train()
         window, t_window, t_run, first, wall_before = Counter(), time.perf_counter(), time.perf_counter(), step, wall
+        training_log = TrainingLog(out, step)
         while step < total:
             rows = order.rows(step * cfg.batch_size, cfg.batch_size)
             batch = step_batch(train, rows, draw_generator(cfg.seed, "step", step), cfg)
@@ -179,6 +181,7 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
             optimizer.zero_grad(set_to_none=True)
             result["loss"].backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
             step += 1
@@ -197,17 +200,25 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
                          "mlm_accuracy": window["mlm_correct"] / max(1, window["mlm_count"]),
                          "pairing_accuracy": window["pair_correct"] / max(1, window["pair_count"])}
                 history.append(entry)
-                emit({"event": "progress", **entry, "total": total, "lr": scheduler.get_last_lr()[0],
-                      "steps_per_s": rate, "eta_s": (total - step) / max(rate, 1e-9)})
+                logged = {**entry, "lr": lr, "steps_per_s": rate, "eta_s": (total - step) / max(rate, 1e-9)}
+                if held is not None and cfg.val_every and (step % cfg.val_every == 0 or step == total):
+                    with torch.no_grad():
+                        logged.update({f"val_{k}": v for k, v in evaluate(model, held, cfg).items()
+                                       if k in ("mlm_loss", "pairing_loss", "mlm_accuracy", "pairing_accuracy")})
+                    logged["val_loss"] = logged["val_mlm_loss"] + logged["val_pairing_loss"]
+                training_log.write(logged)
+                emit({"event": "progress", **logged, "total": total})
                 window, t_window = Counter(), now
             if stopping or step % cfg.checkpoint_every == 0 or step == total:
                 wall += time.perf_counter() - t_run
                 t_run = time.perf_counter()
                 save_checkpoint()
             if stopping and step < total:
+                training_log.close()
                 emit({"event": "message", "message": f"stopped at step {step}/{total}; checkpoint in "
                                                      f"{out / CHECKPOINT_DIR} (continue with --resume)"})
                 return {"stopped": True, "step": step, "total_steps": total}
+        training_log.close()
         wall += time.perf_counter() - t_run
 
         heldout = evaluate(model, held, cfg) if held is not None else None
