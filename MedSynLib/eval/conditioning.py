@@ -54,7 +54,7 @@ PARAPHRASES = {
 }
 """Free paraphrases with words the phantom reports never use ("fluid collections", "lucencies"): a text encoder
 trained from scratch on phantom reports has never seen them and can go only by the words around them (measured in
-the README)."""
+docs/evaluation.md)."""
 
 
 def finding_prompts(wording: str = "heldout") -> dict[str, tuple[str, str]]:
@@ -194,7 +194,7 @@ def _pm(s: dict, digits: int) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    """The benchmark as a Markdown section (for the README and the model card)."""
+    """The benchmark as a Markdown section (for docs/evaluation.md and the model card)."""
     res = "64³ low-res results" if result["lowres_only"] else "256³ results"
     lines = [_section_title(result), "",
              f"`python -m MedSynLib.eval` on `{result['model']}`: {len(result['seeds'])} seeds per prompt, "

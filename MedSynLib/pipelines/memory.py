@@ -5,7 +5,7 @@ through GroupNorm statistics; attention is per slice and f is never resampled. S
 chunk by chunk of overlapping slices and blended linearly across the overlaps. Peak activation memory then
 scales with the chunk length instead of the volume depth. The result is not bit-identical (GroupNorm statistics
 of a chunk differ from those of the volume, and zero padding replaces the neighbours at a chunk's cut edge,
-which the blending weights fade out); the README states the measured difference.
+which the blending weights fade out); docs/cli.md states the measured difference.
 
 Estimate (fp32, ``torch.no_grad``, this implementation with fused attention): the peak of live activations of
 one SR forward is ``7.3 · dim · h · w · 4`` bytes per slice, measured by tracking tensor lifetimes on the meta
