@@ -9,6 +9,7 @@ from MedSynLib.diffusion import (
     DDIMSampler,
     DPMSolverPP2M,
     GuidedDenoiser,
+    HeldChannels,
     SuperResDenoiser,
     add_noise,
     cosine_alpha_bar,
@@ -107,3 +108,85 @@ def test_held_values_outside_model_space_are_refused():
         hold_channels(torch.full((1, 4, 1, 2, 2), 3.0), [1])
     with pytest.raises(ValueError, match="indices"):
         hold_channels(torch.zeros(1, 4, 1, 2, 2), [4])
+
+
+def _region(shape, seed=0):
+    """A random bool (f, h, w) region with both held and free voxels."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g) < 0.5
+
+
+@pytest.mark.parametrize("channels", SUBSETS[1:], ids=lambda c: "hold" + "".join(map(str, c)))
+@pytest.mark.parametrize("resamples", [0, 2])
+def test_held_voxels_come_out_exactly_and_free_ones_are_generated(channels, resamples, tiny_lowres, tiny_superres):
+    torch.manual_seed(0)
+    known = torch.rand(1, 4, 2, 8, 8) * 2 - 1
+    outside = _region(known.shape[2:])
+    held = hold_channels(known, channels, where=outside)
+    assert held.channels == channels
+    with torch.no_grad():
+        for sampler in (DDIMSampler(4), DPMSolverPP2M(4)):
+            out = sample(GuidedDenoiser(tiny_lowres, torch.randn(1, 192, 16), 3.0), sampler,
+                         draw_noise(known.shape, seed=1), held=held, resamples=resamples,
+                         generator=torch.Generator().manual_seed(5))
+            for c in range(4):
+                if c in channels:
+                    assert torch.equal(out[0, c][outside], known[0, c][outside])
+                assert not torch.equal(out[0, c][~outside], known[0, c][~outside])
+        lowres = upsample_lowres(known[..., :2, :2], factor=4)[..., :2, :, :]
+        out = sample(SuperResDenoiser(tiny_superres, lowres), DDIMSampler(3), draw_noise(known.shape, seed=2),
+                     held=held, resamples=resamples, generator=torch.Generator().manual_seed(6))
+        assert torch.equal(out[:, channels][..., outside], known[:, channels][..., outside])
+
+
+def test_a_full_voxel_mask_is_whole_channel_holding_bit_for_bit(tiny_lowres):
+    torch.manual_seed(0)
+    known = torch.rand(1, 4, 2, 8, 8) * 2 - 1
+    full = torch.zeros(known.shape, dtype=torch.bool)
+    full[:, [0, 2]] = True
+    denoise = GuidedDenoiser(tiny_lowres, torch.randn(1, 192, 16), 3.0)
+    with torch.no_grad():
+        for sampler in (DDIMSampler(4), DPMSolverPP2M(4)):
+            a = sample(denoise, sampler, draw_noise(known.shape, seed=1), held=hold_channels(known, [0, 2]))
+            b = sample(denoise, sampler, draw_noise(known.shape, seed=1), held=HeldChannels(known, full))
+            c = sample(denoise, sampler, draw_noise(known.shape, seed=1),
+                       held=hold_channels(known, [0, 2], where=torch.ones(2, 8, 8, dtype=torch.bool)))
+            assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_subsampled_holding_keeps_a_small_free_region_free():
+    known = torch.rand(1, 4, 8, 8, 8) * 2 - 1
+    outside = torch.ones(8, 8, 8, dtype=torch.bool)
+    outside[5, 6, 1] = False  # one free voxel, not on the every-4th subsample
+    low = hold_channels(known, [0, 3], where=outside).subsampled(4)
+    assert torch.equal(low.known, known[..., ::4, ::4, ::4])
+    assert low.mask.shape == (1, 4, 2, 2, 2) and low.channels == [0, 3]
+    assert not low.mask[0, 0, 1, 1, 0] and low.mask[0, 0].sum() == 7 and not low.mask[0, 1].any()
+    whole = hold_channels(known, [1]).subsampled(4)
+    assert torch.equal(whole.known, known[..., ::4, ::4, ::4]) and whole.channels == [1]
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmpp2m"])
+def test_resampling_is_seeded_and_keeps_an_oracle_exact(name, tiny_lowres):
+    target = torch.rand(1, 4, 2, 4, 4) * 2 - 1
+    out = sample(lambda x, t: target, make_sampler(name, 6), draw_noise(target.shape, seed=3), resamples=3,
+                 generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, target, atol=1e-6)
+    denoise = GuidedDenoiser(tiny_lowres, torch.randn(1, 192, 16), 2.0)
+
+    def run(resamples, seed):
+        with torch.no_grad():
+            return sample(denoise, make_sampler(name, 4), draw_noise((1, 4, 2, 8, 8), 7), resamples=resamples,
+                          generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(run(2, 1), run(2, 1)) and not torch.equal(run(2, 1), run(2, 2))
+    assert torch.equal(run(0, 1), run(0, 2)) and not torch.equal(run(0, 1), run(2, 1))
+    with pytest.raises(ValueError, match="seeded torch.Generator"):
+        sample(denoise, make_sampler(name, 2), draw_noise((1, 4, 2, 8, 8), 7), resamples=1)
+
+
+def test_a_held_mask_that_does_not_fit_is_refused():
+    with pytest.raises(ValueError, match="does not broadcast"):
+        HeldChannels(torch.zeros(1, 4, 2, 2, 2), torch.ones(1, 4, 3, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="differs from the volume"):
+        hold_channels(torch.zeros(1, 4, 2, 2, 2), [0], where=torch.ones(2, 2, 3, dtype=torch.bool))

@@ -68,25 +68,24 @@ class DPMSolverPP2M(Sampler):
 
     def set_timesteps(self, steps: int) -> None:
         super().set_timesteps(steps)
-        self._prev_x0: torch.Tensor | None = None
-        self._prev_h: torch.Tensor | None = None
+        self._x0_by_step: dict[int, torch.Tensor] = {}
 
     def _lambda(self, i: int) -> torch.Tensor:
         a = self.alpha_bar(i)
         return 0.5 * (torch.log(a) - torch.log1p(-a))
 
     def step(self, x0, x, i):
-        if i == 0:
-            self._prev_x0, self._prev_h = None, None
+        """Uses the x0 of step ``i - 1``, so step ``i`` may be repeated (resampling) with the same history."""
+        self._x0_by_step = {k: v for k, v in self._x0_by_step.items() if k == i - 1}
         if i == len(self.timesteps) - 1:
             return x0
         a, a_next = self.alpha_bar(i), self.alpha_bar(i + 1)
         h = self._lambda(i + 1) - self._lambda(i)
         d = x0
-        if self._prev_x0 is not None:
-            r = self._prev_h / h
-            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * self._prev_x0
-        self._prev_x0, self._prev_h = x0, h
+        if i - 1 in self._x0_by_step:
+            r = (self._lambda(i) - self._lambda(i - 1)) / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * self._x0_by_step[i - 1]
+        self._x0_by_step[i] = x0
         return ((1 - a_next) / (1 - a)).sqrt() * x - a_next.sqrt() * torch.expm1(-h) * d
 
 

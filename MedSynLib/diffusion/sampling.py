@@ -1,4 +1,4 @@
-"""The sampling loop, classifier-free guidance and holding known channels fixed.
+"""The sampling loop, classifier-free guidance and holding known voxels fixed.
 
 A *denoiser* is any callable ``(x, t_raw) -> x0`` with x (b, 4, f, h, w) and t_raw the raw time (a float,
 or a (b,) tensor of per-sample times).
@@ -66,33 +66,80 @@ def upsample_lowres(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
 
 
-class HeldChannels:
-    """Channels known in advance, held fixed: their x0 prediction is replaced by the known clean value at every step.
+def hold(x0: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x0`` with the voxels where ``mask`` is True replaced by ``known`` (a copy; values copied bit for bit).
 
-    known: (b, 4, f, h, w) in model space [-1, 1] (other channels are ignored); channels: indices to hold
-    (0 CT, 1 lobes, 2 airway, 3 vessels). Holding lobes/airway/vessels = anatomy-conditioned generation;
-    holding the CT = segmentation. The held channels of the result equal ``known`` exactly.
+    Element-wise, so it applies unchanged to any layout in which ``x0``, ``known`` and ``mask`` are rearranged
+    alike (e.g. folded into channels); ``mask`` may broadcast against ``x0``.
+    """
+    return torch.where(mask, known.to(x0.dtype), x0)
+
+
+class HeldChannels:
+    """Voxels known in advance, held fixed: their x0 prediction is replaced by the known clean value at every step.
+
+    known: (b, 4, f, h, w) in model space [-1, 1]; mask: bool, broadcastable to ``known``, True where a voxel of a
+    channel is held (0 CT, 1 lobes, 2 airway, 3 vessels). Whole-channel holding is a mask that is True on whole
+    channels (anatomy-conditioned generation holds lobes/airway/vessels, segmentation the CT); editing a region
+    holds every channel outside it. The held voxels of the result equal ``known`` exactly.
     """
 
-    def __init__(self, known: torch.Tensor, channels: Sequence[int]):
-        channels = sorted(set(int(c) for c in channels))
-        if any(c < 0 or c >= known.shape[1] for c in channels):
-            raise ValueError(f"held channel indices must be in 0..{known.shape[1] - 1}, got {channels}")
-        if known.min() < -1 or known.max() > 1:
+    def __init__(self, known: torch.Tensor, mask: torch.Tensor):
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=known.device)
+        if mask.dim() != known.dim() or any(m not in (1, k) for m, k in zip(mask.shape, known.shape)):
+            raise ValueError(f"held-voxel mask of shape {tuple(mask.shape)} does not broadcast to the known volume "
+                             f"{tuple(known.shape)}")
+        values = known[mask.expand(known.shape)]
+        if values.numel() and (values.min() < -1 or values.max() > 1):
             raise ValueError("held channel values must lie in model space [-1, 1]; encode them with MedSynLib.io.codecs")
-        self.known, self.channels = known, channels
+        self.known, self.mask = known, mask
+
+    @property
+    def channels(self) -> list[int]:
+        """Channels with at least one held voxel."""
+        return [c for c in range(self.known.shape[1]) if self.mask[:, min(c, self.mask.shape[1] - 1)].any()]
 
     def apply(self, x0: torch.Tensor) -> torch.Tensor:
-        if not self.channels:
-            return x0
-        x0 = x0.clone()
-        x0[:, self.channels] = self.known[:, self.channels].to(x0.dtype)
-        return x0
+        return hold(x0, self.known, self.mask)
+
+    def subsampled(self, factor: int) -> HeldChannels:
+        """The same holding on a grid ``factor`` times coarser: known values by the nearest (every ``factor``-th)
+        voxel, as the training data's low-res volumes were made; a coarse voxel is held only where its whole
+        ``factor``³ block is held, so a free region stays free however small it is."""
+        known = self.known[..., ::factor, ::factor, ::factor]
+        if all(n == 1 for n in self.mask.shape[2:]):
+            return HeldChannels(known, self.mask)
+        free = (~self.mask).float()
+        coarse = torch.nn.functional.max_pool3d(free.flatten(0, 1)[:, None], factor, factor, ceil_mode=True)
+        return HeldChannels(known, coarse[:, 0].unflatten(0, free.shape[:2]) == 0)
 
 
-def hold_channels(known: torch.Tensor | None, channels: Sequence[int]) -> HeldChannels | None:
-    """A :class:`HeldChannels`, or None when nothing is held."""
-    return HeldChannels(known, channels) if known is not None and len(channels) else None
+def hold_channels(known: torch.Tensor | None, channels: Sequence[int],
+                  where: torch.Tensor | None = None) -> HeldChannels | None:
+    """Hold ``channels`` of ``known`` (b, 4, f, h, w): everywhere, or only where the bool (f, h, w) mask ``where``
+    is True. None when nothing is held."""
+    if known is None or not len(channels):
+        return None
+    channels = sorted(set(int(c) for c in channels))
+    if any(c < 0 or c >= known.shape[1] for c in channels):
+        raise ValueError(f"held channel indices must be in 0..{known.shape[1] - 1}, got {channels}")
+    on = torch.zeros((1, known.shape[1], 1, 1, 1), dtype=torch.bool, device=known.device)
+    on[:, channels] = True
+    if where is not None:
+        where = torch.as_tensor(where, dtype=torch.bool, device=known.device)
+        if tuple(where.shape) != tuple(known.shape[2:]):
+            raise ValueError(f"held region of shape {tuple(where.shape)} differs from the volume {tuple(known.shape[2:])}")
+        on = on & where[None, None]
+    return HeldChannels(known, on)
+
+
+def renoise(x: torch.Tensor, alpha_bar_from: torch.Tensor, alpha_bar_to: torch.Tensor,
+            generator: torch.Generator) -> torch.Tensor:
+    """A jump back to a noisier level (RePaint): ``sqrt(a_to / a_from) x + sqrt(1 - a_to / a_from) z``, z ~ N(0, I)
+    drawn on the CPU from ``generator`` (reproducible across devices)."""
+    ratio = (alpha_bar_to / alpha_bar_from).to(torch.float32)
+    z = draw_noise(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return ratio.sqrt() * x + (1 - ratio).sqrt() * z
 
 
 def sample(
@@ -102,18 +149,31 @@ def sample(
     held: HeldChannels | None = None,
     on_step: StepCallback | None = None,
     record: list | None = None,
+    resamples: int = 0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Run the reverse process from ``noise`` (the only random input) and return x in model space [-1, 1].
+    """Run the reverse process from ``noise`` and return x in model space [-1, 1].
 
-    Each step: ``x0 = clamp(hold(denoise(x, t)), -1, 1)``, then ``x = sampler.step(x0, x, i)``.
+    Each step: ``x0 = clamp(hold(denoise(x, t)), -1, 1)``, then ``x = sampler.step(x0, x, i)``. With
+    ``resamples`` r > 0 (RePaint), every step but the last is then repeated r times from the state jumped back to
+    its own noise level (:func:`renoise`, noise from ``generator``), so that held and generated voxels settle on
+    each other; r + 1 network evaluations per step. Without resampling ``noise`` is the only random input.
     ``on_step(i, n)`` is called after each step; ``record`` (if given) receives ``(t, x0_raw, x)`` per step.
     """
+    if resamples < 0:
+        raise ValueError(f"resamples must be 0 or more, got {resamples}")
+    if resamples and generator is None:
+        raise ValueError("resampling draws noise: pass a seeded torch.Generator")
     x = noise
     n = len(sampler.timesteps)
     for i, t in enumerate(sampler.timesteps.tolist()):
-        x0_raw = denoise(x, t)
-        x0 = held.apply(x0_raw) if held is not None else x0_raw
-        x = sampler.step(x0.clamp(-1.0, 1.0), x, i)
+        for attempt in range(1 + (resamples if i < n - 1 else 0)):
+            if attempt:
+                x = renoise(x_next, sampler.alpha_bar(i + 1), sampler.alpha_bar(i), generator)
+            x0_raw = denoise(x, t)
+            x0 = held.apply(x0_raw) if held is not None else x0_raw
+            x_next = sampler.step(x0.clamp(-1.0, 1.0), x, i)
+        x = x_next
         if record is not None:
             record.append((t, x0_raw, x))
         if on_step is not None:
@@ -134,4 +194,4 @@ def draw_noise(shape: Sequence[int], seed: int | None = None, generator: torch.G
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-__all__ = ["GuidedDenoiser", "SuperResDenoiser", "upsample_lowres", "HeldChannels", "hold_channels", "sample", "draw_noise", "TIME_SCALE"]
+__all__ = ["GuidedDenoiser", "SuperResDenoiser", "upsample_lowres", "hold", "HeldChannels", "hold_channels", "renoise", "sample", "draw_noise", "TIME_SCALE"]

@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..diffusion import GuidedDenoiser, draw_noise, hold_channels, make_sampler, sample, upsample_lowres
+from ..diffusion import GuidedDenoiser, HeldChannels, draw_noise, hold_channels, make_sampler, sample, upsample_lowres
 from ..io.codecs import (
     hu_to_model,
     lobes_to_model,
@@ -137,23 +137,33 @@ def _sr_tiles(model: LoadedModel, run: _Run, sr_tiles: int | None, max_gpu_memor
                          strict=max_gpu_memory_gb is not None)
 
 
-def _sample_both_stages(model: LoadedModel, text: torch.Tensor, known: torch.Tensor | None, held: list[int],
-                        seed: int, settings: dict, run: _Run, lowres_only: bool, sr_tiles: int = 1):
+def _seeded_noise(shape, seed: int, run: _Run) -> tuple[torch.Tensor, torch.Generator]:
+    """The initial noise of a stage from ``seed``, and the generator (advanced past it) for resampling noise."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return draw_noise(shape, generator=generator, device=run.device), generator
+
+
+def _sample_both_stages(model: LoadedModel, text: torch.Tensor, held: HeldChannels | None, seed: int,
+                        settings: dict, run: _Run, lowres_only: bool, sr_tiles: int = 1, resamples: int = 0):
+    """Stage 1 (held voxels subsampled to its grid) and, unless ``lowres_only``, stage 2 with the full-res holding.
+
+    Stage noise comes from ``seed`` (low-res) and ``seed + 1`` (SR); ``resamples`` as in :func:`sample`."""
     factor = model.lowres_factor
     x, y, z = model.grid.size  # a placed grid has the model grid's size
     lowres_shape = (1, model.lowres.config.channels, z // factor, y // factor, x // factor)
-    known_low = known[..., ::factor, ::factor, ::factor] if known is not None else None
+    held_low = held.subsampled(factor) if held is not None else None
     low_sampler = make_sampler(settings["sampler"], settings["steps_lowres"])
+    noise, generator = _seeded_noise(lowres_shape, seed, run)
     x64 = run.stage("lowres", lambda: sample(
-        GuidedDenoiser(model.lowres, text, settings["guidance"]), low_sampler,
-        draw_noise(lowres_shape, seed, device=run.device), hold_channels(known_low, held), run.on_step("lowres")))
+        GuidedDenoiser(model.lowres, text, settings["guidance"]), low_sampler, noise, held_low,
+        run.on_step("lowres"), resamples=resamples, generator=generator))
     if lowres_only:
         return x64.float(), None
     sr_sampler = make_sampler(settings["sampler"], settings["steps_sr"])
+    noise, generator = _seeded_noise((1, lowres_shape[1], z, y, x), seed + 1, run)
     x256 = run.stage("superres", lambda: sample(
-        TiledSuperRes(model.superres, upsample_lowres(x64.float(), factor), sr_tiles), sr_sampler,
-        draw_noise((1, lowres_shape[1], z, y, x), seed + 1, device=run.device), hold_channels(known, held),
-        run.on_step("superres")))
+        TiledSuperRes(model.superres, upsample_lowres(x64.float(), factor), sr_tiles), sr_sampler, noise, held,
+        run.on_step("superres"), resamples=resamples, generator=generator))
     return x64.float(), x256.float()
 
 
@@ -199,7 +209,8 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
         known = torch.from_numpy(volume).to(device)
     tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
     text = run.stage("text", lambda: model.text_encoder([report]))
-    x64, x256 = _sample_both_stages(model, text, known, held, seed, settings, run, lowres_only, tiles)
+    x64, x256 = _sample_both_stages(model, text, hold_channels(known, held), seed, settings, run, lowres_only,
+                                    tiles)
     result = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, held, with_ct=True)
     result.metadata.update(metadata, sr_tiles=tiles)
     return result
@@ -236,7 +247,8 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
     else:
         text = model.lowres.null_text(1).detach()
     tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
-    x64, x256 = _sample_both_stages(model, text, known, [0], seed, settings, run, lowres_only, tiles)
+    x64, x256 = _sample_both_stages(model, text, hold_channels(known, [0]), seed, settings, run, lowres_only,
+                                    tiles)
     result = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, [0], with_ct=False)
     target = Geometry.of(ct)
     for name in ("lobes", "airway", "vessels"):
