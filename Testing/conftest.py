@@ -23,6 +23,16 @@ def _torch_settings():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny networks gain nothing from threads, and on a busy machine two threads
+    cost several times the CPU time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_lowres() -> LowResUNet:
     torch.manual_seed(0)
     return LowResUNet(TINY_LOWRES).eval()

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-import torch
 
 from MedSynLib.cli import build_parser, main
 from MedSynLib.io.images import Geometry
@@ -193,15 +192,6 @@ def _runs(commands: list[DocCommand]) -> list[DocCommand]:
 
 
 RUN = _runs(COMMANDS)
-
-
-@pytest.fixture
-def one_thread():
-    """The tiny volumes gain nothing from threads, and on a busy machine two threads cost several times more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -277,15 +277,6 @@ def with_split(manifest: Path, val: set[str]) -> Path:
     return path
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny network trains several times faster on one thread of a busy machine than on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_log_validation_and_tensorboard(data, tmp_path, monkeypatch, one_thread):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -48,13 +48,7 @@ def synthetic_reports(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train fastest (and reproducibly) on one thread of the shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models train fastest (and reproducibly) on one thread
 
 
 @pytest.fixture(scope="module")
