@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+
+from .errors import EXIT_CANCELLED, debugging, describe
 
 COMMAND_MODULES = (
     "MedSynLib.pipelines.cli",
@@ -44,14 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends as a message and an exit code (:mod:`MedSynLib.errors`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cancels like Ctrl-C: clean-up runs
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("medsyn: interrupted", file=sys.stderr)
-        return 130
+        print("medsyn: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:
+        if debugging():
+            raise
+        failure = describe(exc)
+        print(failure.text(), file=sys.stderr)
+        return failure.code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -59,10 +59,11 @@ def medsyn(*args, cwd=None, env=None, **popen):
                             **popen)
 
 
-def chest(geometry: Geometry = GRID) -> np.ndarray:
-    """A (z, y, x) int16 HU chest: air, a 0 HU body, two -850 HU lungs."""
-    body = ellipsoids(geometry, [(0.0, 0.0, 0.0)], [(58.0, 45.0, 70.0)], [1], dtype=np.uint8)
-    lungs = ellipsoids(geometry, [(-24.0, 0.0, 0.0), (24.0, 0.0, 0.0)], [(18.0, 28.0, 45.0)] * 2, [1, 1],
+def chest(geometry: Geometry = GRID, centre=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """A (z, y, x) int16 HU chest centred at ``centre`` (LPS mm): air, a 0 HU body, two -850 HU lungs."""
+    x, y, z = centre
+    body = ellipsoids(geometry, [centre], [(58.0, 45.0, 70.0)], [1], dtype=np.uint8)
+    lungs = ellipsoids(geometry, [(x - 24.0, y, z), (x + 24.0, y, z)], [(18.0, 28.0, 45.0)] * 2, [1, 1],
                        dtype=np.uint8)
     return np.where(lungs > 0, -850, np.where(body > 0, 0, -1000)).astype(np.int16)
 
@@ -133,18 +134,18 @@ def test_outputs_follow_the_umask(tiny_model, tmp_path, capsys):
 
 def test_a_concurrent_run_into_the_same_folder_fails_fast(tiny_model, tmp_path):
     out = tmp_path / "out"
-    slow = ("--steps-lowres", "40", "--lowres-only", "--progress", "json")
+    slow = ("--steps-lowres", "1000", "--lowres-only", "--progress", "json")
     first = medsyn("generate", "--report", REPORT, "--model", tiny_model, *slow, "--out", out)
     try:
         for line in first.stdout:  # wait until the first run has claimed the folder and is sampling
             if '"progress"' in line:
                 break
         second = medsyn("generate", "--report", REPORT, "--model", tiny_model, *FAST, "--out", out)
-        _, err = second.communicate(timeout=120)
+        _, err = second.communicate(timeout=600)
         assert second.returncode == 2 and "another MedSyn run is writing" in err and "Traceback" not in err
     finally:
         first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=120)
+        first.communicate(timeout=600)
     assert first.returncode == 130
     assert list(tmp_path.iterdir()) == []
 
@@ -209,3 +210,246 @@ def test_a_broken_model_folder_gives_a_message(tiny_model, tmp_path, capsys, mon
     assert {"bad json": "not valid JSON", "no sha256": "records no sha256",
             "corrupt safetensors": "corrupted"}[damage] in err
     assert tree(tmp_path) == before
+
+
+# --- input images ---------------------------------------------------------------------------------------------
+def _nifti_bytes(array: np.ndarray, spacing=(4.0, 4.0, 4.0)) -> bytearray:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(GRID.origin)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"medsyn-test-{os.getpid()}.nii"
+    sitk.WriteImage(image, str(path))
+    data = bytearray(path.read_bytes())
+    path.unlink()
+    return data
+
+
+def _damaged(kind: str, array: np.ndarray) -> bytes:
+    """A NIfTI file (gzip) of ``array`` damaged as ``kind`` says."""
+    import struct
+
+    if kind == "nan":
+        array = array.astype(np.float32)
+        array[5, 5, 5], array[6, 6, 6] = np.nan, np.inf
+    data = _nifti_bytes(array)
+    if kind == "zero pixdim":
+        data[80:84] = struct.pack("<f", 0.0)  # pixdim[1]
+    elif kind == "sheared":
+        srow = list(struct.unpack("<12f", data[280:328]))
+        srow[1] = 1.5  # x also moves with j: a sheared grid (the qform stays orthonormal)
+        data[280:328] = struct.pack("<12f", *srow)
+    packed = gzip.compress(bytes(data))
+    return packed[: len(packed) * 2 // 3] if kind == "truncated" else packed
+
+
+CASES = {"truncated": "truncated", "nan": "NaN or infinite", "zero pixdim": "spacing", "sheared": "sheared"}
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_a_damaged_ct_is_refused(tiny_model, tmp_path, capsys, kind):
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(_damaged(kind, chest()))
+    before = tree(tmp_path)
+    code, err = run(capsys, "segment", "--ct", ct, "--model", tiny_model, *FAST, "--out", tmp_path / "seg")
+    assert code == 2 and CASES[kind] in err and str(ct) in err
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_a_damaged_condition_mask_is_refused(tiny_model, tmp_path, capsys, kind):
+    mask = (chest() == -850).astype(np.uint8)
+    (tmp_path / "lungs.nii.gz").write_bytes(_damaged(kind, mask))
+    before = tree(tmp_path)
+    code, err = run(capsys, "generate", "--report", REPORT, "--airway", tmp_path / "lungs.nii.gz",
+                    "--model", tiny_model, *FAST, "--out", tmp_path / "out")
+    assert code == 2 and CASES[kind] in err
+    assert tree(tmp_path) == before
+
+
+def test_a_dicom_series_folder_is_read(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    volume = to_image(chest(), GRID)
+    uid = "1.2.826.0.1.3680043.2.1125.1"
+    for k in range(volume.GetDepth()):
+        slice_ = sitk.Cast(volume[:, :, k], sitk.sitkInt16)
+        x, y, z = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in (("0008|0060", "CT"), ("0020|000e", uid), ("0020|000d", uid + ".0"),
+                           ("0020|0032", f"{x}\\{y}\\{z}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0020|0013", str(k + 1)), ("0028|0030", "4\\4"), ("0018|0050", "4"),
+                           ("0008|0018", f"{uid}.{k + 1}")):
+            slice_.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
+        writer.Execute(slice_)
+    code, err = run(capsys, "segment", "--ct", folder, "--model", tiny_model, *FAST, "--out", tmp_path / "seg")
+    assert code == 0, err
+    sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text())
+    assert tuple(sidecar["geometry"]["size"]) == GRID.size
+    assert np.allclose(sidecar["geometry"]["spacing"], GRID.spacing)
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("no images")
+    code, err = run(capsys, "segment", "--ct", tmp_path / "notes", "--model", tiny_model, *FAST,
+                    "--out", tmp_path / "seg2")
+    assert code == 2 and "without a DICOM series" in err
+
+
+# --- reports and settings --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["not utf-8", "a folder", "nan guidance", "inf guidance"])
+def test_bad_reports_and_settings_are_refused_up_front(tiny_model, tmp_path, capsys, kind):
+    report = tmp_path / "report.txt"
+    args = ["--report-file", report]
+    if kind == "not utf-8":
+        report.write_bytes("Befund: Pleuraerguss rechts, größer".encode("latin-1"))
+    elif kind == "a folder":
+        report.mkdir()
+    else:
+        args = ["--report", REPORT, "--guidance", kind.split()[0]]
+    before = tree(tmp_path)
+    try:
+        code, err = run(capsys, "generate", *args, "--model", tiny_model, *FAST, "--out", tmp_path / "out")
+    except SystemExit as exc:  # argparse refuses the value with a usage message
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2
+    assert {"not utf-8": "not UTF-8", "a folder": "is a folder", "nan guidance": "not a finite number",
+            "inf guidance": "not a finite number"}[kind] in err
+    assert tree(tmp_path) == before
+
+
+def test_a_text_encoder_with_nan_weights_gives_no_blank_result(tiny_model, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from MedSynLib.modelstore.bundle import read_model_spec, write_model_spec
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    weights = model / "text_encoder" / "model.safetensors"
+    state = load_file(str(weights))
+    state = {k: v.fill_(float("nan")) if "LayerNorm.weight" in k else v for k, v in state.items()}
+    save_file(state, str(weights))
+    write_model_spec(model, **{k: v for k, v in read_model_spec(model).items() if k != "text_encoder_sha256"})
+    before = tree(tmp_path)
+    code, err = run(capsys, "generate", "--report", REPORT, "--model", model, *FAST, "--out", tmp_path / "out")
+    assert code == 2 and "text encoder produced NaN" in err
+    assert tree(tmp_path) == before
+
+
+def test_the_text_encoder_is_hashed_like_the_stages(tiny_model, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    assert run(capsys, "generate", "--report", REPORT, "--model", model, *FAST, "--out", tmp_path / "ok")[0] == 0
+    sidecar = json.loads((tmp_path / "ok" / "medsyn.json").read_text())
+    weights = model / "text_encoder" / "model.safetensors"
+    assert sidecar["model"]["sha256"]["text_encoder"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last tensor
+    weights.write_bytes(bytes(data))
+    code, err = run(capsys, "generate", "--report", REPORT, "--model", model, *FAST, "--out", tmp_path / "bad")
+    assert code == 2 and "sha256 does not match" in err and not (tmp_path / "bad").exists()
+
+
+# --- segment-mode outputs -------------------------------------------------------------------------------------
+def test_segment_outputs_do_not_mark_the_patients_ct_and_carry_the_grid_used(tiny_model, tmp_path, capsys):
+    geometry = Geometry((48, 48, 48), (4.0, 4.0, 4.0), (-90.0, -90.0, -90.0))
+    write_image(to_image(chest(geometry, centre=(20.0, -12.0, 8.0)), geometry), tmp_path / "ct.nii.gz",
+                description="test CT")
+    code, err = run(capsys, "segment", "--ct", tmp_path / "ct.nii.gz", "--model", tiny_model, "--steps-lowres", 1,
+                    "--steps-sr", 1, "--preview", "--out", tmp_path / "seg")
+    assert code == 0, err
+    folder = tmp_path / "seg"
+    sidecar = json.loads((folder / "medsyn.json").read_text())
+    assert not any(name.startswith("SYNTHETIC") and "lowres" in name for name in sidecar["files"].values())
+    lowres = sitk.ReadImage(str(folder / sidecar["files"]["lowres"]))
+    assert lowres.GetNumberOfComponentsPerPixel() == 3  # lobes, airway, vessels: no CT channel
+    used = Geometry.from_dict(sidecar["model_grid_used"]).subsampled(4)
+    assert np.allclose(lowres.GetOrigin(), used.origin) and np.allclose(lowres.GetSpacing(), used.spacing)
+    assert not np.allclose(used.origin, GRID.subsampled(4).origin)  # the grid moved onto the lungs
+    assert Geometry.from_dict(sidecar["lowres_geometry"]) == Geometry.of(lowres)
+    assert b"MedSyn segmentation" in (folder / "preview.png").read_bytes()[:200]
+    assert sitk.ReadImage(str(folder / "preview.png")).GetNumberOfComponentsPerPixel() == 3
+
+
+def test_generate_preview_is_marked_synthetic(tiny_model, tmp_path, capsys):
+    code, _ = run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--preview",
+                  "--out", tmp_path / "out")
+    assert code == 0
+    assert b"SYNTHETIC" in (tmp_path / "out" / "preview.png").read_bytes()[:200]
+
+
+def test_preview_of_an_empty_file_is_refused(tmp_path, capsys):
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    before = tree(tmp_path)
+    code, err = run(capsys, "preview", "--ct", tmp_path / "ct.nii.gz", "--out", tmp_path / "p.png")
+    assert code == 2 and "empty file" in err
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["long report", "unknown word-pieces", "fp16 on the CPU"])
+def test_warnings_reach_stderr_the_json_events_and_the_sidecar(tiny_model, tmp_path, capsys, kind):
+    report, extra = {"long report": ("FINDINGS: " + "large bilateral effusions . " * 900, ()),
+                     "unknown word-pieces": ("所見：両側に大量の胸水 😷🫁 心拡大", ()),
+                     "fp16 on the CPU": (REPORT, ("--precision", "fp16"))}[kind]
+    code = main(["generate", "--report", report, "--model", str(tiny_model), *FAST, *extra, "--progress", "json",
+                 "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    key = {"long report": "dropped", "unknown word-pieces": "unknown to the text encoder",
+           "fp16 on the CPU": "slower than fp32"}[kind]
+    assert f"medsyn: warning: " in captured.err and key in captured.err
+    events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    assert any(e["event"] == "warning" and key in e["message"] for e in events)
+    if kind != "fp16 on the CPU":
+        assert any(key in w for w in json.loads((tmp_path / "out" / "medsyn.json").read_text())["warnings"])
+
+
+# --- training commands ----------------------------------------------------------------------------------------
+@pytest.fixture
+def cases(tmp_path, tiny_model):
+    from train_cases import write_cases
+
+    return write_cases(tmp_path / "cases", n=2), tiny_model / "text_encoder"
+
+
+def _train(capsys, manifest, text_encoder, out, *sets):
+    unet = json.dumps({"dim": 8, "dim_mults": [1, 2], "attn_heads": 1, "text_dim": 16, "mid_depth": 1})
+    grid = json.dumps(GRID.to_dict())
+    args = ["train-lowres", "--set", f"manifest={manifest}", "--set", f"out={out}", "--set", f"unet={unet}",
+            "--set", f"text_encoder={text_encoder}", "--set", f"grid={grid}", "--set", "steps=1", *sets]
+    return run(capsys, *args)
+
+
+@pytest.mark.parametrize("kind", ["missing manifest", "unknown option", "missing case file", "truncated case",
+                                  "no config file"])
+def test_training_failures_are_messages(cases, tmp_path, capsys, kind):
+    manifest, text_encoder = cases
+    sets = []
+    if kind == "missing manifest":
+        manifest = tmp_path / "nowhere.csv"
+    elif kind == "unknown option":
+        sets = ["--set", "learning_rate=1"]
+    elif kind == "missing case file":
+        (tmp_path / "cases" / "case001" / "lobes.nii.gz").unlink()
+    elif kind == "truncated case":
+        ct = tmp_path / "cases" / "case001" / "ct.nii.gz"
+        ct.write_bytes(ct.read_bytes()[:-200])
+    else:
+        sets = ["--config", str(tmp_path / "missing.json")]
+    before = tree(tmp_path / "cases")
+    code, err = _train(capsys, manifest, text_encoder, tmp_path / "run", *sets)
+    assert code == 2
+    assert {"missing manifest": "nowhere.csv", "unknown option": "unknown training options",
+            "missing case file": "case001", "truncated case": "truncated", "no config file": "missing.json"}[kind] in err
+    assert tree(tmp_path / "cases") == before
+
+
+def test_train_text_without_reports_is_a_message(tmp_path, capsys):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "notes.bin").write_bytes(b"\x00\x01")
+    code, err = run(capsys, "train-text", "--reports", tmp_path / "reports", "--out", tmp_path / "out")
+    assert code == 2

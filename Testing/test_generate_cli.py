@@ -42,7 +42,7 @@ def test_generate_writes_a_complete_synthetic_result(tiny_model, tmp_path):
     assert events[-1]["event"] == "done"
     sidecar = json.loads((out / "medsyn.json").read_text())
     assert sidecar["synthetic"] is True and sidecar["report"] == REPORT and sidecar["seed"] == 3
-    assert set(sidecar["model"]["sha256"]) == {"lowres", "superres"}
+    assert set(sidecar["model"]["sha256"]) == {"lowres", "superres", "text_encoder"}
     assert {"lowres_s", "superres_s", "text_s"} <= set(sidecar["timings_s"])
     assert {"torch", "medsyn", "SimpleITK"} <= set(sidecar["versions"])
     ct = sitk.ReadImage(str(out / sidecar["files"]["ct"]))

@@ -76,7 +76,7 @@ def test_sidecar_is_complete(result_folder):
     assert set(sidecar["timings_s"]) == {"text_s", "lowres_s", "superres_s"}
     model = sidecar["model"]
     assert model["name"] == "tiny-test" and model["title"] == "tiny random test model" and model["space"] == "atlas"
-    assert set(model["sha256"]) == {"lowres", "superres"} and all(len(h) == 64 for h in model["sha256"].values())
+    assert set(model["sha256"]) == {"lowres", "superres", "text_encoder"} and all(len(h) == 64 for h in model["sha256"].values())
     assert {"medsyn", "torch", "transformers", "numpy", "SimpleITK", "python"} <= set(sidecar["versions"])
     assert sidecar["space"] == "atlas" and sidecar["geometry"] == ATLAS_GRID.to_dict()
     assert "SYNTHETIC" in sidecar["notice"]

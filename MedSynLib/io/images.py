@@ -77,18 +77,180 @@ def write_image(image: sitk.Image, path: str | Path, description: str = SYNTHETI
 
 
 def read_image(path: str | Path, what: str = "image") -> sitk.Image:
-    """Read a 3D image (NIfTI, NRRD, .seg.nrrd, MHA ...) with a clear error for missing / unreadable / non-3D files."""
+    """Read a 3D image (NIfTI, NRRD, .seg.nrrd, MHA ..., or a DICOM series folder) and check it before use.
+
+    Refused with a message naming the file and the fix (ValueError; :class:`InputTooLargeError`, a MemoryError,
+    when it would not fit in memory): a missing or unreadable file, a file shorter than its header says (a
+    truncated download, which ITK would fill with zeros), a non-3D image, spacing that is not positive (NIfTI
+    ``pixdim`` 0, which ITK reads as 1 mm), a direction that is not orthonormal (a sheared NIfTI ``sform``, which
+    ITK would silently replace), and non-finite voxel values.
+    """
     path = Path(path)
+    if path.is_dir():
+        return _validated(_read_dicom_series(path, what), path, what)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is an empty file. Fix: copy or export it again")
+    if path.name.endswith((".nii", ".nii.gz")):
+        _check_nifti_header(path, what)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+        _check_memory(reader.GetSize(), reader.GetNumberOfComponents(),
+                      sitk.GetPixelIDValueAsString(reader.GetPixelID()), path, what)
+        image = reader.Execute()
     except RuntimeError as exc:
-        raise ValueError(f"cannot read {what} {path}: not a readable NIfTI/NRRD image ({str(exc).strip()[:200]})") \
-            from exc
+        raise ValueError(f"cannot read {what} {path}: not a readable NIfTI/NRRD image ({str(exc).strip()[:200]}). "
+                         "Fix: check that the file is complete and in a format ITK reads") from exc
+    return _validated(image, path, what)
+
+
+class InputTooLargeError(MemoryError):
+    """An input image that would not fit in the memory available (names the file, the need and the fix)."""
+
+
+BYTES_PER_VOXEL_IN_USE = 12
+"""Working memory per voxel of an input while it is used: the file's pixels, a float32 copy and a resampled one."""
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _check_memory(size, components: int, pixel: str, path: Path, what: str) -> None:
+    voxels = int(np.prod(size, dtype=np.int64)) * max(components, 1)
+    need = voxels * BYTES_PER_VOXEL_IN_USE
+    available = _available_memory()
+    if available is not None and need > available:
+        raise InputTooLargeError(f"{what} {path} has {'x'.join(map(str, size))} voxels ({pixel}); using it needs "
+                                 f"about {need / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available. Fix: "
+                                 "crop it to the chest or resample it to a coarser grid (e.g. 1 mm) first")
+
+
+def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
+    """The one DICOM series in ``folder`` (read with ITK's series reader, slices sorted by position)."""
+    fix = (f"Fix: convert it to one file first, e.g. `python -c \"import SimpleITK as s; r = s.ImageSeriesReader(); "
+           f"r.SetFileNames(s.ImageSeriesReader.GetGDCMSeriesFileNames('{folder}', SERIES)); "
+           f"s.WriteImage(r.Execute(), 'ct.nii.gz')\"` or with dcm2niix / 3D Slicer's DICOM module")
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError:
+        series = ()
+    if not series:
+        raise ValueError(f"{what} {folder} is a folder without a DICOM series; give a NIfTI/NRRD file or a folder "
+                         "holding one DICOM series")
+    if len(series) > 1:
+        raise ValueError(f"{what} folder {folder} holds {len(series)} DICOM series ({', '.join(series[:5])}); "
+                         f"MedSyn reads a folder of exactly one. {fix.replace('SERIES', repr(series[0]))}")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise ValueError(f"cannot read the DICOM series in {folder} ({str(exc).strip()[:200]}). "
+                         + fix.replace("SERIES", repr(series[0]))) from exc
+
+
+def _validated(image: sitk.Image, path: Path, what: str) -> sitk.Image:
     if image.GetDimension() != 3:
         raise ValueError(f"{what} {path} is {image.GetDimension()}-D; a 3D volume is needed")
+    spacing = np.array(image.GetSpacing())
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise ValueError(f"{what} {path} has voxel spacing {tuple(spacing.tolist())} mm; every spacing must be "
+                         "positive. Fix: set the true voxel size in the file's header")
+    _check_direction(np.array(image.GetDirection()).reshape(3, 3), path, what, "direction")
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32, sitk.sitkVectorFloat64):
+        if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
+            raise ValueError(f"{what} {path} contains NaN or infinite voxel values. Fix: replace them (e.g. by "
+                             "-1024 HU for a CT, 0 for a mask) before using the file")
     return image
+
+
+def _check_direction(matrix: np.ndarray, path: Path, what: str, name: str) -> None:
+    """``matrix`` (3x3, columns = axis directions, any lengths) must have orthogonal columns."""
+    lengths = np.linalg.norm(matrix, axis=0)
+    if not (np.isfinite(matrix).all() and (lengths > 0).all()):
+        raise ValueError(f"{what} {path} has a degenerate {name} matrix {matrix.round(4).tolist()}")
+    unit = matrix / lengths
+    if not np.allclose(unit.T @ unit, np.eye(3), atol=1e-4):
+        raise ValueError(f"{what} {path} has a sheared (non-orthogonal) {name} {matrix.round(4).tolist()}: ITK "
+                         "supports only orthonormal grids and would silently change its geometry. Fix: resample it "
+                         "onto an orthogonal grid first (e.g. 3D Slicer: Resample Scalar Volume, or "
+                         "Transforms > Harden transform then export)")
+
+
+NIFTI1 = {"sizeof": 348, "dim": (40, "8h"), "datatype": (70, "h"), "bitpix": (72, "h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"),
+          "sform_code": (254, "h"), "srow": (280, "12f")}
+NIFTI2 = {"sizeof": 540, "dim": (16, "8q"), "datatype": (12, "h"), "bitpix": (14, "h"), "pixdim": (104, "8d"), "vox_offset": (168, "q"),
+          "sform_code": (348, "i"), "srow": (400, "12d")}
+"""Byte offsets and struct formats of the NIfTI-1 / NIfTI-2 header fields checked by :func:`_check_nifti_header`."""
+NIFTI_FLOATS = {16: "f4", 64: "f8"}
+"""NIfTI datatype codes of float voxels -> numpy type (without byte order)."""
+
+
+def _check_nifti_header(path: Path, what: str) -> None:
+    """What ITK does not check in a NIfTI file: the data is as long as the header says (a truncated file is
+    otherwise zero-filled), ``pixdim`` of the spatial axes is positive (otherwise taken as 1 mm), and a used
+    ``sform`` is not sheared (otherwise replaced by the ``qform``)."""
+    import gzip
+    import struct
+    import zlib
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+        layout = endian = None
+        for fields in (NIFTI1, NIFTI2):
+            for order in "<>":
+                if len(head) >= fields["sizeof"] and struct.unpack_from(order + "i", head, 0)[0] == fields["sizeof"]:
+                    layout, endian = fields, order
+        if layout is None:
+            raise ValueError(f"{what} {path} is not a NIfTI file (its header size is not 348 or 540 bytes). "
+                             "Fix: check the file, or give it the extension of its real format")
+        field = {k: struct.unpack_from(endian + v[1], head, v[0]) for k, v in layout.items() if k != "sizeof"}
+        offset = int(field["vox_offset"][0])
+        floats = NIFTI_FLOATS.get(field["datatype"][0])
+        dtype = np.dtype(endian + floats) if floats else None
+        finite, length, rest = True, 0, b""
+        with opener(path, "rb") as f:  # ITK reads NaN and Inf in NIfTI files as 0: check the stored values
+            length = len(f.read(offset))
+            while block := f.read(1 << 24):
+                length += len(block)
+                if dtype is not None and finite:
+                    block, n = rest + block, (len(rest) + len(block)) // dtype.itemsize * dtype.itemsize
+                    finite, rest = bool(np.isfinite(np.frombuffer(block[:n], dtype)).all()), block[n:]
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ValueError(f"{what} {path} is truncated or corrupted ({exc}). Fix: copy or download it again") \
+            from None
+    dims = field["dim"]
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7:
+        raise ValueError(f"{what} {path} has an invalid NIfTI header (dim[0] = {ndim})")
+    expected = int(field["vox_offset"][0]) + int(np.prod([max(int(d), 1) for d in dims[1:ndim + 1]], dtype=np.int64)
+                                               ) * field["bitpix"][0] // 8
+    if length < expected:
+        raise ValueError(f"{what} {path} is truncated: its header describes {expected:,} bytes of data but the file "
+                         f"holds {length:,}. Fix: copy or download it again")
+    pixdim = np.array(field["pixdim"][1:4], float)
+    if not (np.isfinite(pixdim[:min(ndim, 3)]).all() and (pixdim[:min(ndim, 3)] > 0).all()):
+        raise ValueError(f"{what} {path} has voxel spacing (NIfTI pixdim) {tuple(pixdim.tolist())}; every spacing "
+                         "must be positive (ITK would read 0 as 1 mm). Fix: set the true voxel size in the header")
+    if field["sform_code"][0] > 0:
+        _check_direction(np.array(field["srow"], float).reshape(3, 4)[:, :3], path, what, "sform")
+    if not finite:
+        raise ValueError(f"{what} {path} contains NaN or infinite voxel values (ITK would read them as 0). Fix: "
+                         "replace them (e.g. by -1024 HU for a CT, 0 for a mask) before using the file")
 
 
 def write_segmentation(lobes: np.ndarray, airway: np.ndarray, vessels: np.ndarray, geometry: Geometry,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizer
@@ -25,12 +27,29 @@ MAX_POSITIONS = 2048
 IGNORED_PREFIXES = ("cls.", "cls_projection_head.", "pooler.")
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 POSITION_KEY = "embeddings.position_embeddings.weight"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+UNKNOWN_WARNING_FRACTION = 0.5
+"""A report with more unknown word-pieces than this fraction gets a warning."""
+
+
+def weights_file(folder: str | Path) -> Path:
+    """The weights file of a text encoder folder: ``model.safetensors``, else ``pytorch_model.bin``."""
+    folder = Path(folder)
+    found = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"text encoder folder {folder} has no {' or '.join(WEIGHT_FILES)}")
+    return found
 
 
 def _read_weights(file: Path) -> dict[str, torch.Tensor]:
-    if file.suffix == ".safetensors":
-        return load_file(str(file))
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        if file.suffix == ".safetensors":
+            return load_file(str(file))
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"{file} cannot be loaded as weights ({str(exc).strip().splitlines()[0][:200]}): only "
+                         "safetensors files and plain state_dicts of tensors are read. Fix: restore the file, or "
+                         "re-save it as safetensors") from None
     if not isinstance(state, dict):
         raise ValueError(f"{file} is not a state_dict")
     return state
@@ -83,9 +102,7 @@ class ReportEncoder(nn.Module):
                                                                             "auto_map", "transformers_version")})
         config.max_position_embeddings = max(MAX_POSITIONS, config.max_position_embeddings)
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-        weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
-        if weights is None:
-            raise FileNotFoundError(f"text encoder folder {path} has no model.safetensors or pytorch_model.bin")
+        weights = weights_file(path)
         generator = torch.Generator().manual_seed(seed)
         bert = BertModel(config, add_pooling_layer=False)
         state = _encoder_state(_read_weights(weights))
@@ -128,6 +145,25 @@ class ReportEncoder(nn.Module):
         enc = self.tokenizer(list(reports), padding="max_length", truncation=True, max_length=length,
                              return_tensors="pt", return_token_type_ids=True, return_attention_mask=True)
         return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+
+    def report_warnings(self, report: str) -> list[str]:
+        """What the user should know about how ``report`` reaches the model: longer than the network reads, or
+        mostly word-pieces the vocabulary does not know (another language, symbols, emoji)."""
+        pieces = self.tokenizer.tokenize(report)
+        warnings = []
+        if len(pieces) + 2 > self.tokens:
+            dropped = len(pieces) + 2 - self.max_length
+            warnings.append(
+                f"the report is {len(pieces):,} word-pieces long; the network reads the text encoder's states of the "
+                f"first {self.tokens} (later words reach it only through the encoder's attention)"
+                + (f", and the last {dropped:,} word-pieces (after {self.max_length:,}) are dropped" if dropped > 0
+                   else "") + ". Fix: keep to the Findings and Impression")
+        unknown = sum(piece == self.tokenizer.unk_token for piece in pieces)
+        if pieces and unknown / len(pieces) > UNKNOWN_WARNING_FRACTION:
+            warnings.append(f"{unknown} of the report's {len(pieces)} word-pieces are unknown to the text encoder's "
+                            "vocabulary (another language, symbols or emoji?), so the model sees little of the "
+                            "report. Fix: write the report in English radiology wording")
+        return warnings
 
     @torch.no_grad()
     def forward(self, reports: Sequence[str]) -> torch.Tensor:

@@ -6,8 +6,9 @@ A model folder holds ``model.json``::
      "text_encoder": "text_encoder", "lowres": "lowres", "superres": "superres",
      "grid": {"size": [x, y, z], "spacing": [...], "origin": [...], "direction": [...]},
      "lowres_factor": 4, "defaults": {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"},
-     "space": {"kind": "grid"}}
+     "space": {"kind": "grid"}, "text_encoder_sha256": "<hex of the text encoder's weights file>"}
 
+The stages record the sha256 of their weights in their own ``config.json``; every hash is checked at load.
 The model array (b, c, f, h, w) is the image array (z, y, x) on ``grid``; the low-res grid is every
 ``lowres_factor``-th voxel of it. ``space`` says what the grid means: ``{"kind": "grid"}`` (or no key) = a plain
 patient-space box; ``{"kind": "atlas", "atlas_mask": "atlas_lung_mask.nii.gz"}`` = the grid is an atlas space
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io.images import Geometry
-from .jsonfiles import read_json
+from .jsonfiles import CheckpointError, read_json
 
 if TYPE_CHECKING:  # reading model.json needs no torch (model lists)
     import torch
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # reading model.json needs no torch (model lists)
     from ..models.text_encoder import ReportEncoder
 
 MODEL_FORMAT = "medsyn-model/1"
+TEXT_SHA_KEY = "text_encoder_sha256"
 DEFAULTS = {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}
 
 
@@ -84,8 +86,23 @@ def write_model_spec(folder: Path, **spec) -> Path:
             "lowres_factor": 4, "defaults": dict(DEFAULTS), **spec}
     if isinstance(spec.get("grid"), Geometry):
         spec["grid"] = spec["grid"].to_dict()
+    spec[TEXT_SHA_KEY] = _text_encoder_sha256(folder, spec, check=False)
     (folder / "model.json").write_text(json.dumps(spec, indent=2))
     return folder / "model.json"
+
+
+def _text_encoder_sha256(folder: Path, spec: dict, check: bool = True) -> str:
+    """The sha256 of the text encoder's weights, checked against ``model.json`` (models written before the text
+    encoder was hashed record none: their hash is still reported)."""
+    from ..models.text_encoder import weights_file
+    from .store import sha256_file
+
+    weights = weights_file(folder / spec["text_encoder"])
+    digest = sha256_file(weights)
+    if check and spec.get(TEXT_SHA_KEY) not in (None, digest):
+        raise CheckpointError(f"{weights} is corrupted or was altered: its sha256 does not match "
+                              f"{folder / 'model.json'}. Re-import or re-download the model.")
+    return digest
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: bool = True) -> LoadedModel:
@@ -96,7 +113,8 @@ def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: 
     folder = Path(folder)
     spec = read_model_spec(folder)
     lowres_dir, sr_dir = folder / spec["lowres"], folder / spec["superres"]
-    sha = {"lowres": read_stage_config(lowres_dir).get("sha256"), "superres": read_stage_config(sr_dir).get("sha256")}
+    sha = {"lowres": read_stage_config(lowres_dir).get("sha256"), "superres": read_stage_config(sr_dir).get("sha256"),
+           "text_encoder": _text_encoder_sha256(folder, spec)}
     encoder = ReportEncoder.from_pretrained(folder / spec["text_encoder"]).to(device)
     lowres = load_stage(lowres_dir, device)
     superres = load_stage(sr_dir, device) if load_superres else None

@@ -7,9 +7,14 @@ viewer's left, anterior up (axial), superior up (coronal, sagittal). PNG is writ
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import SimpleITK as sitk
 
+from MedSynLib.io.files import atomic_write
+from MedSynLib.io.images import read_image
 from MedSynLib.io.segments import SEGMENTS
 
 LUNG_WINDOW = (1500.0, -600.0)  # width, level (HU)
@@ -67,10 +72,18 @@ def montage(ct: np.ndarray, spacing_zyx=(1.0, 1.0, 1.0), masks: dict | None = No
     return (np.concatenate(panels, axis=1) * 255 + 0.5).astype(np.uint8)
 
 
-def write_png(rgb: np.ndarray, path) -> None:
-    """Write an (h, w, 3) uint8 array as PNG."""
-    img = sitk.GetImageFromArray(np.ascontiguousarray(rgb, dtype=np.uint8), isVector=True)
-    sitk.WriteImage(img, str(path))
+def write_png(rgb: np.ndarray, path, description: str | None = None) -> None:
+    """Write an (h, w, 3) uint8 array as PNG (atomically), ``description`` as its ``tEXt`` "Description"."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w, _ = rgb.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1)  # filter byte 0 per row
+    text = chunk(b"tEXt", b"Description\0" + description.encode("latin-1", "replace")) if description else b""
+    atomic_write(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + text
+                 + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
 def read_lps(path, reference: sitk.Image | None = None, label: bool = False) -> tuple[np.ndarray, tuple]:
@@ -78,7 +91,7 @@ def read_lps(path, reference: sitk.Image | None = None, label: bool = False) -> 
 
     Returns (array (z, y, x), spacing_zyx).
     """
-    img = sitk.ReadImage(str(path))
+    img = read_image(path, "image")
     if reference is not None and (img.GetSize() != reference.GetSize() or img.GetOrigin() != reference.GetOrigin()
                                   or img.GetDirection() != reference.GetDirection()):
         img = sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
@@ -89,16 +102,17 @@ def read_lps(path, reference: sitk.Image | None = None, label: bool = False) -> 
 
 
 def preview_files(ct: str, out: str, lobes: str | None = None, airway: str | None = None,
-                  vessels: str | None = None, panel: int = 256) -> np.ndarray:
-    """Montage of image files (NIfTI, NRRD, ...) -> PNG at ``out``; returns the RGB array."""
-    ref = sitk.ReadImage(str(ct))
+                  vessels: str | None = None, panel: int = 256, description: str | None = None) -> np.ndarray:
+    """Montage of image files (NIfTI, NRRD, ...) -> PNG at ``out`` (``description`` in its metadata); returns the
+    RGB array."""
+    ref = read_image(ct, "CT")
     arr, sp = read_lps(ct)
     masks = {}
     for name, pth in (("lobes", lobes), ("airway", airway), ("vessels", vessels)):
         if pth:
             masks[name] = read_lps(pth, ref, label=True)[0]
     rgb = montage(arr, sp, masks, panel)
-    write_png(rgb, out)
+    write_png(rgb, out, description)
     return rgb
 
 

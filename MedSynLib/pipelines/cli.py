@@ -1,14 +1,16 @@
 """``medsyn generate``, ``medsyn segment`` and ``medsyn batch``: argument parsing, progress, cancellation, errors.
 
-Exit codes: 0 done; 2 bad input or setting (a message says what to fix; batch: some case failed);
-3 out of memory (a message says what to change); 4 segmentation not trusted (it does not fit the CT's own lungs
-or trachea; nothing written unless ``--force``); 130 cancelled (SIGTERM / Ctrl-C). Nothing half-written is
+Exit codes (:mod:`MedSynLib.errors`): 0 done; 2 bad input or setting (a message says what to fix; batch: some case
+failed); 3 out of memory (a message says what to change); 4 segmentation not trusted (it does not fit the CT's own
+lungs or trachea; nothing written unless ``--force``); 130 cancelled (SIGTERM / Ctrl-C). Nothing half-written is
 left behind in any case. Warnings (e.g. lung outside the model's box) go to stderr and, with ``--progress json``,
 as ``warning`` events.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import signal
 import sys
@@ -16,20 +18,26 @@ from pathlib import Path
 
 import torch
 
+from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, debugging, describe
 from ..io.images import read_image
 from ..modelstore.bundle import load_model
 from ..modelstore.registry import resolve_model
 from ..progress import Reporter
-from ..runtime import PRECISIONS, resolve_device
+from ..runtime import PRECISIONS, precision_warning, resolve_device
 from .batch import MANIFEST, Shard, read_prompts, run_batch
 from .generate import CONDITION_CHANNELS, generate, sampling_settings, segment
 from .outputs import model_info, result_folder, write_result
 from .placement import UntrustedSegmentation
 
-EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, EXIT_CANCELLED = 2, 3, 4, 130
-OOM_FIX = ("use --max-gpu-memory GB (tiles the super-resolution stage; try the GPU's size minus 2), "
-           "--precision bf16, --lowres-only, or --device cpu")
 CONDITIONS = ("lobes", "airway", "vessels")
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` are refused with a usage message, exit code 2)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _common(p) -> None:
@@ -38,14 +46,14 @@ def _common(p) -> None:
     p.add_argument("--steps-lowres", type=int, default=None,
                    help="low-res sampler steps (default: the model's, from its model.json)")
     p.add_argument("--steps-sr", type=int, default=None, help="super-resolution sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None,
+    p.add_argument("--guidance", type=finite_float, default=None,
                    help="classifier-free guidance scale (1 = none; default: the model's)")
     p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = bf16 (fp16 on older GPUs) on CUDA, fp32 on the CPU")
     p.add_argument("--lowres-only", action="store_true", help="stop after the 64³ stage (fast preview)")
-    p.add_argument("--max-gpu-memory", type=float, default=None, metavar="GB",
+    p.add_argument("--max-gpu-memory", type=finite_float, default=None, metavar="GB",
                    help="memory budget: the super-resolution stage is split into as many depth chunks as needed "
                         "(default on CUDA: the GPU's free memory)")
     p.add_argument("--sr-tiles", type=int, default=None, metavar="N",
@@ -118,13 +126,23 @@ def _conditions(args) -> dict:
     return conditions
 
 
-def _load(args):
-    folder = resolve_model(args.model)
-    return load_model(folder, resolve_device(args.device), load_superres=not args.lowres_only)
+def _load(args, reporter: Reporter, reports: dict[str, str] | None = None):
+    """The model of ``--model`` on ``--device``; warns (before any sampling) of a slow precision and of the batch
+    ``reports`` (case id -> text) the model will read only in part. A single run's warnings come with its result."""
+    device = resolve_device(args.device)
+    slow = precision_warning(args.precision, device)
+    if slow:
+        reporter.warn(slow)
+    model = load_model(resolve_model(args.model), device, load_superres=not args.lowres_only)
+    for label, report in (reports or {}).items():
+        for warning in model.text_encoder.report_warnings(report):
+            reporter.warn(f"{label}: {warning}")
+    return model
 
 
 def _guarded(reporter: Reporter, work) -> int:
-    """Run ``work() -> int`` and turn cancellation, out-of-memory and input errors into messages and exit codes."""
+    """Run ``work() -> int`` and turn cancellation and every error into a message, a JSON ``error`` event and the
+    exit code of :mod:`MedSynLib.errors`."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return work()
@@ -137,21 +155,14 @@ def _guarded(reporter: Reporter, work) -> int:
                        "quality": exc.quality})
         print(f"medsyn: error: {exc}\n  nothing was written", file=sys.stderr)
         return EXIT_UNTRUSTED
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        if _out_of_memory(exc):
-            message = f"out of memory: {str(exc).splitlines()[0][:300]}"
-            reporter.emit({"event": "error", "message": message, "fix": OOM_FIX, "kind": "out_of_memory"})
-            print(f"medsyn: error: {message}\n  fix: {OOM_FIX}\n  nothing was written", file=sys.stderr)
-            return EXIT_OUT_OF_MEMORY
-        fix = "use --device cpu" if "CUDA" in str(exc) else ""
-        reporter.emit({"event": "error", "message": str(exc), "fix": fix})
-        print(f"medsyn: error: {exc}" + (f"\n  fix: {fix}" if fix else ""), file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    except Exception as exc:
+        if debugging():
+            raise
+        failure = describe(exc)
+        reporter.emit(failure.event())
+        print(failure.text() + ("\n  nothing was written" if failure.code == EXIT_OUT_OF_MEMORY else ""),
+              file=sys.stderr)
+        return failure.code
 
 
 def _run(args) -> int:
@@ -165,14 +176,14 @@ def _run(args) -> int:
                 report = args.report if args.report is not None else _read_report(args.report_file)
                 conditions = _conditions(args)
                 reference = conditions.pop("reference_ct", None)
-                model = _load(args)
+                model = _load(args, reporter)
                 result = generate(report, model, conditions, seed=args.seed, reference_ct=reference, **settings)
-                for warning in result.metadata.get("warnings", []):
+                for warning in result.metadata["warnings"]:
                     reporter.warn(warning)
                 sidecar = write_result(result, output, "generate", model_info(model), preview=args.preview)
             else:
                 ct = read_image(args.ct, "CT")
-                model = _load(args)
+                model = _load(args, reporter)
                 result = segment(ct, model, report=args.report, seed=args.seed, force=args.force, **settings)
                 for warning in result.metadata["warnings"]:
                     reporter.warn(warning)
@@ -205,7 +216,7 @@ def _run_batch(args) -> int:
         cases = read_prompts(args.prompts, args.per_prompt, args.seed)
         conditions = _conditions(args)
         reference = conditions.pop("reference_ct", None)
-        model = _load(args)
+        model = _load(args, reporter, {case.id: case.report for case in shard.select(cases)})
         settings = _settings(args, reporter)
         request = {"settings": sampling_settings(model, steps_lowres=args.steps_lowres, steps_sr=args.steps_sr,
                                                  guidance=args.guidance, sampler=args.sampler),
@@ -243,6 +254,12 @@ def _run_batch(args) -> int:
 
 
 def _read_report(path: Path) -> str:
+    if path.is_dir():
+        raise ValueError(f"report file {path} is a folder. Fix: give the text file that holds the report")
     if not path.is_file():
         raise FileNotFoundError(f"report file not found: {path}")
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"report file {path} is not UTF-8 text (byte {exc.start} cannot be decoded). Fix: save it "
+                         "as UTF-8, e.g. `iconv -f latin1 -t utf-8 OLD > NEW`") from None

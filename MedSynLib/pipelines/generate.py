@@ -21,6 +21,7 @@ refused (:class:`.placement.UntrustedSegmentation`) when it does not fit, unless
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class GenerationResult:
     """Arrays (z, y, x) on ``geometry``; ``ct_hu`` int16 HU (None when segmenting), masks uint8;
-    ``lowres`` (4, z, y, x) float32 stage-1 result in model space on ``lowres_geometry``."""
+    ``lowres`` (4, z, y, x) float32 stage-1 result in model space on ``lowres_geometry`` (the model grid the run
+    used: for a segmentation, the one placed on the patient's CT)."""
 
     ct_hu: np.ndarray | None
     lobes: np.ndarray
@@ -100,6 +102,7 @@ class _Run:
         self.dtype = resolve_precision(precision, device)
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
 
     def stage(self, name: str, fn):
         t0 = time.perf_counter()
@@ -157,6 +160,7 @@ def _sample_both_stages(model: LoadedModel, text: torch.Tensor, held: HeldChanne
     x64 = run.stage("lowres", lambda: sample(
         GuidedDenoiser(model.lowres, text, settings["guidance"]), low_sampler, noise, held_low,
         run.on_step("lowres"), resamples=resamples, generator=generator))
+    check_finite(x64, "the low-res network", NETWORK_FIX)
     if lowres_only:
         return x64.float(), None
     sr_sampler = make_sampler(settings["sampler"], settings["steps_sr"])
@@ -164,13 +168,34 @@ def _sample_both_stages(model: LoadedModel, text: torch.Tensor, held: HeldChanne
     x256 = run.stage("superres", lambda: sample(
         TiledSuperRes(model.superres, upsample_lowres(x64.float(), factor), sr_tiles), sr_sampler, noise, held,
         run.on_step("superres"), resamples=resamples, generator=generator))
+    check_finite(x256, "the super-resolution network", NETWORK_FIX)
     return x64.float(), x256.float()
+
+
+NETWORK_FIX = "run with --precision fp32; if that does not help, the model's weights are damaged (re-import it)"
+
+
+def check_finite(values: torch.Tensor, source: str, fix: str) -> None:
+    """Refuse NaN / Inf in ``values`` (what ``source`` produced) before anything is decoded or written."""
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{source} produced NaN or infinite values, so there is no result to write. Fix: {fix}")
+
+
+def _encode_report(model: LoadedModel, run: "_Run", report: str) -> torch.Tensor:
+    run.warnings += model.text_encoder.report_warnings(report)
+    text = run.stage("text", lambda: model.text_encoder([report]))
+    check_finite(text, "the text encoder", "its weights are damaged: restore or re-import the model")
+    return text
 
 
 def sampling_settings(model: LoadedModel, **overrides) -> dict:
     """The sampler settings a run uses: each ``None`` in ``overrides`` (steps_lowres, steps_sr, guidance, sampler)
-    replaced by the model's default."""
-    return {k: (model.defaults[k] if v is None else v) for k, v in overrides.items()}
+    replaced by the model's default. A guidance that is not a finite number >= 0 is refused."""
+    settings = {k: (model.defaults[k] if v is None else v) for k, v in overrides.items()}
+    guidance = settings.get("guidance")
+    if guidance is not None and not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 0):
+        raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
+    return settings
 
 
 def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] | None = None, seed: int = 0,
@@ -201,14 +226,15 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
     if conditions:
         placement = (_placed(run, place_ct, reference_ct, model) if reference_ct is not None
                      else _placed(run, place_masks, conditions, model))
-        grid, metadata = placement.grid, {**placement.metadata, "warnings": placement.warnings}
+        grid, metadata = placement.grid, dict(placement.metadata)
+        run.warnings += placement.warnings
         x, y, z = grid.size
         volume = np.zeros((1, 4, z, y, x), np.float32)
         for name, image in conditions.items():
             volume[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, grid, placement.transform)
         known = torch.from_numpy(volume).to(device)
     tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
-    text = run.stage("text", lambda: model.text_encoder([report]))
+    text = _encode_report(model, run, report)
     x64, x256 = _sample_both_stages(model, text, hold_channels(known, held), seed, settings, run, lowres_only,
                                     tiles)
     result = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, held, with_ct=True)
@@ -237,13 +263,14 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
                                  sampler=sampler)
     placement = _placed(run, place_ct, ct, model)
     grid = placement.grid
+    run.warnings += placement.warnings
     hu = placement.to_model(sitk.Cast(ct, sitk.sitkFloat32), sitk.sitkLinear, -1024.0)
     x, y, z = grid.size
     known = torch.zeros((1, 4, z, y, x))
     known[0, 0] = torch.from_numpy(hu_to_model(hu).astype(np.float32))
     known = known.to(device)
     if report:
-        text = run.stage("text", lambda: model.text_encoder([report]))
+        text = _encode_report(model, run, report)
     else:
         text = model.lowres.null_text(1).detach()
     tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
@@ -255,7 +282,7 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
         setattr(result, name, placement.to_patient(getattr(result, name), target, result.geometry))
     result.geometry = target
     quality = segmentation_quality(placement, result.lobes, result.airway, target)
-    result.metadata.update(placement.metadata, warnings=placement.warnings, quality=quality, sr_tiles=tiles)
+    result.metadata.update(placement.metadata, quality=quality, sr_tiles=tiles)
     if not quality["passed"]:
         message = "segmentation not trusted: " + "; ".join(quality["problems"])
         if not force:
@@ -269,6 +296,9 @@ def _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, he
     """The sampled volumes as a result on ``grid`` (the model grid as placed) or its low-res subsample."""
     final = x64 if lowres_only else x256
     vol = final[0].cpu()
+    if with_ct and float(vol[0].max()) == float(vol[0].min()):
+        raise ValueError(f"the generated CT is blank (every voxel {float(vol[0].max()):.3g} in model units), so there "
+                         f"is no result to write. Fix: {NETWORK_FIX}")
     lowres_grid = grid.subsampled(model.lowres_factor)
     geometry = lowres_grid if lowres_only else grid
     held_lobes = CONDITION_CHANNELS["lobes"] in held  # held lobes come back exactly as given
@@ -278,7 +308,7 @@ def _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, he
                 "precision": str(run.dtype).removeprefix("torch."),
                 "lobe_majority_vote_mm": None if held_lobes else LOBE_VOTE_MM,
                 "lobe_islands_below_ml": None if held_lobes else LOBE_ISLAND_ML,
-                "timings_s": dict(run.timings)}
+                "timings_s": dict(run.timings), "warnings": list(run.warnings)}
     return GenerationResult(
         ct_hu=model_to_hu_int16(vol[0]) if with_ct else None,
         lobes=lobes, airway=model_to_mask(vol[2]), vessels=model_to_mask(vol[3]),

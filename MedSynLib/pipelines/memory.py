@@ -32,8 +32,9 @@ GIB = 2 ** 30
 
 def halo_slices(config) -> int:
     """Slices on each side that one output slice depends on: the stem's kernel radius + 2 per 3D ResNet block
-    (one per level down, one per level up, one at the bottom)."""
-    return config.init_kernel_size // 2 + 2 * (2 * len(config.dim_mults) + 1)
+    (one per level down, one per level up, one at the bottom), in the network's folded slices (``patch`` input
+    slices each)."""
+    return (config.init_kernel_size // 2 + 2 * (2 * len(config.dim_mults) + 1)) * config.patch
 
 
 def default_overlap(config) -> int:
@@ -42,16 +43,23 @@ def default_overlap(config) -> int:
     return 2 * halo_slices(config)
 
 
-def tile_bounds(length: int, tiles: int, overlap: int) -> list[tuple[int, int]]:
-    """``tiles`` chunks [start, stop) covering 0..length, equally long, neighbours overlapping by >= ``overlap``."""
+def tile_bounds(length: int, tiles: int, overlap: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """``tiles`` chunks [start, stop) covering 0..length, equally long, neighbours overlapping by >= ``overlap``;
+    starts and lengths are multiples of ``multiple`` (the slices the network folds into one: its ``patch``)."""
+    if length % multiple:
+        raise ValueError(f"a volume of {length} slices cannot be cut into chunks of whole {multiple}-slice blocks")
     if tiles <= 1:
         return [(0, length)]
-    size = min(length, math.ceil((length + (tiles - 1) * overlap) / tiles))
-    if size <= overlap:
-        raise ValueError(f"{tiles} SR tiles of a {length}-slice volume leave {size} slices per tile, not more than "
-                         f"the {overlap}-slice overlap. Fix: ask for fewer tiles (--sr-tiles) or more memory")
-    starts = [round(i * (length - size) / (tiles - 1)) for i in range(tiles)]
-    return [(s, s + size) for s in starts]
+    size = math.ceil(math.ceil((length + (tiles - 1) * overlap) / tiles) / multiple) * multiple
+    while True:
+        size = min(length, size)
+        if size <= overlap:
+            raise ValueError(f"{tiles} SR tiles of a {length}-slice volume leave {size} slices per tile, not more "
+                             f"than the {overlap}-slice overlap. Fix: ask for fewer tiles (--sr-tiles) or more memory")
+        starts = [round(i * (length - size) / (tiles - 1) / multiple) * multiple for i in range(tiles)]
+        if size == length or all(a + size - b >= overlap for a, b in zip(starts, starts[1:])):
+            return [(a, a + size) for a in starts]
+        size += multiple
 
 
 def blend_weights(bounds: list[tuple[int, int]]) -> list[torch.Tensor]:
@@ -82,7 +90,7 @@ class TiledSuperRes:
     def __init__(self, net, lowres_up: torch.Tensor, tiles: int = 1, overlap: int | None = None):
         self.net, self.lowres_up = net, lowres_up
         self.overlap = default_overlap(net.config) if overlap is None else overlap
-        self.bounds = tile_bounds(lowres_up.shape[2], tiles, self.overlap)
+        self.bounds = tile_bounds(lowres_up.shape[2], tiles, self.overlap, net.config.patch)
         self.weights = [w.to(lowres_up.device) for w in blend_weights(self.bounds)]
 
     def __call__(self, x: torch.Tensor, t_raw) -> torch.Tensor:
@@ -113,7 +121,7 @@ def plan_sr_tiles(config, shape_fhw: tuple[int, int, int], dtype: torch.dtype, b
     overlap = default_overlap(config)
     tiles = 1
     while True:
-        size = tile_bounds(f, tiles, overlap)[0]
+        size = tile_bounds(f, tiles, overlap, config.patch)[0]
         need = resident_bytes + sr_peak_bytes(config, shape_fhw, dtype, size[1] - size[0])
         if need <= budget_bytes:
             return tiles

@@ -1,0 +1,75 @@
+"""Exit codes of every ``medsyn`` command, and the one place that turns an exception into a message for the user.
+
+0 done; 1 internal error (a bug: the message says how to get the traceback); 2 bad input or setting, or a file
+that cannot be read or written (the message names it and the fix); 3 out of memory; 4 segmentation not trusted
+(``medsyn segment``'s quality check); 130 cancelled (Ctrl-C, SIGTERM). ``MEDSYN_DEBUG=1`` lets the traceback
+through instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from dataclasses import dataclass
+
+EXIT_DONE, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
+DEBUG_ENV = "MEDSYN_DEBUG"
+OOM_FIX = ("use --max-gpu-memory GB (tiles the super-resolution stage; try the GPU's size minus 2), "
+           "--precision bf16, --lowres-only, or --device cpu")
+OS_FIXES = {
+    errno.ENOSPC: "free disk space or write to another disk",
+    errno.EDQUOT: "free disk space or write to another disk",
+    errno.EROFS: "write to a folder on a writable disk",
+    errno.EACCES: "check the permissions, or use a folder you may write to",
+    errno.EPERM: "check the permissions, or use a folder you may write to",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the user is told: exit ``code``, ``message``, ``fix`` (may be empty) and ``kind`` for JSON events."""
+
+    code: int
+    message: str
+    fix: str = ""
+    kind: str = "bad_input"
+
+    def event(self) -> dict:
+        return {"event": "error", "message": self.message, "fix": self.fix, "kind": self.kind}
+
+    def text(self) -> str:
+        return f"medsyn: error: {self.message}" + (f"\n  fix: {self.fix}" if self.fix else "")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A host or GPU allocation failure (``MemoryError``, ``torch.OutOfMemoryError``, or its message)."""
+    if isinstance(exc, MemoryError) or any(t.__name__ == "OutOfMemoryError" for t in type(exc).__mro__):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def describe(exc: BaseException) -> Failure:
+    """The exit code and message for ``exc`` (anything but KeyboardInterrupt / SystemExit)."""
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    if out_of_memory(exc):
+        if isinstance(exc, MemoryError) and str(exc):  # our own estimates say what to change
+            return Failure(EXIT_OUT_OF_MEMORY, str(exc), "", "out_of_memory")
+        return Failure(EXIT_OUT_OF_MEMORY, f"out of memory: {first}", OOM_FIX, "out_of_memory")
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.errno is not None:
+        where = f" {exc.filename}" if exc.filename else ""
+        return Failure(EXIT_BAD_INPUT, f"cannot use{where}: {exc.strerror or first}",
+                       OS_FIXES.get(exc.errno, "check the path and the disk"), "os_error")
+    if isinstance(exc, pickle.UnpicklingError):
+        return Failure(EXIT_BAD_INPUT, f"a weights file holds more than tensors and is not loaded: {first}",
+                       "use safetensors or a plain state_dict saved with torch.save")
+    if isinstance(exc, (ValueError, OSError, RuntimeError)):
+        fix = "use --device cpu" if "CUDA" in str(exc) else ""
+        return Failure(EXIT_BAD_INPUT, str(exc).strip() or type(exc).__name__, fix)
+    return Failure(EXIT_INTERNAL, f"internal error ({type(exc).__name__}: {first})",
+                   f"run again with {DEBUG_ENV}=1 for the traceback and report it", "internal")
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
