@@ -23,6 +23,7 @@ OS_FIXES = {
     errno.EROFS: "write to a folder on a writable disk",
     errno.EACCES: "check the permissions, or use a folder you may write to",
     errno.EPERM: "check the permissions, or use a folder you may write to",
+    errno.ENOENT: "check the path",
 }
 
 
@@ -54,10 +55,10 @@ def describe(exc: BaseException) -> Failure:
     """The exit code and message for ``exc`` (anything but KeyboardInterrupt / SystemExit)."""
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     if out_of_memory(exc):
-        if isinstance(exc, MemoryError) and str(exc):  # our own estimates say what to change
+        if "Fix:" in str(exc):  # our own estimates say what to change
             return Failure(EXIT_OUT_OF_MEMORY, str(exc), "", "out_of_memory")
         return Failure(EXIT_OUT_OF_MEMORY, f"out of memory: {first}", OOM_FIX, "out_of_memory")
-    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.errno is not None:
+    if isinstance(exc, OSError) and exc.errno is not None:  # raised by the system, not by our own checks
         where = f" {exc.filename}" if exc.filename else ""
         return Failure(EXIT_BAD_INPUT, f"cannot use{where}: {exc.strerror or first}",
                        OS_FIXES.get(exc.errno, "check the path and the disk"), "os_error")

@@ -171,6 +171,24 @@ def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tiny_model, tmp
     assert (mine / "x.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("error", [(28, "No space left on device", "free disk space"),
+                                   (30, "Read-only file system", "writable disk")])
+def test_a_full_or_read_only_disk_is_a_message_and_leaves_nothing(tiny_model, tmp_path, capsys, monkeypatch,
+                                                                    error):
+    import MedSynLib.io.files as files
+
+    number, text, fix = error
+
+    def failing(*args, **kwargs):
+        raise OSError(number, text, str(kwargs.get("dir", "")))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", failing)  # every file written goes through it
+    before = tree(tmp_path)
+    code, err = run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--out", tmp_path / "out")
+    assert code == 2 and text in err and fix in err
+    assert tree(tmp_path) == before
+
+
 # --- the model store ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["/some/abs/dir", "../../x", "a/b", ".."])
 def test_models_import_name_must_be_a_plain_name(tmp_path, capsys, monkeypatch, name):
@@ -283,7 +301,8 @@ def test_a_dicom_series_folder_is_read(tiny_model, tmp_path, capsys):
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(folder / f"{k:03d}.dcm"))
         writer.Execute(slice_)
-    code, err = run(capsys, "segment", "--ct", folder, "--model", tiny_model, *FAST, "--out", tmp_path / "seg")
+    code, err = run(capsys, "segment", "--ct", folder, "--model", tiny_model, *FAST, "--force",  # random weights
+                    "--out", tmp_path / "seg")
     assert code == 0, err
     sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text())
     assert tuple(sidecar["geometry"]["size"]) == GRID.size
@@ -360,7 +379,7 @@ def test_segment_outputs_do_not_mark_the_patients_ct_and_carry_the_grid_used(tin
     write_image(to_image(chest(geometry, centre=(20.0, -12.0, 8.0)), geometry), tmp_path / "ct.nii.gz",
                 description="test CT")
     code, err = run(capsys, "segment", "--ct", tmp_path / "ct.nii.gz", "--model", tiny_model, "--steps-lowres", 1,
-                    "--steps-sr", 1, "--preview", "--out", tmp_path / "seg")
+                    "--steps-sr", 1, "--preview", "--force", "--out", tmp_path / "seg")
     assert code == 0, err
     folder = tmp_path / "seg"
     sidecar = json.loads((folder / "medsyn.json").read_text())
@@ -401,7 +420,7 @@ def test_warnings_reach_stderr_the_json_events_and_the_sidecar(tiny_model, tmp_p
     assert code == 0, captured.err
     key = {"long report": "dropped", "unknown word-pieces": "unknown to the text encoder",
            "fp16 on the CPU": "slower than fp32"}[kind]
-    assert f"medsyn: warning: " in captured.err and key in captured.err
+    assert "medsyn: warning: " in captured.err and key in captured.err
     events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
     assert any(e["event"] == "warning" and key in e["message"] for e in events)
     if kind != "fp16 on the CPU":
@@ -443,8 +462,9 @@ def test_training_failures_are_messages(cases, tmp_path, capsys, kind):
     before = tree(tmp_path / "cases")
     code, err = _train(capsys, manifest, text_encoder, tmp_path / "run", *sets)
     assert code == 2
-    assert {"missing manifest": "nowhere.csv", "unknown option": "unknown training options",
-            "missing case file": "case001", "truncated case": "truncated", "no config file": "missing.json"}[kind] in err
+    expected = {"missing manifest": "nowhere.csv", "unknown option": "unknown training options",
+                "missing case file": "case001", "truncated case": "truncated", "no config file": "missing.json"}
+    assert expected[kind] in err
     assert tree(tmp_path / "cases") == before
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import torch
 
 from ..io.alignment import lung_centred_grid, resample
 from ..io.codecs import hu_to_model, lobes_to_model, mask_to_model
+from ..io.files import atomic_write
 from ..io.images import Geometry, read_image
 from .manifest import Case
 
@@ -59,17 +58,6 @@ def encode_volume(arrays: dict[str, np.ndarray]) -> torch.Tensor:
         mask_to_model(arrays["airway"]), mask_to_model(arrays["vessels"])]).astype(np.float32))
 
 
-def _atomic_save(path: Path, writer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 PREPROCESSING = 2
 """Version of what :func:`load_case` computes, part of the cache key, so that volumes cached by an earlier version
 are not reused (1: the lung-centred grid was not snapped to CT voxels, so a CT on the grid's spacing was blurred)."""
@@ -104,7 +92,7 @@ class VolumeCache:
         if not self._complete(case):
             arrays = load_case(case, self.grid)
             for name in self.NAMES:
-                _atomic_save(self._case_dir(case) / f"{name}.npy",
+                atomic_write(self._case_dir(case) / f"{name}.npy",
                              lambda tmp, a=arrays[name]: np.save(open(tmp, "wb"), a))
         return {n: np.load(self._case_dir(case) / f"{n}.npy", mmap_mode="r") for n in self.NAMES}
 
@@ -145,7 +133,7 @@ class TextFeatureCache:
             feats = torch.cat([encoder(texts[i:i + batch]).to(torch.float16).cpu()
                                for i in range(0, len(texts), batch)])
             for case, f in zip(chunk, feats.split([len(c.reports) for c in chunk])):
-                _atomic_save(self._path(case), lambda tmp, f=f: torch.save(f.clone(), tmp))
+                atomic_write(self._path(case), lambda tmp, f=f: torch.save(f.clone(), tmp))
 
     def get(self, case: Case, report: int = 0) -> torch.Tensor:
         """Features (192, d) float32 of the case's report number ``report`` (memory-mapped: only it is read)."""

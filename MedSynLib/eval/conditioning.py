@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..io.files import atomic_write
 from ..io.images import to_image
 from ..modelstore.bundle import load_model
 from ..modelstore.registry import resolve_model
@@ -257,9 +257,7 @@ def write_to_card(folder: Path, result: dict) -> Path:
         sections.insert(after[0] if after else len(sections), section)
     text = "\n## ".join(sections)
     for path, content in ((folder / f"{tag}.json", json.dumps(result, indent=2)), (card, text)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(content)
-        os.replace(tmp, path)
+        atomic_write(path, content)
     return card
 
 

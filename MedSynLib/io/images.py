@@ -189,10 +189,10 @@ def _check_direction(matrix: np.ndarray, path: Path, what: str, name: str) -> No
                          "Transforms > Harden transform then export)")
 
 
-NIFTI1 = {"sizeof": 348, "dim": (40, "8h"), "datatype": (70, "h"), "bitpix": (72, "h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"),
-          "sform_code": (254, "h"), "srow": (280, "12f")}
-NIFTI2 = {"sizeof": 540, "dim": (16, "8q"), "datatype": (12, "h"), "bitpix": (14, "h"), "pixdim": (104, "8d"), "vox_offset": (168, "q"),
-          "sform_code": (348, "i"), "srow": (400, "12d")}
+NIFTI1 = {"sizeof": 348, "dim": (40, "8h"), "datatype": (70, "h"), "bitpix": (72, "h"), "pixdim": (76, "8f"),
+          "vox_offset": (108, "f"), "sform_code": (254, "h"), "srow": (280, "12f")}
+NIFTI2 = {"sizeof": 540, "dim": (16, "8q"), "datatype": (12, "h"), "bitpix": (14, "h"), "pixdim": (104, "8d"),
+          "vox_offset": (168, "q"), "sform_code": (348, "i"), "srow": (400, "12d")}
 """Byte offsets and struct formats of the NIfTI-1 / NIfTI-2 header fields checked by :func:`_check_nifti_header`."""
 NIFTI_FLOATS = {16: "f4", 64: "f8"}
 """NIfTI datatype codes of float voxels -> numpy type (without byte order)."""

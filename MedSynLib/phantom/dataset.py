@@ -20,6 +20,7 @@ temporary folder and renamed when complete; finished cases are skipped on the ne
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..data.manifest import REPORT_SEPARATOR, strip_comments
+from ..io.files import atomic_write
 from ..io import images
 from .generate import SYNTHETIC_NOTE, Phantom, generate
 from .grid import Grid
@@ -91,9 +93,7 @@ def write_report_variants(folder: Path, count: int) -> None:
     for number, text in enumerate(case_reports(truth, count)[1:], 2):
         path = folder / report_file(number)
         if not path.is_file():
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(REPORT_BANNER + "\n" + text)
-            os.replace(tmp, path)
+            atomic_write(path, REPORT_BANNER + "\n" + text)
 
 
 def to_image(arr: np.ndarray, grid: Grid) -> sitk.Image:
@@ -163,12 +163,11 @@ def write_manifest(out: str) -> Path:
     outp = Path(out)
     rows = [_row(d) for d in sorted(outp.glob("case_*")) if (d / "truth.json").exists()]
     path = outp / "manifest.csv"
-    tmp = outp / ".manifest.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, text.getvalue())
     return path
 
 

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io.files import atomic_write
 from .generate import GenerationResult
 from .outputs import SIDECAR, write_result
 
@@ -139,10 +140,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text.getvalue())
 
 
 def _read_csv(path: Path) -> list[dict]:

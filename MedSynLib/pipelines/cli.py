@@ -86,7 +86,8 @@ def add_parser(sub) -> None:
     _overwrite(g)
     g.set_defaults(func=_run, mode="generate")
     s = sub.add_parser("segment", help="segment a real CT by holding the CT channel fixed")
-    s.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD)")
+    s.add_argument("--ct", required=True, type=Path,
+                   help="CT in HU (NIfTI/NRRD file, or a folder holding one DICOM series)")
     s.add_argument("--report", default=None, help="optional report text to condition on")
     s.add_argument("--force", action="store_true",
                    help="write the segmentation even when it fails the quality check (exit code 4 otherwise)")

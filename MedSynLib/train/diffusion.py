@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.manifest import read_manifest
 from ..data.preprocess import TextFeatureCache, VolumeCache, encode_volume
 from ..diffusion.schedule import TIME_SCALE, add_noise, x0_loss
+from ..io.files import atomic_write
 from ..io.images import Geometry
 from ..models.text_encoder import ReportEncoder
 from ..models.unet import UNetConfig, build_unet
@@ -280,11 +280,8 @@ class DiffusionTrainer:
     def save_checkpoint(self) -> Path:
         path = self.out / "checkpoints" / CHECKPOINT
         if self.rank == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".last.", dir=path.parent)
-            os.close(fd)
-            torch.save(self.state(), tmp)
-            os.replace(tmp, path)
+            state = self.state()
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def load_checkpoint(self) -> bool:
@@ -472,10 +469,7 @@ class DiffusionTrainer:
                      "vessels": model_to_mask(vol[3])}
             rows.append(montage(model_to_hu(vol[0]).numpy(), tuple(reversed(spacing)), masks, panel=192))
         path = self.out / "previews" / f"step_{self.step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        write_png(stack_rows(rows), tmp)
-        os.replace(tmp, path)
+        write_png(stack_rows(rows), path)
         return path
 
     def export(self, folder: Path, provenance: dict | None = None) -> Path:
