@@ -231,8 +231,8 @@ def _check_nifti_header(path: Path, what: str) -> None:
                     block, n = rest + block, (len(rest) + len(block)) // dtype.itemsize * dtype.itemsize
                     finite, rest = bool(np.isfinite(np.frombuffer(block[:n], dtype)).all()), block[n:]
     except (EOFError, OSError, zlib.error) as exc:
-        raise ValueError(f"{what} {path} is truncated or corrupted ({exc}). Fix: copy or download it again") \
-            from None
+        raise ValueError(f"cannot read {what} {path}: it is truncated or corrupted ({exc}). Fix: copy or download "
+                         "it again") from None
     dims = field["dim"]
     ndim = int(dims[0])
     if not 1 <= ndim <= 7:
@@ -240,7 +240,7 @@ def _check_nifti_header(path: Path, what: str) -> None:
     expected = int(field["vox_offset"][0]) + int(np.prod([max(int(d), 1) for d in dims[1:ndim + 1]], dtype=np.int64)
                                                ) * field["bitpix"][0] // 8
     if length < expected:
-        raise ValueError(f"{what} {path} is truncated: its header describes {expected:,} bytes of data but the file "
+        raise ValueError(f"cannot read {what} {path}: it is truncated: its header describes {expected:,} bytes of data but the file "
                          f"holds {length:,}. Fix: copy or download it again")
     pixdim = np.array(field["pixdim"][1:4], float)
     if not (np.isfinite(pixdim[:min(ndim, 3)]).all() and (pixdim[:min(ndim, 3)] > 0).all()):
