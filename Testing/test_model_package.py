@@ -103,3 +103,22 @@ def test_package_refuses_what_it_must_not_replace(runs, tmp_path, capsys):
     assert main(["models", "package", *swapped, "--name", "a", "--out", str(tmp_path / "y")]) == 2
     assert "not the lowres stage" in capsys.readouterr().err and not (tmp_path / "y").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_the_demo_command_packages_through_the_same_code(runs, tmp_path):
+    from safetensors import safe_open
+
+    from MedSynLib.train.demo import STATEMENT, package_model
+
+    folder = package_model(tmp_path / "demo", runs, dict(lowres_cases=3, sr_cases=3, seed=7, report_variants=1,
+                                                          lowres_steps=2))
+    spec = json.loads((folder / "model.json").read_text())
+    assert spec["name"] == "medsyn-demo" and spec["statement"] == STATEMENT and spec["synthetic_training_data"]
+    assert spec["defaults"] == {"steps_lowres": 12, "steps_sr": 2, "guidance": 2.0, "sampler": "dpmpp2m"}
+    with safe_open(str(folder / "lowres" / "model.safetensors"), framework="pt") as f:
+        assert all(str(f.get_slice(k).get_dtype()) == "F16" for k in f.keys())  # EMA weights stored as float16
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "Procedural chest CT phantoms" in card and "3 cases at 64³" in card and "master seed 7" in card
+    assert "python -m MedSynLib.train.demo --work runs/demo" in card and "${" not in card
+    assert card.index("## Training data") < card.index("## Training procedure") < card.index("## Limitations")
+    assert "lr_extended_from" not in card and "pooled_text" not in card  # history lives in docs/experiments.md
