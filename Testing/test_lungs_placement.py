@@ -89,3 +89,29 @@ def test_masks_no_box_can_hold_are_refused_with_the_share_lost(base):
     lobes.SetSpacing((8.0, 8.0, 8.0))  # lungs twice as large: about half would be cut
     with pytest.raises(ValueError, match=r"\d+\.\d % of the lobes lie outside the model's 256 x 256 x 256 mm"):
         place_masks({"lobes": lobes}, _GridModel())
+
+
+def test_generate_with_masks_partly_outside_the_box_moves_it_and_records_how(tmp_path):
+    """A patient's lobes 30 mm off the tiny model's 128 mm box: the box moves onto them; the held lobes come back
+    whole where they were drawn, and the sidecar says so."""
+    from MedSynLib.modelstore.bundle import load_model
+    from MedSynLib.pipelines import generate
+
+    from tiny_model import ATLAS_LUNGS, GRID, build_tiny_model, ellipsoids
+
+    model = load_model(build_tiny_model(tmp_path / "tiny"), load_superres=False)
+    drawn = Geometry((40, 40, 40), (3.0, 3.0, 3.0), (-30.0, -40.0, -20.0))  # the lungs' centre at (28, 18.5, 38.5)
+    centres = [np.array(c) + [28.0, 18.5, 38.5] for c in ATLAS_LUNGS["centres"]]
+    lobes = ellipsoids(drawn, centres, [(16.0, 24.0, 30.0)] * 2, (3, 1)).astype(np.uint8)
+    image = sitk.GetImageFromArray(lobes)
+    drawn.apply(image)
+    assert 0.05 < 1 - inside_fraction(np.argwhere(lobes > 0)[:, ::-1] * 3.0 + drawn.origin, GRID) < 0.5
+    result = generate("findings normal chest ct", model, {"lobes": image}, steps_lowres=1, lowres_only=True)
+    placement = result.metadata["placement"]
+    assert "outline" in placement["on"] and placement["outside"]["lobes"]["fraction"] == 0.0
+    assert Geometry.from_dict(result.metadata["model_grid_used"]).origin != GRID.origin
+    assert np.allclose(result.geometry.origin, result.metadata["model_grid_used"]["origin"])  # the CT lies there
+    back = sitk.Resample(image, result.geometry.reference(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    assert np.array_equal(result.lobes, sitk.GetArrayFromImage(back))  # held where drawn, nothing cropped
+    held_ml = (result.lobes > 0).sum() * np.prod(result.geometry.spacing) / 1000  # on the 16 mm low-res grid
+    assert held_ml > 0.7 * (lobes > 0).sum() * 27 / 1000
