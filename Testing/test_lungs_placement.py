@@ -38,6 +38,7 @@ def test_finder_and_box_on_every_variant(base, name):
     assert chest.trachea.sum() * chest.voxel_ml > 2.0  # the trachea, apart from the lungs
     if name != "cut_apex":  # there the trachea beside the cut lung tops joins the lungs; a bronchus is found
         assert not (chest.trachea & (truth > 0)).any()
+    assert chest.lungs_cut == {"cut_apex": ["apex"], "cut_bases": ["bases"]}.get(name, [])
     grid = lung_centred_grid(variant.ct, MODEL_GRID, chest)
     index = np.argwhere(sitk.GetArrayViewFromImage(variant.lobes) > 0)[::7]
     points = np.array([variant.lobes.TransformIndexToPhysicalPoint(i[::-1]) for i in index.tolist()])

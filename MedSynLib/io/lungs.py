@@ -1,8 +1,8 @@
 """The body, lungs and trachea of a chest CT, found on a coarse copy of it (about 3 mm voxels).
 
 1. Body: voxels of at least :data:`AIR_HU` (soft tissue, bone), opened by one voxel (so a patient table or a
-   cushion touching the skin along a thin line comes loose); the largest component; then every axial slice's
-   holes filled. Air outside the patient (beside, above the head, below the feet), the table and an airway open
+   cushion touching the skin along a thin line comes loose); the largest component, grown back by that voxel within
+   the dense voxels (a chest wall thinner than the opening stays closed); then every axial slice's holes filled. Air outside the patient (beside, above the head, below the feet), the table and an airway open
    to the outside air are thereby outside the body, whatever the scan's length or how much of it is air.
 2. Lungs: air (< :data:`AIR_HU`) inside the body, opened with a ball of :data:`LUNG_CORE_MM` radius (which the
    trachea, main bronchi, bowel gas and small pockets do not survive), the pieces of at least
@@ -10,6 +10,8 @@
    smaller LPS x); one piece holding both lungs (the second is under a quarter of the first) is split at its
    mean x.
 3. Trachea: the largest remaining air piece inside the body, above the lungs' centre and between them.
+4. Cut lungs: lung of at least :data:`CUT_LUNG_ML` in the first or last axial slice means the field of view cuts
+   the lungs there ("apex" or "bases").
 
 "Axial" is the CT's own axis closest to the patient's head-foot (LPS z) axis, so any axis order, flips and a
 tilt of the slices work. Physical points are LPS (ITK): x grows towards the patient's left.
@@ -34,6 +36,7 @@ LUNG_CORE_MM = 10.0
 """Radius (mm) of the ball that separates the lungs from the trachea and main bronchi (radius 7-12 mm)."""
 MIN_LUNG_ML = 5.0
 TRACHEA_MIN_ML = 0.5
+CUT_LUNG_ML = 2.0
 
 
 def coarse_grid(image: sitk.Image, spacing_mm: float = WORK_SPACING_MM) -> Geometry:
@@ -46,12 +49,14 @@ def coarse_grid(image: sitk.Image, spacing_mm: float = WORK_SPACING_MM) -> Geome
 @dataclass
 class ChestMasks:
     """Masks (z, y, x) uint8 on ``grid`` (the CT's :func:`coarse_grid`): ``body`` (holes filled, 0/1),
-    ``lungs`` (0, :data:`RIGHT_LUNG`, :data:`LEFT_LUNG`), ``trachea`` (0/1; empty when none is seen)."""
+    ``lungs`` (0, :data:`RIGHT_LUNG`, :data:`LEFT_LUNG`), ``trachea`` (0/1; empty when none is seen);
+    ``lungs_cut``: where the field of view cuts the lungs ("apex", "bases"; empty when it holds them whole)."""
 
     grid: Geometry
     body: np.ndarray
     lungs: np.ndarray
     trachea: np.ndarray
+    lungs_cut: list[str]
 
     @property
     def voxel_ml(self) -> float:
@@ -114,13 +119,17 @@ def find_chest(ct: sitk.Image, spacing_mm: float = WORK_SPACING_MM) -> ChestMask
     hu = sitk.GetArrayFromImage(sitk.Resample(ct, grid.reference(), sitk.Transform(), sitk.sitkLinear, -1024.0,
                                               sitk.sitkFloat32))
     voxel_ml = float(np.prod(grid.spacing)) / 1000.0
-    cc, counts = _components(_opened((hu >= AIR_HU).astype(np.uint8), _radius(grid, spacing_mm)))
+    dense = (hu >= AIR_HU).astype(np.uint8)
+    radius = _radius(grid, spacing_mm)
+    cc, counts = _components(_opened(dense, radius))
     if counts.max(initial=0) * voxel_ml < 50.0:
         raise ValueError("no body found in the CT (no soft-tissue region of at least 50 mL above -400 HU): is it a "
                          "CT in HU? Fix: give a chest CT in Hounsfield units (air about -1000 HU)")
     direction = np.array(grid.direction).reshape(3, 3)
     axial = 2 - int(np.argmax(np.abs(direction[2])))  # numpy axis of the CT axis closest to head-foot
-    body = _fill_axial_holes((cc == np.argmax(counts)).astype(np.uint8), axial)
+    core = sitk.GetImageFromArray((cc == np.argmax(counts)).astype(np.uint8))
+    grown = sitk.GetArrayFromImage(sitk.BinaryDilate(core, radius)) > 0
+    body = _fill_axial_holes((grown & (dense > 0)).astype(np.uint8), axial)
     air = (body > 0) & (hu < AIR_HU)
     radius = _radius(grid, LUNG_CORE_MM)
     core_cc, core_counts = _components(_opened(air.astype(np.uint8), radius))
@@ -144,7 +153,9 @@ def find_chest(ct: sitk.Image, spacing_mm: float = WORK_SPACING_MM) -> ChestMask
         x = _points(grid, idx)[:, 0]
         lungs[tuple(idx.T)] = np.where(x < x.mean(), RIGHT_LUNG, LEFT_LUNG)
     trachea = _trachea(grid, air & (lungs == 0), lungs, voxel_ml)
-    return ChestMasks(grid, body, lungs, trachea)
+    edges = np.moveaxis(lungs > 0, axial, 0)[[0, -1]].sum(axis=(1, 2)) * voxel_ml >= CUT_LUNG_ML
+    ends = ("bases", "apex") if direction[2, 2 - axial] > 0 else ("apex", "bases")  # first, last slice
+    return ChestMasks(grid, body, lungs, trachea, [end for end, cut in zip(ends, edges) if cut])
 
 
 def _trachea(grid: Geometry, rest: np.ndarray, lungs: np.ndarray, voxel_ml: float) -> np.ndarray:

@@ -91,7 +91,7 @@ def place_ct(ct: sitk.Image, model: LoadedModel) -> Placement:
     outside = 1.0 - inside_fraction(chest.lung_points(), grid, transform if model.space == "atlas" else None)
     metadata["placement"] = {"on": on, "lung_ml": round(chest.lung_ml, 1),
                              "lung_outside_ml": round(outside * chest.lung_ml, 1),
-                             "lung_outside_fraction": round(outside, 4)}
+                             "lung_outside_fraction": round(outside, 4), "lungs_cut_by_scan": chest.lungs_cut}
     placement = Placement(grid, transform, metadata, chest)
     if outside > WARN_OUTSIDE_FRACTION:
         placement.warnings.append(
@@ -150,7 +150,8 @@ def segmentation_quality(placement: Placement, lobes: np.ndarray, airway: np.nda
 
     Returns ``lung_dice`` (lobes' union vs. the CT's lung mask), ``trachea_covered`` (share of the CT's tracheal
     air inside the airway; None when under :data:`TRACHEA_MIN_ML` of trachea is in the box), the thresholds,
-    ``passed`` and ``problems`` (sentences naming what looks wrong).
+    ``lungs_cut_by_scan``, ``passed`` and ``problems`` (sentences naming what looks wrong; lungs cut by the field
+    of view are one).
     """
     chest = placement.chest
     reference = chest.grid.reference()
@@ -171,6 +172,9 @@ def segmentation_quality(placement: Placement, lobes: np.ndarray, airway: np.nda
     if trachea.sum() * chest.voxel_ml >= TRACHEA_MIN_ML:
         covered = float((on_chest(airway) & trachea).sum()) / float(trachea.sum())
     problems = []
+    if chest.lungs_cut:
+        problems.append(f"the CT's field of view cuts the lungs ({' and '.join(chest.lungs_cut)}): the model needs "
+                        "whole lungs to place the lobes (with the bases cut, lobe Dice fell from 0.90 to 0.77)")
     if lung_dice < LUNG_DICE_MIN:
         problems.append(f"the lobes do not match the CT's own lungs (Dice {lung_dice:.2f}, needs "
                         f"{LUNG_DICE_MIN}): the lungs may be unusual for the model (orientation, field of view, "
@@ -179,5 +183,6 @@ def segmentation_quality(placement: Placement, lobes: np.ndarray, airway: np.nda
         problems.append(f"the airway misses the trachea (it covers {100 * covered:.0f} % of the CT's tracheal air, "
                         f"needs {100 * TRACHEA_COVER_MIN:.0f} %)")
     return {"lung_dice": round(lung_dice, 4), "trachea_covered": None if covered is None else round(covered, 4),
-            "lung_dice_min": LUNG_DICE_MIN, "trachea_covered_min": TRACHEA_COVER_MIN, "passed": not problems,
+            "lung_dice_min": LUNG_DICE_MIN, "trachea_covered_min": TRACHEA_COVER_MIN,
+            "lungs_cut_by_scan": chest.lungs_cut, "passed": not problems,
             "problems": problems}
