@@ -116,7 +116,7 @@ def _region(shape, seed=0):
     return torch.rand(shape, generator=g) < 0.5
 
 
-@pytest.mark.parametrize("channels", SUBSETS[1:], ids=lambda c: "hold" + "".join(map(str, c)))
+@pytest.mark.parametrize("channels", [[0], [1, 3], [0, 1, 2, 3]], ids=lambda c: "hold" + "".join(map(str, c)))
 @pytest.mark.parametrize("resamples", [0, 2])
 def test_held_voxels_come_out_exactly_and_free_ones_are_generated(channels, resamples, tiny_lowres, tiny_superres):
     torch.manual_seed(0)

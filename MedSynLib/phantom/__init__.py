@@ -7,8 +7,8 @@ identity direction), and a ``truth`` dict.
 
 Modules: ``grid`` (coordinates, smooth fields, tube rasterisation), ``anatomy`` (shapes in mm), ``trees``
 (airway and vessel trees), ``findings`` (what is wrong), ``generate`` (HU composition), ``measure``
-(measurements on any CT + masks), ``report`` (report text), ``dataset`` (``medsyn phantoms``), ``preview``
-(``medsyn preview``), ``bench``.
+(measurements on any CT + masks), ``report`` (report text), ``regions`` (where a finding would go, for
+editing), ``dataset`` (``medsyn phantoms``), ``preview`` (``medsyn preview``), ``bench``.
 """
 
 from .anatomy import AnatomyParams

@@ -100,11 +100,11 @@ def phrase_pool(wording: str = "all") -> dict:
 
 
 def prompt_truth(effusion: str = "none", cardiomegaly: bool = False, emphysema: str = "none",
-                 age: int = 60, sex: str = "male") -> dict:
+                 age: int = 60, sex: str = "male", nodule: tuple[int, float] | None = None) -> dict:
     """A minimal ``truth`` for :func:`render_report` with only the named findings (nothing else abnormal).
 
     effusion: "none" or "<size> <side>" (size small/moderate/large, side right/left/bilateral);
-    emphysema: "none" or a grade (mild/moderate/severe).
+    emphysema: "none" or a grade (mild/moderate/severe); nodule: (lobe label 1..5, diameter in mm) or None.
     """
     sides = {"right": ("right",), "left": ("left",), "bilateral": ("right", "left")}
     ml = {"right": 0.0, "left": 0.0}
@@ -113,7 +113,8 @@ def prompt_truth(effusion: str = "none", cardiomegaly: bool = False, emphysema: 
         for s in sides[side]:
             ml[s] = float(np.mean(EFFUSION_SIZES[size]))
     findings = {"effusion_ml": ml, "ctr": 0.6 if cardiomegaly else 0.45, "bullae": 0, "consolidation": [],
-                "ggo": [], "nodules": [], "emphysema_laa": 0.0 if emphysema == "none" else 20.0}
+                "ggo": [], "emphysema_laa": 0.0 if emphysema == "none" else 20.0,
+                "nodules": [] if nodule is None else [{"lobe": int(nodule[0]), "diameter_mm": float(nodule[1])}]}
     return {"age": age, "sex": sex, "findings": findings, "effusion_ml_true": ml,
             "effusion_size": {k: effusion_size_word(v) for k, v in ml.items()}, "cardiomegaly": bool(cardiomegaly),
             "emphysema_grade": emphysema}

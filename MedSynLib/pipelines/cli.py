@@ -1,4 +1,4 @@
-"""``medsyn generate``, ``medsyn segment`` and ``medsyn batch``: argument parsing, progress, cancellation, errors.
+"""``medsyn generate``, ``medsyn segment``, ``medsyn edit`` and ``medsyn batch``: argument parsing, progress, cancellation, errors.
 
 Exit codes (:mod:`MedSynLib.errors`): 0 done; 2 bad input or setting (a message says what to fix; batch: some case
 failed); 3 out of memory (a message says what to change); 4 segmentation not trusted (it does not fit the CT's own
@@ -26,8 +26,9 @@ from ..progress import Reporter
 from ..runtime import PRECISIONS, precision_warning, resolve_device
 from .batch import MANIFEST, Shard, read_prompts, run_batch
 from .generate import CONDITION_CHANNELS, generate, sampling_settings, segment
-from .outputs import model_info, result_folder, write_result
+from .outputs import model_info, result_folder, write_edit_result, write_result
 from .placement import UntrustedSegmentation
+from .edit import edit
 
 CONDITIONS = ("lobes", "airway", "vessels")
 
@@ -94,6 +95,25 @@ def add_parser(sub) -> None:
     _common(s)
     _overwrite(s)
     s.set_defaults(func=_run, mode="segment")
+    e = sub.add_parser("edit", help="replace a region of a CT by what the model generates for a report (marked EDITED)")
+    e.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD, any geometry)")
+    e.add_argument("--region", required=True, type=Path,
+                   help="label map of the region to replace (nonzero voxels; any geometry, e.g. a Slicer segment "
+                        "exported as a label map)")
+    e.add_argument("--region-label", type=int, default=None, help="use only the voxels with this label")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--report", help="report text describing the edited scan")
+    src.add_argument("--report-file", type=Path, help="file holding the report text")
+    for name in CONDITIONS:
+        e.add_argument(f"--{name}", type=Path, help=f"{name} label map of this CT to keep outside the region")
+    e.add_argument("--resamples", type=int, default=0, metavar="R",
+                   help="RePaint resampling: repeat each step R times from its own noise level (R + 1 times the "
+                        "network evaluations)")
+    e.add_argument("--blend-mm", type=float, default=None,
+                   help="blend width inside the region's border (default: one voxel of the model grid)")
+    _common(e)
+    _overwrite(e)
+    e.set_defaults(func=_run_edit, mode="edit")
     b = sub.add_parser("batch", help="K SYNTHETIC CTs for each report of a CSV file (resumable, with a manifest)")
     b.add_argument("--prompts", required=True, type=Path,
                    help="CSV with a 'report' column, optional 'id' and 'seed' columns")
@@ -207,6 +227,32 @@ def _batch_shard(args) -> Shard:
     if under_torchrun and args.device in ("auto", "cuda") and torch.cuda.is_available():
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return Shard.parse(args.shard) if args.shard is not None else Shard.from_environment()
+
+
+def _run_edit(args) -> int:
+    reporter = Reporter(args.progress)
+
+    def work() -> int:
+        settings = _settings(args, reporter)
+        inputs = [args.report_file, args.ct, args.region, *(getattr(args, n) for n in CONDITIONS)]
+        with result_folder(args.out, args.overwrite, inputs) as output:
+            report = args.report if args.report is not None else _read_report(args.report_file)
+            ct = read_image(args.ct, "CT")
+            region = read_image(args.region, "region")
+            keep = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
+            model = _load(args)
+            result = edit(ct, region, report, model, keep=keep, region_label=args.region_label, seed=args.seed,
+                          resamples=args.resamples, blend_mm=args.blend_mm, **settings)
+            for warning in result.metadata["warnings"]:
+                reporter.warn(warning)
+            sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct)
+        reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
+        if args.progress == "text":
+            print(f"wrote {args.out} (EDITED: {result.metadata['region']['volume_ml']:.1f} mL replaced)",
+                  file=sys.stderr)
+        return 0
+
+    return _guarded(reporter, work)
 
 
 def _run_batch(args) -> int:

@@ -1,0 +1,196 @@
+"""``edit(ct, region, report, model)``: replace a region of a CT by what the model generates for a report.
+
+The CT goes into model space exactly as for :func:`~.generate.segment`, through :func:`.placement.place_ct`
+(grid models: the box placed on the lungs; atlas models: the affine alignment). There every channel is held outside the region (the CT, and any
+anatomy masks given to keep); inside it the model generates CT, lobes, airway and vessels that follow the report
+(:class:`~MedSynLib.diffusion.HeldChannels` with a voxel mask, in both stages). The generated CT goes back onto
+the input's own grid and replaces only the region, with a linear blend over a narrow margin inside the region's
+border; every voxel outside the region keeps the input's value and pixel type bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..io.alignment import resample
+from ..io.codecs import hu_to_model
+from ..io.images import Geometry
+from ..modelstore.bundle import LoadedModel
+from .generate import (
+    CONDITION_CHANNELS,
+    Progress,
+    _decode,
+    _placed,
+    _Run,
+    _sample_both_stages,
+    _sr_tiles,
+    encode_condition,
+    hold_channels,
+    sampling_settings,
+)
+from .placement import place_ct
+
+EDITED_DESCRIPTION = "EDITED by MedSyn: a region replaced by generated content; not the original scan"
+"""Header description of an edited CT (NIfTI keeps its first 79 characters)."""
+
+
+@dataclass
+class EditResult:
+    """Arrays (z, y, x) on the input CT's ``geometry``: ``ct`` the edited CT in the input's pixel type (HU);
+    ``region`` uint8 {0, 1}; ``lobes`` (0..5) / ``airway`` / ``vessels`` uint8, generated inside the region and 0
+    outside it; ``difference_hu`` float32, edited minus input (0 outside the region)."""
+
+    ct: np.ndarray
+    region: np.ndarray
+    lobes: np.ndarray
+    airway: np.ndarray
+    vessels: np.ndarray
+    difference_hu: np.ndarray
+    geometry: Geometry
+    metadata: dict = field(default_factory=dict)
+
+
+def region_on_ct(region: sitk.Image, ct: sitk.Image, label: int | None = None) -> np.ndarray:
+    """The region (nonzero voxels, or voxels equal to ``label``) of a label map in any geometry, as a bool (z, y, x)
+    array on the CT's grid (nearest neighbour). Refuses an empty region and one that misses the CT."""
+    if region.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"the region has {region.GetNumberOfComponentsPerPixel()} layers; export the one segment "
+                         "to edit as a label map")
+    values = sitk.GetArrayViewFromImage(region)
+    if not np.isfinite(values).all():
+        raise ValueError("the region mask contains NaN or infinite values")
+    inside = values == label if label is not None else values != 0
+    if not inside.any():
+        what = f"no voxel with label {label}" if label is not None else "no nonzero voxel"
+        raise ValueError(f"the region is empty ({what}): draw the region to edit, or pick its label with "
+                         "--region-label")
+    mask = sitk.GetImageFromArray(inside.astype(np.uint8))
+    mask.CopyInformation(region)
+    if Geometry.of(region) == Geometry.of(ct):
+        on_ct = inside
+    else:
+        on_ct = resample(mask, Geometry.of(ct), sitk.sitkNearestNeighbor, 0).astype(bool)
+    if not on_ct.any():
+        raise ValueError("the region lies outside the CT's field of view: draw it on this CT (or give the label "
+                         "map that belongs to it)")
+    if on_ct.all():
+        raise ValueError("the region covers the whole CT, so nothing would be kept: draw a smaller region, or use "
+                         "'medsyn generate' for a whole new synthetic CT")
+    return on_ct
+
+
+def _region_extent(region: np.ndarray, ct: sitk.Image) -> dict:
+    """Volume (mL, voxels) and bounding box (voxel indices x, y, z; LPS mm of the corner voxel centres)."""
+    idx = np.argwhere(region)
+    lo, hi = idx.min(0)[::-1].tolist(), idx.max(0)[::-1].tolist()
+    corners = np.array([ct.TransformIndexToPhysicalPoint([(lo, hi)[b >> a & 1][a] for a in range(3)])
+                        for b in range(8)])
+    return {"volume_ml": round(float(len(idx)) * float(np.prod(ct.GetSpacing())) / 1000.0, 3),
+            "voxels": int(len(idx)), "bbox_index_xyz": [lo, hi],
+            "bbox_lps_mm": [corners.min(0).round(2).tolist(), corners.max(0).round(2).tolist()]}
+
+
+def blend_weight(region: np.ndarray, geometry: Geometry, margin_mm: float) -> np.ndarray:
+    """Weight (z, y, x) float32 of the generated CT: 0 outside the region, rising linearly with the distance (mm)
+    from the region's border to 1 at ``margin_mm`` inside it."""
+    image = geometry.apply(sitk.GetImageFromArray(region.astype(np.uint8)))
+    depth = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=True, squaredDistance=False,
+                                                                useImageSpacing=True))
+    return np.where(region, np.clip((depth + 0.5 * min(geometry.spacing)) / margin_mm, 0.0, 1.0), 0.0) \
+        .astype(np.float32)
+
+
+def paste(ct: np.ndarray, generated_hu: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``ct`` with ``weight * generated + (1 - weight) * ct`` where ``weight > 0``, in ``ct``'s dtype (integers
+    rounded and clipped to the type's range); voxels of weight 0 are the input's, bit for bit."""
+    out = ct.copy()
+    where = weight > 0
+    mixed = weight[where] * generated_hu[where] + (1.0 - weight[where]) * ct[where].astype(np.float32)
+    if np.issubdtype(ct.dtype, np.integer):
+        info = np.iinfo(ct.dtype)
+        mixed = np.clip(np.rint(mixed), info.min, info.max)
+    out[where] = mixed.astype(ct.dtype)
+    return out
+
+
+def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
+         keep: dict[str, sitk.Image] | None = None, region_label: int | None = None, seed: int = 0,
+         steps_lowres: int | None = None, steps_sr: int | None = None, guidance: float | None = None,
+         sampler: str | None = None, precision: str = "auto", lowres_only: bool = False, resamples: int = 0,
+         blend_mm: float | None = None, progress: Progress | None = None, max_gpu_memory_gb: float | None = None,
+         sr_tiles: int | None = None) -> EditResult:
+    """Replace ``region`` (a label map in any geometry) of the CT (HU) by content generated for ``report``.
+
+    keep: lobe / airway / vessel label maps of this CT (its geometry or any other), held outside the region.
+    resamples: RePaint resampling per step (:func:`~MedSynLib.diffusion.sample`). blend_mm: width of the blend
+    inside the region's border (default: one voxel of the grid the model generated on, 1 mm or 4 mm with
+    ``lowres_only``). Raises ValueError, before any sampling, for an empty region, a region outside the CT or the
+    model's field of view, and a region that covers everything.
+    """
+    if not isinstance(report, str) or not report.strip():
+        raise ValueError("the report is empty: describe the edited scan (Findings / Impression)")
+    if ct.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError("the CT must be a scalar volume in HU")
+    values = sitk.GetArrayFromImage(ct)
+    if not np.isfinite(values).all():
+        raise ValueError("the CT contains NaN or infinite values")
+    keep = {k: v for k, v in (keep or {}).items() if v is not None}
+    unknown = set(keep) - set(CONDITION_CHANNELS)
+    if unknown:
+        raise ValueError(f"unknown anatomy mask {sorted(unknown)}; use lobes, airway, vessels")
+    if blend_mm is not None and not blend_mm > 0:
+        raise ValueError(f"the blend margin must be a positive number of mm, got {blend_mm}")
+    if resamples < 0:
+        raise ValueError(f"resamples must be 0 or more, got {resamples}")
+    inside = region_on_ct(region, ct, region_label)
+    device = next(model.lowres.parameters()).device
+    run = _Run(model, device, precision, progress)
+    settings = sampling_settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance,
+                                 sampler=sampler)
+    placement = _placed(run, place_ct, ct, model)
+    grid, transform = placement.grid, placement.transform
+    target, inverse = Geometry.of(ct), transform.GetInverse()
+    region_image = target.apply(sitk.GetImageFromArray(inside.astype(np.uint8)))
+    outside_box = inside & ~placement.to_patient(np.ones(grid.size[::-1], np.uint8), target).astype(bool)
+    if outside_box.any():
+        ml = outside_box.sum() * float(np.prod(ct.GetSpacing())) / 1000.0
+        raise ValueError(f"{ml:.1f} mL of the region lies outside the model's field of view ({grid.size} voxels of "
+                         f"{grid.spacing} mm placed on the lungs): draw the region inside the chest")
+    free = placement.to_model(region_image)
+    free = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(free), [1, 1, 1])).astype(bool)
+    if not free.any():
+        raise ValueError(f"the region is smaller than one voxel of the model's grid ({grid.spacing} mm): draw it "
+                         "larger")
+    if free.all():
+        raise ValueError("the region covers the model's whole field of view, so nothing would be kept: draw a "
+                         "smaller region, or use 'medsyn generate'")
+    x, y, z = grid.size
+    known = np.zeros((1, 4, z, y, x), np.float32)
+    hu = placement.to_model(sitk.Cast(ct, sitk.sitkFloat32), sitk.sitkLinear, -1024.0)
+    known[0, 0] = hu_to_model(hu)
+    for name, image in keep.items():
+        known[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, grid, transform)
+    held_channels = [0] + sorted(CONDITION_CHANNELS[k] for k in keep)
+    held = hold_channels(torch.from_numpy(known).to(device), held_channels, where=torch.from_numpy(~free))
+    tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
+    text = run.stage("text", lambda: model.text_encoder([report]))
+    x64, x256 = _sample_both_stages(model, text, held, seed, settings, run, lowres_only, tiles, resamples)
+    generated = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, [], with_ct=True)
+    source = generated.geometry
+    generated_hu = resample(source.apply(sitk.GetImageFromArray(generated.ct_hu.astype(np.float32))), target,
+                            sitk.sitkLinear, -1024.0, inverse)
+    margin = float(max(source.spacing)) if blend_mm is None else float(blend_mm)
+    edited = paste(values, generated_hu, blend_weight(inside, target, margin))
+    masks = {name: np.where(inside, placement.to_patient(getattr(generated, name), target, source), 0)
+             .astype(np.uint8) for name in ("lobes", "airway", "vessels")}
+    metadata = {**generated.metadata, **placement.metadata, "warnings": placement.warnings, "mode": "edit",
+                "edited": True, "held_channels": held_channels, "held": "outside the region", "kept_anatomy": sorted(keep), "resamples": resamples,
+                "blend_mm": margin, "region": _region_extent(inside, ct), "sr_tiles": tiles,
+                "timings_s": dict(run.timings)}
+    difference = np.where(inside, edited.astype(np.float32) - values.astype(np.float32), 0).astype(np.float32)
+    return EditResult(edited, inside.astype(np.uint8), masks["lobes"], masks["airway"], masks["vessels"],
+                      difference, target, metadata)
