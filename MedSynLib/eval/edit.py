@@ -27,7 +27,6 @@ import sys
 import time
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..io.codecs import LOBE_LABELS
 from ..io.images import to_image
