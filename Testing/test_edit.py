@@ -4,7 +4,6 @@ The weights are random, so the generated content means nothing; what is tested i
 only, every voxel outside it bit-identical to the input, on the input's own grid.
 """
 
-import itertools
 import json
 import math
 import subprocess
@@ -91,7 +90,7 @@ def test_atlas_model_keeps_every_voxel_outside_the_region(atlas_model):
     assert result.metadata["space"] == "atlas" and result.metadata["alignment"]["lung_dice"] > 0.8
 
 
-KEEP = [list(s) for r in range(1, 4) for s in itertools.combinations(("lobes", "airway", "vessels"), r)]
+KEEP = [["lobes"], ["airway", "vessels"], ["lobes", "airway", "vessels"]]
 
 
 @pytest.mark.parametrize("keep", KEEP, ids="+".join)
