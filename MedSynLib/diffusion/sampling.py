@@ -109,9 +109,11 @@ class HeldChannels:
         known = self.known[..., ::factor, ::factor, ::factor]
         if all(n == 1 for n in self.mask.shape[2:]):
             return HeldChannels(known, self.mask)
-        free = (~self.mask).float()
-        coarse = torch.nn.functional.max_pool3d(free.flatten(0, 1)[:, None], factor, factor, ceil_mode=True)
-        return HeldChannels(known, coarse[:, 0].unflatten(0, free.shape[:2]) == 0)
+        b, c, *spatial = self.mask.shape
+        pad = [n for s in reversed(spatial) for n in (0, -s % factor)]
+        mask = torch.nn.functional.pad(self.mask, pad, value=True) if any(pad) else self.mask
+        blocks = mask.reshape(b, c, *[n for s in mask.shape[2:] for n in (s // factor, factor)])
+        return HeldChannels(known, blocks.all(7).all(5).all(3))
 
 
 def hold_channels(known: torch.Tensor | None, channels: Sequence[int],
