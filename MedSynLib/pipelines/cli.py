@@ -245,7 +245,7 @@ def _run_edit(args) -> int:
                           resamples=args.resamples, blend_mm=args.blend_mm, **settings)
             for warning in result.metadata["warnings"]:
                 reporter.warn(warning)
-            sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct)
+            sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct, preview=args.preview)
         reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
         if args.progress == "text":
             print(f"wrote {args.out} (EDITED: {result.metadata['region']['volume_ml']:.1f} mL replaced)",

@@ -95,11 +95,12 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, mode: s
 
 
 def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, source_ct: Path | None = None,
-                      overwrite: bool = False) -> Path:
+                      preview: bool = False, overwrite: bool = False) -> Path:
     """Write an :class:`~.edit.EditResult` folder like :func:`write_result`; returns the sidecar path.
 
     Every file is marked EDITED in its name and header (never SYNTHETIC: the CT is the input scan with one region
     replaced); the sidecar records the region (volume, bounding box) and ``files.ct`` names the edited CT.
+    preview: also write ``preview.png`` of the edited CT with the region's generated masks.
     """
     from .edit import EDITED_DESCRIPTION
 
@@ -120,6 +121,12 @@ def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, so
         for name in ("lobes", "airway", "vessels"):
             files[name] = f"EDITED_MedSyn_region_{name}_{tag}.nii.gz"
             write_image(to_image(getattr(result, name), result.geometry), tmp / files[name], description=description)
+        if preview:
+            from ..phantom.preview import preview_files
+
+            preview_files(str(tmp / files["ct"]), str(tmp / "preview.png"),
+                          **{name: str(tmp / files[name]) for name in ("lobes", "airway", "vessels")})
+            files["preview"] = "preview.png"
         sidecar = {"synthetic": False, "edited": True, **result.metadata,
                    "source_ct": str(source_ct) if source_ct is not None else None, "model": model_info,
                    "geometry": result.geometry.to_dict(), "files": files, "versions": _versions(),
