@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
               "phantom_grid": "128³ at 2 mm", "prompts": prompts,
               "task_titles": {"effusion": "Large right pleural effusion in the right dependent pleural space",
                               "nodule": f"{args.nodule_mm:.0f} mm nodule in a {args.nodule_mm:.0f} mm-radius ball "
-                                        f"in the {lobe} lobe"}}
+                                        f"in the {lobe}"}}
     if "effusion" in args.tasks:
         regions = [dependent_pleural_space(ph, "right") for ph in phantoms]
         result["effusion"] = run_task("effusion", model, phantoms, regions, prompts["effusion"], seeds,
