@@ -240,7 +240,7 @@ def _run_edit(args) -> int:
             ct = read_image(args.ct, "CT")
             region = read_image(args.region, "region")
             keep = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
-            model = _load(args)
+            model = _load(args, reporter)
             result = edit(ct, region, report, model, keep=keep, region_label=args.region_label, seed=args.seed,
                           resamples=args.resamples, blend_mm=args.blend_mm, **settings)
             for warning in result.metadata["warnings"]:
