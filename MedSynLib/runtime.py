@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported by the functions: the command line's parsers read PRECISIONS without torch
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """"auto" -> the first CUDA GPU if one is usable, else the CPU; otherwise "cpu", "cuda" or "cuda:N"."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -23,6 +27,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """"auto" -> bf16 on GPUs that support it (else fp16), fp32 on the CPU (bf16 is slower there for inference)."""
+    import torch
+
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision == "auto":
@@ -42,6 +48,8 @@ def precision_warning(precision: str, device: torch.device) -> str | None:
 
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed-precision context for ``dtype`` on ``device`` (a no-op for fp32)."""
+    import torch
+
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,5 +1,18 @@
-"""Networks only: building blocks, the two denoising UNets and the report text encoder (no sampling, no I/O)."""
+"""Networks only: building blocks, the two denoising UNets and the report text encoder (no sampling, no I/O).
 
-from .unet import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, LowResUNet, SuperResUNet, UNetConfig, build_unet
+The names below load on first use, so that reading a config (:mod:`.config`) does not import torch.
+"""
 
-__all__ = ["UNetConfig", "LowResUNet", "SuperResUNet", "build_unet", "OFFICIAL_LOWRES", "OFFICIAL_SUPERRES"]
+import importlib
+
+_EXPORTS = {"UNetConfig": "config", "OFFICIAL_LOWRES": "config", "OFFICIAL_SUPERRES": "config",
+            "LowResUNet": "unet", "SuperResUNet": "unet", "build_unet": "unet"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # also replaces the submodule of the same name that the import bound here
+    return value

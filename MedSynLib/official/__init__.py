@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..models.unet import UNetConfig
+from ..models.config import UNetConfig
+
+if TYPE_CHECKING:
+    import torch
 
 
 def config_from_official_kwargs(kwargs: dict, up_order: str = "eval") -> UNetConfig:
@@ -36,6 +39,8 @@ def official_written_arrays(final: torch.Tensor) -> dict[str, torch.Tensor]:
     CT: HU int16 (truncated), flipped along h; masks: raw [0, 1] floats, not flipped; vessels keep a leading 1.
     Our writers do not copy these quirks (they write geometry instead); this exists to check against them.
     """
+    import torch
+
     v = (final[0].clamp(-1, 1) + 1) / 2
     return {
         "ct_hu_int16": (v[0].flip(1) * 1624 - 1024).to(torch.int16),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..models.unet import UP_ORDERS
+from ..models.config import UP_ORDERS
 from ..modelstore.registry import user_model_folder, user_models_dir
 from ..progress import Reporter
-from .importer import OFFICIAL_LAYOUT, OFFICIAL_NAME, import_official_model
+from .importer import OFFICIAL_LAYOUT, OFFICIAL_NAME
 
 
 def add_actions(actions) -> None:
@@ -37,6 +37,8 @@ def add_actions(actions) -> None:
 
 
 def _import(args) -> int:
+    from .importer import import_official_model
+
     reporter = Reporter(args.progress)
     try:
         parts = {"lowres": args.lowres, "superres": args.superres, "text_finetuned": args.text_finetuned}

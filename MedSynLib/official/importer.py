@@ -17,11 +17,8 @@ import SimpleITK as sitk
 
 from ..io.files import output_folder
 from ..io.images import Geometry, read_image, to_image, write_image
-from ..models.text_encoder import ReportEncoder
 from ..modelstore.bundle import DEFAULTS, write_model_spec
 from ..modelstore.registry import registry
-from ..modelstore.store import read_stage_config
-from .checkpoint import import_official_stage
 
 OFFICIAL_NAME = "medsyn-official"
 ATLAS_FILE = "atlas_lung_mask.nii.gz"
@@ -63,6 +60,10 @@ def import_official_model(target: Path, lowres: Path, superres: Path, text_encod
     text_encoder: a local CXR-BERT / BERT folder; text_finetuned: the official ``pretrained_lm/pytorch_model.bin``
     (merged into the encoder, which is saved in this project's format).
     """
+    from ..models.text_encoder import ReportEncoder  # torch and transformers: not for the command line's parser
+    from ..modelstore.store import read_stage_config
+    from .checkpoint import import_official_stage
+
     entry = licence_entry(name)
     if entry.get("requires_license_acceptance") and not accept_license:
         raise ValueError(f"the official MedSyn weights are licensed {entry.get('license', 'CC-BY-NC 4.0')} "

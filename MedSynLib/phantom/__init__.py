@@ -11,9 +11,16 @@ Modules: ``grid`` (coordinates, smooth fields, tube rasterisation), ``anatomy`` 
 editing), ``dataset`` (``medsyn phantoms``), ``preview`` (``medsyn preview``), ``bench``.
 """
 
-from .anatomy import AnatomyParams
-from .findings import Findings
-from .generate import Phantom, generate
-from .grid import Grid
+import importlib
 
-__all__ = ["AnatomyParams", "Findings", "Grid", "Phantom", "generate"]
+_EXPORTS = {"AnatomyParams": "anatomy", "Findings": "findings", "Grid": "grid", "Phantom": "generate",
+            "generate": "generate"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):  # on first use, so that ``medsyn --help`` does not load the phantom code (and torch)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # also replaces the submodule of the same name that the import bound here
+    return value

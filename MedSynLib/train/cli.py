@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..recipes import read_config, recipe_names
-from .diffusion import DiffusionTrainer, TrainConfig
+
+if TYPE_CHECKING:
+    from .diffusion import TrainConfig
 
 
 def _value(text: str):
@@ -33,6 +36,8 @@ def load_config(source: str | Path | None, stage: str, overrides: list[str]) -> 
         key, value = item.split("=", 1)
         values[key] = _value(value)
     values["stage"] = stage
+    from .diffusion import TrainConfig  # torch: loaded by the command, not by its parser
+
     return TrainConfig.from_dict(values)
 
 
@@ -51,6 +56,8 @@ def add_parser(sub) -> None:
 
 def _run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .diffusion import DiffusionTrainer
+
     config = load_config(args.config, args.stage, args.set)
     trainer = DiffusionTrainer(config)
     metrics = trainer.run(stop_after=args.stop_after)
