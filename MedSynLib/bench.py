@@ -1,10 +1,14 @@
-"""Benchmark of one full generation: text encoding, low-res sampling, super-resolution sampling.
+"""Benchmark of one full generation (text encoding, low-res sampling, super-resolution sampling), the SR
+network's peak memory per depth, and the command line's start-up time, in one JSON.
 
     python -m MedSynLib.bench --config tiny --device cpu --json bench.json
-    python -m MedSynLib.bench --config official --device cuda --precision bf16
+    python -m MedSynLib.bench --config official --device cuda --precision bf16 --sr-depths 16,32,64
 
 Networks and the text encoder get random weights of the chosen size (timing does not depend on the values).
-Prints seconds per stage, network evaluations, achieved TFLOP/s (CUDA) and peak memory; ``--json`` writes them.
+``--sr-depths``: one official-size SR forward (no_grad, 256² slices) per depth, each in a fresh process, its
+peak memory (process max RSS on the CPU, max allocated on CUDA) and the straight line through them
+extrapolated to 256 slices. Start-up: medians of whole-process wall times of ``python -c "import torch"``,
+``python -m MedSynLib --help`` and importing the generation pipeline.
 """
 
 from __future__ import annotations
@@ -13,17 +17,17 @@ import argparse
 import json
 import platform
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
 
 from . import __version__
 from .diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, make_sampler, sample, upsample_lowres
 from .models import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, LowResUNet, SuperResUNet, UNetConfig
-from .models.text_encoder import ReportEncoder
 from .runtime import autocast, resolve_device, resolve_precision
 
 PRESETS = {
@@ -37,7 +41,13 @@ REPORT = ("FINDINGS: Large bilateral pleural effusions with adjacent compressive
           "IMPRESSION: Large bilateral pleural effusions. Cardiomegaly.")
 
 
-def _random_text_encoder(layers: int, hidden: int, heads: int, tmp_vocab: str) -> ReportEncoder:
+def _random_text_encoder(layers: int, hidden: int, heads: int, tmp_vocab: str):
+    """A ReportEncoder of this size with random weights (transformers is imported here: the memory benchmark's
+    processes do not load it)."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from .models.text_encoder import ReportEncoder
+
     words = sorted(set(REPORT.lower().replace(".", " .").replace(":", " :").split()))
     with open(tmp_vocab, "w") as f:
         f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
@@ -126,6 +136,51 @@ def run(config: str, device_name: str, precision: str, steps_lowres: int, steps_
     }
 
 
+def sr_forward_peak_gib(depth: int, device_name: str, precision: str, size: int = 256) -> float:
+    """Peak memory of one official-size SR forward on (1, 4, depth, size, size), no_grad, random weights, in this
+    process (call it in a fresh one): process max RSS (CPU, weights included) or CUDA max allocated, GiB."""
+    device = resolve_device(device_name)
+    dtype = resolve_precision(precision, device)
+    torch.manual_seed(0)
+    net = SuperResUNet(OFFICIAL_SUPERRES).to(device).eval()
+    x = torch.randn(1, OFFICIAL_SUPERRES.channels, depth, size, size, device=device)
+    with torch.no_grad(), autocast(device, dtype):
+        net(x, torch.full((1,), 500.0, device=device), x.clamp(-1, 1))
+    _sync(device)
+    return _peak_memory_gib(device)
+
+
+def sr_memory(depths: list[int], device_name: str, precision: str) -> dict:
+    """:func:`sr_forward_peak_gib` per depth, each in a fresh process, and the line through them at 256 slices."""
+    peaks = {}
+    for depth in depths:
+        code = (f"from MedSynLib.bench import sr_forward_peak_gib; "
+                f"print(sr_forward_peak_gib({depth}, {device_name!r}, {precision!r}))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        peaks[depth] = float(out.stdout.split()[-1])
+    result = {"peak_gib_by_depth": peaks, "slices": "256x256", "network": "official SR, random weights"}
+    if len(peaks) >= 2:
+        xs, ys = list(peaks), list(peaks.values())
+        slope, intercept = statistics.linear_regression(xs, ys)
+        result.update(gib_per_slice=slope, extrapolated_256_slices_gib=intercept + 256 * slope)
+    return result
+
+
+def startup(repeats: int = 3) -> dict:
+    """Median whole-process wall seconds of importing torch, ``medsyn --help`` and importing the pipeline."""
+    commands = {"import_torch_s": ["-c", "import torch"], "medsyn_help_s": ["-m", "MedSynLib", "--help"],
+                "import_pipeline_s": ["-c", "import MedSynLib.pipelines.generate"]}
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(repeats):  # interleaved, so that a busy moment hits every command alike
+        for key, args in commands.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, *args], capture_output=True, check=True)
+            times[key].append(time.perf_counter() - t0)
+    result = {k: statistics.median(v) for k, v in times.items()}
+    result["help_over_import_torch"] = result["medsyn_help_s"] / result["import_torch_s"]
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.bench", description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=sorted(PRESETS), default="tiny")
@@ -138,10 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true", help="use channels_last_3d memory format")
     p.add_argument("--lowres-only", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sr-depths", default="", metavar="F,F,...",
+                   help="also measure the official SR network's peak memory at these depths (e.g. 16,32,64)")
     p.add_argument("--json", help="write the results to this file")
     args = p.parse_args(argv)
     result = run(args.config, args.device, args.precision, args.steps_lowres, args.steps_sr, args.guidance,
                  args.sampler, args.channels_last, args.seed, args.lowres_only)
+    result["startup"] = startup()
+    if args.sr_depths:
+        result["sr_memory"] = sr_memory([int(d) for d in args.sr_depths.split(",")], args.device, args.precision)
     t = result["timings_s"]
     print(f"MedSyn benchmark, config {args.config} on {result['device']} ({result['device_name']}), "
           f"{result['fast_paths']['precision']}, sampler {args.sampler}, guidance {args.guidance}")
@@ -150,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {stage[:-2]:9s} {t[stage]:8.2f} s")
     print(f"  total     {t['total_s']:8.2f} s; network evaluations {result['network_evaluations']}")
     print(f"  peak memory {result['peak_memory_gib']['overall']:.2f} GiB ({result['peak_memory_gib']['kind']})")
+    s = result["startup"]
+    print(f"  start-up: import torch {s['import_torch_s']:.2f} s, medsyn --help {s['medsyn_help_s']:.2f} s "
+          f"({s['help_over_import_torch']:.2f}x), import pipeline {s['import_pipeline_s']:.2f} s")
+    if "sr_memory" in result:
+        m = result["sr_memory"]
+        print("  SR forward peak: " + ", ".join(f"{d} slices {g:.2f} GiB" for d, g in m["peak_gib_by_depth"].items())
+              + (f"; {m['extrapolated_256_slices_gib']:.1f} GiB at 256 slices" if "gib_per_slice" in m else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

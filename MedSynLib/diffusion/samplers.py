@@ -54,8 +54,10 @@ class DDIMSampler(Sampler):
         if i == len(self.timesteps) - 1:
             return x0
         a, a_next = self.alpha_bar(i), self.alpha_bar(i + 1)
-        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        scaled_x0 = a.sqrt() * x0
+        eps = x.sub_(scaled_x0).div_((1 - a).sqrt())  # (x - sqrt(a) x0) / sqrt(1 - a), in place
+        # sqrt(a_next) x0 + sqrt(1 - a_next) eps
+        return eps.mul_((1 - a_next).sqrt()).add_(torch.mul(x0, a_next.sqrt(), out=scaled_x0))
 
 
 class DPMSolverPP2M(Sampler):
@@ -81,12 +83,16 @@ class DPMSolverPP2M(Sampler):
             return x0
         a, a_next = self.alpha_bar(i), self.alpha_bar(i + 1)
         h = self._lambda(i + 1) - self._lambda(i)
-        d = x0
+        d_scale = a_next.sqrt() * torch.expm1(-h)
         if i - 1 in self._x0_by_step:
             r = (self._lambda(i) - self._lambda(i - 1)) / h
-            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * self._x0_by_step[i - 1]
+            d = (1 + 1 / (2 * r)) * x0  # d = (1 + 1/2r) x0 - (1/2r) x0_prev, then scaled
+            d = d.sub_((1 / (2 * r)) * self._x0_by_step[i - 1]).mul_(d_scale)
+        else:
+            d = d_scale * x0
         self._x0_by_step[i] = x0
-        return ((1 - a_next) / (1 - a)).sqrt() * x - a_next.sqrt() * torch.expm1(-h) * d
+        # sqrt((1 - a_next) / (1 - a)) x - sqrt(a_next) expm1(-h) d, in place
+        return x.mul_(((1 - a_next) / (1 - a)).sqrt()).sub_(d)
 
 
 SAMPLERS = {cls.name: cls for cls in (DDIMSampler, DPMSolverPP2M)}

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..models.unet import depth_to_space, space_to_depth
 from .samplers import Sampler
 from .schedule import TIME_SCALE, cosine_alpha_bar, eps_from_x0, x0_from_eps
 
@@ -48,17 +49,27 @@ class GuidedDenoiser:
 
 
 class SuperResDenoiser:
-    """The super-resolution network as a denoiser: ``net(x, t, lowres_up)`` with a fixed conditioning volume.
+    """The super-resolution network as a denoiser in its folded layout (``patch`` p: the network's, see
+    :meth:`~MedSynLib.models.unet.SuperResUNet.fold`): folded x (b, 4 p³, F/p, H/p, W/p) -> folded x0.
 
+    :func:`sample` folds its state once for it. The conditioning is folded once, into the first half of the
+    network's input, which each call fills with x: no full-size volume is made per step but the network's own.
     lowres_up: (b, 4, F, H, W) in [-1, 1], the low-res result upsampled (see :func:`upsample_lowres`).
+    ``f_range`` (a slice of the folded f axis) evaluates one chunk (:class:`~MedSynLib.pipelines.memory.TiledSuperRes`).
     """
 
     def __init__(self, net, lowres_up: torch.Tensor):
-        self.net, self.lowres_up = net, lowres_up
+        self.net, self.patch = net, net.config.patch
+        self.condition = net.fold(lowres_up)
+        self._input: torch.Tensor | None = None
 
-    def __call__(self, x: torch.Tensor, t_raw: float | torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t_raw: float | torch.Tensor, f_range: slice = slice(None)) -> torch.Tensor:
         time = torch.as_tensor(t_raw, dtype=torch.float32, device=x.device).expand(x.shape[0]).contiguous()
-        return self.net(x, time, self.lowres_up)
+        if self._input is None or self._input.dtype != x.dtype:
+            condition = self.condition.to(x.dtype)
+            self._input = torch.cat((condition, torch.empty_like(condition)), dim=1)
+        self._input[:, self.condition.shape[1]:, f_range].copy_(x)
+        return self.net.forward_folded(self._input[:, :, f_range], time)
 
 
 def upsample_lowres(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
@@ -101,6 +112,16 @@ class HeldChannels:
 
     def apply(self, x0: torch.Tensor) -> torch.Tensor:
         return hold(x0, self.known, self.mask)
+
+    def folded(self, patch: int) -> HeldChannels:
+        """The same holding in a network's folded layout (:func:`~MedSynLib.models.unet.space_to_depth`): known
+        values and mask fold alike (a whole-channel mask becomes p³ whole channels)."""
+        mask = self.mask.expand(self.mask.shape[0], self.known.shape[1], *self.mask.shape[2:])
+        if all(n == 1 for n in mask.shape[2:]):
+            mask = mask.repeat_interleave(patch ** 3, dim=1)
+        else:
+            mask = space_to_depth(mask.expand(self.known.shape[0], *mask.shape[1:]), patch)
+        return HeldChannels(space_to_depth(self.known, patch), mask)
 
     def subsampled(self, factor: int) -> HeldChannels:
         """The same holding on a grid ``factor`` times coarser: known values by the nearest (every ``factor``-th)
@@ -166,21 +187,25 @@ def sample(
         raise ValueError(f"resamples must be 0 or more, got {resamples}")
     if resamples and generator is None:
         raise ValueError("resampling draws noise: pass a seeded torch.Generator")
-    x = noise
+    patch = getattr(denoise, "patch", 1)  # SuperResDenoiser: the loop runs in its network's folded layout
+    x = space_to_depth(noise, patch) if patch > 1 else noise.clone()  # the loop's own state, updated in place
+    if held is not None and patch > 1:
+        held = held.folded(patch)
     n = len(sampler.timesteps)
     for i, t in enumerate(sampler.timesteps.tolist()):
         for attempt in range(1 + (resamples if i < n - 1 else 0)):
             if attempt:
                 x = renoise(x_next, sampler.alpha_bar(i + 1), sampler.alpha_bar(i), generator)
-            x0_raw = denoise(x, t)
-            x0 = held.apply(x0_raw) if held is not None else x0_raw
-            x_next = sampler.step(x0.clamp(-1.0, 1.0), x, i)
+            x0 = denoise(x, t)
+            x0_raw = x0.clone() if record is not None else None
+            x0 = held.apply(x0) if held is not None else x0
+            x_next = sampler.step(x0.clamp_(-1.0, 1.0), x, i)
         x = x_next
         if record is not None:
-            record.append((t, x0_raw, x))
+            record.append((t, x0_raw, x.clone()))
         if on_step is not None:
             on_step(i, n)
-    return x.clamp(-1.0, 1.0)
+    return depth_to_space(x.clamp_(-1.0, 1.0), patch)
 
 
 def draw_noise(shape: Sequence[int], seed: int | None = None, generator: torch.Generator | None = None,

@@ -72,14 +72,30 @@ class _MedSynUNet(nn.Module):
             ResnetBlock(dim * 2, dim, time_dim=None, groups=groups),
             nn.Conv3d(dim, config.channels * config.patch ** 3, 1)))
 
+    def fold(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, c, f, h, w) -> the layout the layers work in, (b, c p³, f/p, h/p, w/p) (the same tensor for p = 1).
+
+        Element-wise work (sampler arithmetic, holding voxels) gives the same numbers in either layout, so a
+        sampling loop can fold once, run every step folded and :meth:`unfold` once at the end.
+        """
+        self._check_divisible(x.shape[-3:])
+        return space_to_depth(x, self.config.patch)
+
+    def unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`fold`."""
+        return depth_to_space(x, self.config.patch)
+
+    def _check_divisible(self, fhw) -> None:
+        div, p = self.config.spatial_divisor, self.config.patch
+        if fhw[2] % div or fhw[1] % div or fhw[0] % p:
+            raise ValueError(f"h and w must be multiples of {div} (and f of {p}) for this network; got {tuple(fhw)}")
+
     def _unet(self, x: torch.Tensor, time: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
-        div = self.config.spatial_divisor
+        """Network input -> x0, both folded (:meth:`fold`)."""
         p = self.config.patch
-        if x.shape[-1] % div or x.shape[-2] % div or x.shape[-3] % p:
-            raise ValueError(f"h and w must be multiples of {div} (and f of {p}) for this network; "
-                             f"got {tuple(x.shape[-3:])}")
+        self._check_divisible((x.shape[-3] * p, x.shape[-2] * p, x.shape[-1] * p))
         a, b, c, r = self._slots
-        x = getattr(self, self._stem_name)(space_to_depth(x, p))
+        x = getattr(self, self._stem_name)(x)
         t = self.time_mlp(time)
         skips = [x]  # the stem's output joins the head; each level's output joins its up level
         # One block per statement: a nested call would keep the previous activation alive (peak memory).
@@ -104,7 +120,7 @@ class _MedSynUNet(nn.Module):
         head = getattr(self, self._head_name)
         x = torch.cat((x, skips.pop()), dim=1)
         x = head[0](x)
-        return depth_to_space(head[1](x), p)
+        return head[1](x)
 
 
 def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -173,7 +189,7 @@ class LowResUNet(_MedSynUNet):
         if text.shape[1:] != self.null_cond_emb.shape[1:]:
             raise ValueError(f"text features must have shape (b, {self.config.text_tokens}, {self.config.text_dim}); "
                              f"got {tuple(text.shape)}")
-        return self._unet(x, time, text)
+        return self.unfold(self._unet(self.fold(x), time, text))
 
 
 class SuperResUNet(_MedSynUNet):
@@ -209,7 +225,12 @@ class SuperResUNet(_MedSynUNet):
     def forward(self, x: torch.Tensor, time: torch.Tensor, lowres_up: torch.Tensor) -> torch.Tensor:
         if lowres_up.shape != x.shape:
             raise ValueError(f"lowres_up {tuple(lowres_up.shape)} must have the shape of x {tuple(x.shape)}")
-        return self._unet(torch.cat((lowres_up.to(x.dtype), x), dim=1), time, None)
+        return self.unfold(self.forward_folded(self.fold(torch.cat((lowres_up.to(x.dtype), x), dim=1)), time))
+
+    def forward_folded(self, net_input: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` in the folded layout: ``fold(cat([lowres_up, x]))`` (b, 8 p³, F/p, H/p, W/p) -> folded
+        x0 (b, 4 p³, F/p, H/p, W/p). For a sampling loop that keeps its state folded."""
+        return self._unet(net_input, time, None)
 
 
 def build_unet(config: UNetConfig) -> _MedSynUNet:

@@ -137,7 +137,7 @@ def _check_schedule(case: Case) -> Iterator[Comparison]:
             t, t_next = (float(v) for v in key.removeprefix("ddim_step_").split("_to_"))
             sampler = DDIMSampler(1)
             sampler.timesteps = torch.tensor([t, t_next, 0.0])
-            yield case.compare(key, sampler.step(x0, xt, 0))
+            yield case.compare(key, sampler.step(x0, xt.clone(), 0))  # step updates its state in place
         elif key.startswith("eps_from_x0_rawt"):
             a = cosine_alpha_bar(torch.tensor(float(key.removeprefix("eps_from_x0_rawt"))))
             eps = eps_from_x0(xt, x0, a)

@@ -81,24 +81,27 @@ def blend_weights(bounds: list[tuple[int, int]]) -> list[torch.Tensor]:
 
 
 class TiledSuperRes:
-    """The SR network as a denoiser ``(x, t_raw) -> x0`` evaluated over ``tiles`` overlapping chunks along f.
+    """The SR network as a denoiser in its folded layout (as :class:`~MedSynLib.diffusion.SuperResDenoiser`,
+    whose ``patch`` it has), evaluated over ``tiles`` overlapping chunks along f.
 
-    x and lowres_up: (b, 4, f, h, w); ``overlap`` defaults to :func:`default_overlap`.
-    With one tile this is exactly :class:`~MedSynLib.diffusion.SuperResDenoiser`.
+    lowres_up: (b, 4, f, h, w); ``overlap`` defaults to :func:`default_overlap`. The chunks (cut on multiples of
+    the patch) are evaluated and blended on the network's folded grid. With one tile this is exactly the
+    :class:`~MedSynLib.diffusion.SuperResDenoiser`.
     """
 
     def __init__(self, net, lowres_up: torch.Tensor, tiles: int = 1, overlap: int | None = None):
-        self.net, self.lowres_up = net, lowres_up
+        self.whole = SuperResDenoiser(net, lowres_up)
+        self.patch = p = self.whole.patch
         self.overlap = default_overlap(net.config) if overlap is None else overlap
-        self.bounds = tile_bounds(lowres_up.shape[2], tiles, self.overlap, net.config.patch)
+        self.bounds = [(a // p, b // p) for a, b in tile_bounds(lowres_up.shape[2], tiles, self.overlap, p)]
         self.weights = [w.to(lowres_up.device) for w in blend_weights(self.bounds)]
 
     def __call__(self, x: torch.Tensor, t_raw) -> torch.Tensor:
         if len(self.bounds) == 1:
-            return SuperResDenoiser(self.net, self.lowres_up)(x, t_raw)
+            return self.whole(x, t_raw)
         out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for (a, b), w in zip(self.bounds, self.weights):
-            part = SuperResDenoiser(self.net, self.lowres_up[:, :, a:b])(x[:, :, a:b], t_raw)
+            part = self.whole(x[:, :, a:b], t_raw, slice(a, b))
             out[:, :, a:b] += part.float() * w[:, None, None]
         return out
 
