@@ -49,7 +49,7 @@ def _random_text_encoder(layers: int, hidden: int, heads: int, tmp_vocab: str):
     from .models.text_encoder import ReportEncoder
 
     words = sorted(set(REPORT.lower().replace(".", " .").replace(":", " :").split()))
-    with open(tmp_vocab, "w") as f:
+    with open(tmp_vocab, "w", encoding="utf-8") as f:
         f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
     config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                         intermediate_size=hidden * 4, max_position_embeddings=2048)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  SR forward peak: " + ", ".join(f"{d} slices {g:.2f} GiB" for d, g in m["peak_gib_by_depth"].items())
               + (f"; {m['extrapolated_256_slices_gib']:.1f} GiB at 256 slices" if "gib_per_slice" in m else ""))
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return 0
 

@@ -55,14 +55,14 @@ def segment(ct: Path, out: Path, model: str | None, force: bool = False, report:
            "max_rss_gb_so_far": round(after.ru_maxrss / 2**20, 2),
            "stderr": proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else ""}
     if proc.returncode == 0:
-        run["sidecar"] = json.loads((out / "medsyn.json").read_text())
+        run["sidecar"] = json.loads((out / "medsyn.json").read_text(encoding="utf-8"))
     elif events and events[-1].get("event") == "error":
         run["error"] = events[-1]
     return run
 
 
 def _lobes_of(run_dir: Path) -> np.ndarray:
-    sidecar = json.loads((run_dir / "medsyn.json").read_text())
+    sidecar = json.loads((run_dir / "medsyn.json").read_text(encoding="utf-8"))
     return sitk.GetArrayFromImage(sitk.ReadImage(str(run_dir / sidecar["files"]["lobes"])))
 
 
@@ -100,7 +100,7 @@ def main() -> int:
     print("| case | exit | lobe Dice | lobe Dice with --force | gate lung Dice | gate trachea covered | "
           "lung outside box (mL) | placement s | wall / CPU s | message |\n" + "|---" * 10 + "|", flush=True)
     for run_dir in args.round_trip:
-        sidecar = json.loads((run_dir / "medsyn.json").read_text())
+        sidecar = json.loads((run_dir / "medsyn.json").read_text(encoding="utf-8"))
         out = args.work / f"roundtrip_{run_dir.name}"
         ct, report, truth = run_dir / sidecar["files"]["ct"], sidecar["report"], _lobes_of(run_dir)
         run = segment(ct, out, args.model, report=report)

@@ -9,7 +9,7 @@ import torch
 from MedSynLib.train.diffusion import DiffusionTrainer, TrainConfig
 from train_cases import first_step_gradients
 
-config = TrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
+config = TrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
 trainer = DiffusionTrainer(config)
 grads = first_step_gradients(trainer)
 metrics = trainer.run()

@@ -113,6 +113,17 @@ class AtlasLungsNet(torch.nn.Module):
         out[:, 1] = torch.where(self.lungs, 1.0, -1.0)
         return out
 
+    # The sampler's folded interface (SuperResUNet.fold / unfold / forward_folded); patch 1 folds nothing.
+    def fold(self, x):
+        assert self.config.patch == 1
+        return x
+
+    def unfold(self, x):
+        return x
+
+    def forward_folded(self, net_input, time):
+        return self.forward(net_input[:, 4:], time, net_input[:, :4])
+
 
 def test_segment_aligns_the_ct_and_maps_the_masks_back(atlas_model, monkeypatch, tmp_path):
     model = load_model(atlas_model)

@@ -85,7 +85,7 @@ def test_out_naming_the_inputs_folder_is_refused_and_the_input_kept(tiny_model, 
 
 
 def test_out_naming_the_working_directory_is_refused(tiny_model, tmp_path, capsys, monkeypatch):
-    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     before = tree(tmp_path)
     code, err = run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--out", ".")
@@ -97,10 +97,10 @@ def test_out_naming_the_working_directory_is_refused(tiny_model, tmp_path, capsy
 def test_out_naming_something_that_is_not_replaceable_is_refused(tiny_model, tmp_path, capsys, kind):
     out = tmp_path / "out"
     if kind == "file":
-        out.write_text("a file of mine")
+        out.write_text("a file of mine", encoding="utf-8")
     else:
         out.mkdir()
-        (out / ("medsyn.json" if kind.startswith("earlier") else "thesis.docx")).write_text("{}")
+        (out / ("medsyn.json" if kind.startswith("earlier") else "thesis.docx")).write_text("{}", encoding="utf-8")
     before = tree(tmp_path)
     code, err = run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--out", out)
     assert code == 2 and str(out) in err
@@ -112,10 +112,10 @@ def test_out_naming_something_that_is_not_replaceable_is_refused(tiny_model, tmp
 def test_overwrite_replaces_an_earlier_result_only(tiny_model, tmp_path, capsys):
     out = tmp_path / "out"
     assert run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--seed", 1, "--out", out)[0] == 0
-    first = json.loads((out / "medsyn.json").read_text())
+    first = json.loads((out / "medsyn.json").read_text(encoding="utf-8"))
     assert run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--seed", 2, "--out", out,
                "--overwrite")[0] == 0
-    assert json.loads((out / "medsyn.json").read_text())["seed"] == 2 and first["seed"] == 1
+    assert json.loads((out / "medsyn.json").read_text(encoding="utf-8"))["seed"] == 2 and first["seed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock, partial or replaced folder left
     assert not any(p.name.startswith(".") for p in out.iterdir())
 
@@ -154,7 +154,7 @@ def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tiny_model, tmp
     out = tmp_path / "out"
     mine = tmp_path / ".notes.partial-keep"  # looks like a partial folder but was not made by MedSyn
     mine.mkdir()
-    (mine / "x.txt").write_text("mine")
+    (mine / "x.txt").write_text("mine", encoding="utf-8")
     first = medsyn("generate", "--report", REPORT, "--model", tiny_model, "--steps-lowres", "1", "--steps-sr", "60",
                    "--progress", "json", "--out", out)
     for line in first.stdout:
@@ -168,7 +168,7 @@ def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tiny_model, tmp
     code, _ = run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--out", tmp_path / "b")
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.partial-keep", "b"]
-    assert (mine / "x.txt").read_text() == "mine"
+    assert (mine / "x.txt").read_text(encoding="utf-8") == "mine"
 
 
 @pytest.mark.parametrize("error", [(28, "No space left on device", "free disk space"),
@@ -195,7 +195,7 @@ def test_models_import_name_must_be_a_plain_name(tmp_path, capsys, monkeypatch, 
     monkeypatch.setenv("MEDSYN_HOME", str(tmp_path / "home"))
     victim = tmp_path / "victim"
     victim.mkdir()
-    (victim / "data.txt").write_text("mine")
+    (victim / "data.txt").write_text("mine", encoding="utf-8")
     before = tree(tmp_path)
     code, err = run(capsys, "models", "import", "--lowres", tmp_path / "l", "--superres", tmp_path / "s",
                     "--text-encoder", tmp_path / "t", "--accept-license", "--overwrite",
@@ -213,11 +213,11 @@ def test_a_broken_model_folder_gives_a_message(tiny_model, tmp_path, capsys, mon
     broken = home / "models" / "broken"
     shutil.copytree(tiny_model, broken)
     if damage == "bad json":
-        (broken / "model.json").write_text("{not json")
+        (broken / "model.json").write_text("{not json", encoding="utf-8")
     elif damage == "no sha256":
-        config = json.loads((broken / "lowres" / "config.json").read_text())
+        config = json.loads((broken / "lowres" / "config.json").read_text(encoding="utf-8"))
         del config["sha256"]
-        (broken / "lowres" / "config.json").write_text(json.dumps(config))
+        (broken / "lowres" / "config.json").write_text(json.dumps(config), encoding="utf-8")
     else:
         (broken / "lowres" / "model.safetensors").write_bytes(b"\xff" * 64)
     code, _ = run(capsys, "models", "list")
@@ -304,12 +304,12 @@ def test_a_dicom_series_folder_is_read(tiny_model, tmp_path, capsys):
     code, err = run(capsys, "segment", "--ct", folder, "--model", tiny_model, *FAST, "--force",  # random weights
                     "--out", tmp_path / "seg")
     assert code == 0, err
-    sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text())
+    sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text(encoding="utf-8"))
     assert tuple(sidecar["geometry"]["size"]) == GRID.size
     assert np.allclose(sidecar["geometry"]["spacing"], GRID.spacing)
 
     (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "a.txt").write_text("no images")
+    (tmp_path / "notes" / "a.txt").write_text("no images", encoding="utf-8")
     code, err = run(capsys, "segment", "--ct", tmp_path / "notes", "--model", tiny_model, *FAST,
                     "--out", tmp_path / "seg2")
     assert code == 2 and "without a DICOM series" in err
@@ -363,7 +363,7 @@ def test_the_text_encoder_is_hashed_like_the_stages(tiny_model, tmp_path, capsys
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     assert run(capsys, "generate", "--report", REPORT, "--model", model, *FAST, "--out", tmp_path / "ok")[0] == 0
-    sidecar = json.loads((tmp_path / "ok" / "medsyn.json").read_text())
+    sidecar = json.loads((tmp_path / "ok" / "medsyn.json").read_text(encoding="utf-8"))
     weights = model / "text_encoder" / "model.safetensors"
     assert sidecar["model"]["sha256"]["text_encoder"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     data = bytearray(weights.read_bytes())
@@ -382,7 +382,7 @@ def test_segment_outputs_do_not_mark_the_patients_ct_and_carry_the_grid_used(tin
                     "--steps-sr", 1, "--preview", "--force", "--out", tmp_path / "seg")
     assert code == 0, err
     folder = tmp_path / "seg"
-    sidecar = json.loads((folder / "medsyn.json").read_text())
+    sidecar = json.loads((folder / "medsyn.json").read_text(encoding="utf-8"))
     assert not any(name.startswith("SYNTHETIC") and "lowres" in name for name in sidecar["files"].values())
     lowres = sitk.ReadImage(str(folder / sidecar["files"]["lowres"]))
     assert lowres.GetNumberOfComponentsPerPixel() == 3  # lobes, airway, vessels: no CT channel
@@ -424,7 +424,7 @@ def test_warnings_reach_stderr_the_json_events_and_the_sidecar(tiny_model, tmp_p
     events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
     assert any(e["event"] == "warning" and key in e["message"] for e in events)
     if kind != "fp16 on the CPU":
-        assert any(key in w for w in json.loads((tmp_path / "out" / "medsyn.json").read_text())["warnings"])
+        assert any(key in w for w in json.loads((tmp_path / "out" / "medsyn.json").read_text(encoding="utf-8"))["warnings"])
 
 
 # --- training commands ----------------------------------------------------------------------------------------

@@ -27,18 +27,18 @@ def tiny_model(tmp_path_factory):
 
 
 def test_prompts_give_ids_and_deterministic_seeds(tmp_path):
-    (tmp_path / "p.csv").write_text(PROMPTS)
+    (tmp_path / "p.csv").write_text(PROMPTS, encoding="utf-8")
     cases = read_prompts(tmp_path / "p.csv", per_prompt=2, base_seed=5)
     assert [(c.folder, c.seed) for c in cases] == [("chest_A_0", 7), ("chest_A_1", 8), ("prompt0001_0", 1005),
                                                     ("prompt0001_1", 1006)]
     for text, message in (("report\n\n", "needs a header with a 'report' column"),
                           ("id,report\na,x\na,y\n", "used twice"), ("id,report\na,  \n", "report is empty"),
                           ("text\nx\n", "'report' column"), ("report,seed\nx,abc\n", "not an integer")):
-        (tmp_path / "bad.csv").write_text(text)
+        (tmp_path / "bad.csv").write_text(text, encoding="utf-8")
         with pytest.raises(ValueError, match=message):
             read_prompts(tmp_path / "bad.csv", 1)
     # every bad row in one message, each with its CSV line number
-    (tmp_path / "bad.csv").write_text("id,report,seed\na,x,1\nb,,2\na,y,3\nc,z,abc\n")
+    (tmp_path / "bad.csv").write_text("id,report,seed\na,x,1\nb,,2\na,y,3\nc,z,abc\n", encoding="utf-8")
     with pytest.raises(ValueError, match="3 bad rows") as error:
         read_prompts(tmp_path / "bad.csv", 1)
     assert all(f"row {n}:" in str(error.value) for n in (3, 4, 5)) and "row 2:" not in str(error.value)
@@ -70,7 +70,7 @@ def manifest(out):
 
 
 def test_batch_writes_every_case_and_resumes(tiny_model, tmp_path, capsys):
-    (tmp_path / "prompts.csv").write_text(PROMPTS)
+    (tmp_path / "prompts.csv").write_text(PROMPTS, encoding="utf-8")
     out = tmp_path / "out"
     code, events = batch(capsys, tiny_model, tmp_path / "prompts.csv", out)
     assert code == 0 and events[-1]["event"] == "done"
@@ -80,7 +80,7 @@ def test_batch_writes_every_case_and_resumes(tiny_model, tmp_path, capsys):
     rows = manifest(out)
     assert list(rows[0]) == list(COLUMNS) and [r["status"] for r in rows] == ["done"] * 4
     for row in rows:
-        sidecar = json.loads((out / row["folder"] / "medsyn.json").read_text())
+        sidecar = json.loads((out / row["folder"] / "medsyn.json").read_text(encoding="utf-8"))
         assert sidecar["seed"] == int(row["seed"]) and sidecar["report"] == row["report"]
         assert (out / row["folder"] / row["ct"]).is_file() and (out / row["folder"] / row["segmentation"]).is_file()
         assert (out / row["folder"] / "preview.png").is_file()
@@ -110,7 +110,7 @@ def test_batch_writes_every_case_and_resumes(tiny_model, tmp_path, capsys):
 
 
 def test_bad_prompts_file_is_a_clear_error(tiny_model, tmp_path, capsys):
-    (tmp_path / "p.csv").write_text("id,report\na,\n")
+    (tmp_path / "p.csv").write_text("id,report\na,\n", encoding="utf-8")
     code, events = batch(capsys, tiny_model, tmp_path / "p.csv", tmp_path / "out")
     assert code == 2 and events[-1]["event"] == "error" and "report is empty" in events[-1]["message"]
     assert not (tmp_path / "out").exists()
@@ -123,13 +123,13 @@ def tree(folder):
 
 
 def test_resume_refuses_cases_whose_report_or_seed_changed(tiny_model, tmp_path, capsys):
-    (tmp_path / "prompts.csv").write_text(PROMPTS)
+    (tmp_path / "prompts.csv").write_text(PROMPTS, encoding="utf-8")
     out = tmp_path / "out"
     assert batch(capsys, tiny_model, tmp_path / "prompts.csv", out)[0] == 0
     before = tree(out)
 
     # the report of one row changed: its two finished cases were made from the old report
-    (tmp_path / "edited.csv").write_text(PROMPTS.replace("Lungs are clear.", "Small right pleural effusion."))
+    (tmp_path / "edited.csv").write_text(PROMPTS.replace("Lungs are clear.", "Small right pleural effusion."), encoding="utf-8")
     code, events = batch(capsys, tiny_model, tmp_path / "edited.csv", out)
     assert code == 2 and "2 finished cases were made from another report" in events[-1]["message"]
     assert "prompt0001_0, prompt0001_1" in events[-1]["message"] and "--redo-changed" in events[-1]["message"]
@@ -152,7 +152,7 @@ def test_resume_refuses_cases_whose_report_or_seed_changed(tiny_model, tmp_path,
         ("chest_A_0", "skipped"), ("chest_A_1", "skipped"), ("prompt0001_0", "done"), ("prompt0001_1", "done")]
     assert (out / "chest_A_0" / "medsyn.json").read_bytes() == kept
     for row in manifest(out):
-        sidecar = json.loads((out / row["folder"] / "medsyn.json").read_text())
+        sidecar = json.loads((out / row["folder"] / "medsyn.json").read_text(encoding="utf-8"))
         assert row["status"] == "done" and (sidecar["report"], sidecar["seed"]) == (row["report"], int(row["seed"]))
     assert manifest(out)[2]["report"] == "Small right pleural effusion."
 
@@ -161,7 +161,7 @@ def test_torchrun_shards_write_what_one_process_writes(tiny_model, tmp_path, cap
     """2 shards under torchrun (CPU, no collectives) and 1 plain process: the same image bytes, the same manifest,
     and sidecars equal but for their timings. Both with one thread per process, as torchrun sets."""
     prompts = tmp_path / "prompts.csv"
-    prompts.write_text(PROMPTS + "third,Cardiomegaly.,\n")
+    prompts.write_text(PROMPTS + "third,Cardiomegaly.,\n", encoding="utf-8")
     args = ["--prompts", str(prompts), "--per-prompt", "2", "--seed", "5", "--model", str(tiny_model),
             "--lowres-only", "--steps-lowres", "2", "--preview"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

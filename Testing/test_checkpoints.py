@@ -34,7 +34,7 @@ def test_converted_lowres_checkpoint_reproduces_outputs(tiny_lowres, tmp_path, p
     _save_official(tiny_lowres, results / "1000_ckpt", prefix, ema_offset=0.0)
     _save_official(tiny_lowres, results / "9000_ckpt", prefix, ema_offset=0.0)
     stage = import_official_stage(results, tmp_path / "lowres", "lowres")
-    config = json.loads((stage / "config.json").read_text())
+    config = json.loads((stage / "config.json").read_text(encoding="utf-8"))
     assert config["provenance"]["weights"] == "EMA" and "9000_ckpt" in config["provenance"]["file"]
     assert config["unet"]["dim"] == 8 and config["unet"]["mid_depth"] == TINY_LOWRES.mid_depth
     loaded = load_stage(stage)

@@ -11,9 +11,9 @@ from MedSynLib.pipelines import generate
 
 def test_packaged_demo_model_is_the_default_and_generates():
     folder = resolve_model(None)
-    spec = json.loads((folder / "model.json").read_text())
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert spec["name"] == "medsyn-demo" and spec["synthetic_training_data"] is True
-    assert "NOT a clinical model" in (folder / "MODEL_CARD.md").read_text()
+    assert "NOT a clinical model" in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     model = load_model(folder, "cpu", load_superres=False)
     result = generate("FINDINGS: Lungs are clear. IMPRESSION: Normal chest CT.", model, seed=0,
                       steps_lowres=2, lowres_only=True)

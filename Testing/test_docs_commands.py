@@ -159,9 +159,9 @@ def test_the_docs_show_commands_and_the_readme_test_command_is_what_ci_runs():
     sources = {c.source.split(":")[0] for c in COMMANDS}
     assert "README.md" in sources and "docs/cli.md" in sources, sources
     assert any(c.key == ("generate",) and c.source.startswith("README.md") for c in COMMANDS)
-    ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
     assert ci == "python -m pytest -q Testing", ci
-    assert 'pip install -e ".[test]" && python -m pytest -q Testing' in (REPO / "README.md").read_text()
+    assert 'pip install -e ".[test]" && python -m pytest -q Testing' in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def _parse(argv):

@@ -135,7 +135,7 @@ def test_cli_writes_the_edited_ct_on_its_own_grid_marked_edited(grid_model, tmp_
     r = medsyn("edit", "--ct", tmp_path / "ct.nrrd", "--region", tmp_path / "region.nii.gz", "--report", REPORT,
                "--model", grid_model, "--lowres-only", "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text())
+    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["edited"] is True and sidecar["synthetic"] is False and sidecar["mode"] == "edit"
     assert "EDITED" in sidecar["notice"] and "not a patient scan" not in json.dumps(sidecar)
     assert all(name.startswith("EDITED_") for name in sidecar["files"].values())

@@ -21,7 +21,7 @@ def test_summary_skips_unmeasurable_values():
 def test_log_summary_adds_up_resumed_runs(tmp_path):
     log = tmp_path / "train_log.jsonl"
     entries = [(1, 0.9, 1.0), (2, 0.8, 2.0), (3, 0.5, 0.5), (4, 0.4, 1.5)]  # the clock restarts at step 3
-    log.write_text("".join(json.dumps({"step": s, "loss": l, "elapsed_s": e}) + "\n" for s, l, e in entries))
+    log.write_text("".join(json.dumps({"step": s, "loss": l, "elapsed_s": e}) + "\n" for s, l, e in entries), encoding="utf-8")
     summary = log_summary(log)
     assert summary["step"] == 4 and math.isclose(summary["wall_s"], 3.5)
     assert math.isclose(summary["mean_loss_last_10"], 0.65)
@@ -56,16 +56,16 @@ def test_benchmark_table_goes_into_the_model_card(tmp_path):
     assert "| II effusion volume (mL, from the CT) | 601 ± 1 | 61 ± 1 | 10.00 | 0.0100 |" in table
     assert "0.90 ± 0.00 (1 of 2 unmeasurable)" in table and "airway Dice | 0.55 ± 0.07 |" in table
     card = tmp_path / "MODEL_CARD.md"
-    card.write_text("# Model\n\nAbout.\n\n## Data\nPhantoms.\n")
+    card.write_text("# Model\n\nAbout.\n\n## Data\nPhantoms.\n", encoding="utf-8")
     write_to_card(tmp_path, _result())
     write_to_card(tmp_path, _result(lowres_only=False))
     write_to_card(tmp_path, _result())  # a second low-res run replaces its own section, in place
-    text = card.read_text()
+    text = card.read_text(encoding="utf-8")
     assert text.startswith("# Model\n\nAbout.\n\n## Data\nPhantoms.\n\n## Conditioning benchmark, Tables II-V: 64³")
     assert text.count("## Conditioning benchmark, Tables II-V: 64³ low-res, heldout prompts") == 1
     assert text.index("Tables II-V: 64³") < text.index("Tables II-V: 256³") and text.endswith(".json`.\n")
     assert text.count("## Cond") == 2
-    assert json.loads((tmp_path / "eval_lowres_heldout_tablesII-V_2seeds.json").read_text())["model"] == "m"
+    assert json.loads((tmp_path / "eval_lowres_heldout_tablesII-V_2seeds.json").read_text(encoding="utf-8"))["model"] == "m"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "MODEL_CARD.md", "eval_full_heldout_tablesII-V_2seeds.json", "eval_lowres_heldout_tablesII-V_2seeds.json"]
     only_v = {k: v for k, v in _result().items() if k != "tables_II_IV"}

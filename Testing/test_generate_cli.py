@@ -40,7 +40,7 @@ def test_generate_writes_a_complete_synthetic_result(tiny_model, tmp_path):
     stages = [(e["stage"], e["step"], e["total"]) for e in events if e["event"] == "progress"]
     assert ("lowres", 5, 5) in stages and ("superres", 3, 3) in stages
     assert events[-1]["event"] == "done"
-    sidecar = json.loads((out / "medsyn.json").read_text())
+    sidecar = json.loads((out / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["synthetic"] is True and sidecar["report"] == REPORT and sidecar["seed"] == 3
     assert set(sidecar["model"]["sha256"]) == {"lowres", "superres", "text_encoder"}
     assert {"lowres_s", "superres_s", "text_s"} <= set(sidecar["timings_s"])
@@ -73,7 +73,7 @@ def test_conditions_in_a_rotated_anisotropic_geometry_are_held(tiny_model, tmp_p
     r = medsyn("generate", "--report", REPORT, "--model", tiny_model, "--airway", tmp_path / "airway.nrrd",
                "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text())
+    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["held_channels"] == [2] and sidecar["lobe_majority_vote_mm"] == 20.0  # generated lobes voted
     assert sidecar["lobe_islands_below_ml"] == 5.0
     airway = sitk.ReadImage(str(tmp_path / "out" / sidecar["files"]["airway"]))
@@ -98,7 +98,7 @@ def test_held_lobes_come_back_exactly(tiny_model, tmp_path):
     r = medsyn("generate", "--report", REPORT, "--model", tiny_model, "--lobes", tmp_path / "lobes.nrrd",
                "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text())
+    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["held_channels"] == [1] and sidecar["lobe_majority_vote_mm"] is None
     assert sidecar["lobe_islands_below_ml"] is None
     back = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / sidecar["files"]["lobes"])))
@@ -125,7 +125,7 @@ def test_segment_returns_masks_on_the_ct_grid(tiny_model, tmp_path):
                "--out", tmp_path / "seg")
     assert r.returncode == 0, r.stderr
     assert any(e["event"] == "warning" and "not trusted" in e["message"] for e in _events(r.stdout))
-    sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text())
+    sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["mode"] == "segment" and "ct" not in sidecar["files"] and sidecar["held_channels"] == [0]
     assert sidecar["quality"]["lung_dice"] < sidecar["quality"]["lung_dice_min"]
     assert sidecar["placement"]["lung_outside_ml"] == 0.0 and sidecar["placement"]["lung_ml"] > 100

@@ -12,11 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "MedSynLib"
 
-BASE = {"__init__", "runtime", "seeding", "progress"}
-"""Modules every part may use: the package's constants, device/precision, seeds, progress events."""
+BASE = {"__init__", "runtime", "seeding", "progress", "errors"}
+"""Modules every part may use: the package's constants, device/precision, seeds, progress events, error kinds and exit codes."""
 ALLOWED = {
     "__init__": {"modelstore"},  # MedSynLib.load_model, the public entry point (imported inside the function)
-    "runtime": set(), "seeding": set(), "progress": set(),
+    "runtime": set(), "seeding": set(), "progress": set(), "errors": set(),
     "io": BASE,
     "models": BASE,
     "diffusion": BASE | {"models"},

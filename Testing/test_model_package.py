@@ -48,17 +48,17 @@ def test_trained_runs_become_an_installed_model_that_generates(runs, tmp_path, m
     assert main(["models", "package", *parts, "--name", "my-own", "--install", "--license", "Apache-2.0",
                  "--title", "my tiny model", "--steps-lowres", "2", "--steps-sr", "1", "--guidance", "1.5"]) == 0
     folder = tmp_path / "home" / "models" / "my-own"
-    spec = json.loads((folder / "model.json").read_text())
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert spec["name"] == "my-own" and spec["grid"] == GRID and spec["space"] == {"kind": "grid"}
     assert spec["defaults"] == {"steps_lowres": 2, "steps_sr": 1, "guidance": 1.5, "sampler": "ddim"}
     loaded = {p.relative_to(folder).as_posix() for part in ("text_encoder", "lowres", "superres")
               for p in (folder / part).iterdir()}
     assert set(spec["files"]) == loaded  # every file the model loads, with its hash
     assert all(sha256_file(folder / name) == digest for name, digest in spec["files"].items())
-    stage = json.loads((folder / "lowres" / "config.json").read_text())
+    stage = json.loads((folder / "lowres" / "config.json").read_text(encoding="utf-8"))
     assert stage["provenance"]["weights"] == "EMA" and stage["provenance"]["trained_steps"] == 2
 
-    card = (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert card.startswith("---\nlicense: apache-2.0\nlibrary_name: medsyn\n")
     for section in ("## Uses", "### Out-of-scope use", "## How to get started", "## Training data",
                     "## Training procedure", "## Evaluation", "## Limitations", "## Citation"):
@@ -73,13 +73,13 @@ def test_trained_runs_become_an_installed_model_that_generates(runs, tmp_path, m
 
     out = tmp_path / "result"
     assert main(["generate", "--model", "my-own", "--lowres-only", "--report", REPORT, "--out", str(out)]) == 0
-    sidecar = json.loads((out / "medsyn.json").read_text())
+    sidecar = json.loads((out / "medsyn.json").read_text(encoding="utf-8"))
     assert json.dumps(sidecar).count("my-own") >= 1
     model = MedSynLib.load_model("my-own")
     assert model.name == "my-own" and model.defaults["steps_lowres"] == 2 and model.superres is not None
 
     write_to_card(folder, _result())  # benchmark tables go under Evaluation, before Limitations
-    card = (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert card.index("## Evaluation") < card.index("## Conditioning benchmark") < card.index("## Limitations")
 
 
@@ -88,12 +88,12 @@ def test_package_refuses_what_it_must_not_replace(runs, tmp_path, capsys):
              "--superres", str(runs / "superres")]
     out = tmp_path / "model"
     assert main(["models", "package", *parts, "--name", "a", "--out", str(out)]) == 0
-    before = (out / "model.json").read_text()
+    before = (out / "model.json").read_text(encoding="utf-8")
     assert main(["models", "package", *parts, "--name", "a", "--out", str(out)]) == 2
-    assert "--overwrite" in capsys.readouterr().err and (out / "model.json").read_text() == before
+    assert "--overwrite" in capsys.readouterr().err and (out / "model.json").read_text(encoding="utf-8") == before
     user = tmp_path / "mine"
     user.mkdir()
-    (user / "notes.txt").write_text("keep")
+    (user / "notes.txt").write_text("keep", encoding="utf-8")
     assert main(["models", "package", *parts, "--name", "a", "--out", str(user), "--overwrite"]) == 2
     assert "not a MedSyn model" in capsys.readouterr().err and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
     assert main(["models", "package", *parts, "--name", "../escape", "--out", str(tmp_path / "x")]) == 2
@@ -112,12 +112,12 @@ def test_the_demo_command_packages_through_the_same_code(runs, tmp_path):
 
     folder = package_model(tmp_path / "demo", runs, dict(lowres_cases=3, sr_cases=3, seed=7, report_variants=1,
                                                           lowres_steps=2))
-    spec = json.loads((folder / "model.json").read_text())
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert spec["name"] == "medsyn-demo" and spec["statement"] == STATEMENT and spec["synthetic_training_data"]
     assert spec["defaults"] == {"steps_lowres": 12, "steps_sr": 2, "guidance": 2.0, "sampler": "dpmpp2m"}
     with safe_open(str(folder / "lowres" / "model.safetensors"), framework="pt") as f:
         assert all(str(f.get_slice(k).get_dtype()) == "F16" for k in f.keys())  # EMA weights stored as float16
-    card = (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Procedural chest CT phantoms" in card and "3 cases at 64³" in card and "master seed 7" in card
     assert "python -m MedSynLib.train.demo --work runs/demo" in card and "${" not in card
     assert card.index("## Training data") < card.index("## Training procedure") < card.index("## Limitations")

@@ -40,7 +40,7 @@ def official(tmp_path_factory):
     bert_dir = root / "cxr-bert"
     bert_dir.mkdir()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS))
-    (bert_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (bert_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     bert = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=32, max_position_embeddings=512), add_pooling_layer=False)
     ReportEncoder(bert, BertTokenizer(str(bert_dir / "vocab.txt"))).save_pretrained(bert_dir)
@@ -94,7 +94,7 @@ def test_import_converts_once_and_the_model_generates_in_atlas_space(official, h
     assert code == 0, out.err
     assert json.loads(out.out.splitlines()[-1])["event"] == "done"
     folder = home / "medsyn-official"
-    spec = json.loads((folder / "model.json").read_text())
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert spec["space"] == {"kind": "atlas", "atlas_mask": "atlas_lung_mask.nii.gz"}
     assert Geometry.from_dict(spec["grid"]) == OFFICIAL_GRID and spec["lowres_factor"] == 4
     assert spec["defaults"] == {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}

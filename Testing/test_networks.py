@@ -15,7 +15,7 @@ from conftest import DATA, TINY_LOWRES, TINY_SUPERRES
 @pytest.mark.parametrize("config, manifest", [(OFFICIAL_LOWRES, "official_lowres_keys.json"),
                                               (OFFICIAL_SUPERRES, "official_sr_keys.json")])
 def test_official_config_state_dict_equals_manifest(config, manifest):
-    reference = json.loads((DATA / manifest).read_text())
+    reference = json.loads((DATA / manifest).read_text(encoding="utf-8"))
     with torch.device("meta"):
         net = build_unet(config)
     keys = {k: list(v.shape) for k, v in net.state_dict().items()}

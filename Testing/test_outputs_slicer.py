@@ -68,7 +68,7 @@ def assert_same_voxels(array, ijk_to_ras, expected, expected_ijk_to_ras):
 
 def test_sidecar_is_complete(result_folder):
     folder, result = result_folder
-    sidecar = json.loads((folder / "medsyn.json").read_text())
+    sidecar = json.loads((folder / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["synthetic"] is True and sidecar["mode"] == "generate"
     assert sidecar["report"] == REPORT and sidecar["seed"] == 4
     assert sidecar["settings"] == {"steps_lowres": 1, "steps_sr": 1, "guidance": 1.0, "sampler": "ddim"}
@@ -101,7 +101,7 @@ def test_preview_is_a_three_plane_png(result_folder):
 
 def test_slicer_reads_the_ct_with_its_geometry(result_folder, scene):
     folder, result = result_folder
-    files = json.loads((folder / "medsyn.json").read_text())["files"]
+    files = json.loads((folder / "medsyn.json").read_text(encoding="utf-8"))["files"]
     node = read_with_slicer(scene, folder / files["ct"], "vtkMRMLScalarVolumeNode",
                             slicer.vtkMRMLVolumeArchetypeStorageNode())
     m = vtk.vtkMatrix4x4()
@@ -113,7 +113,7 @@ def test_slicer_reads_the_ct_with_its_geometry(result_folder, scene):
 
 def test_slicer_reads_the_segmentation_with_names_and_geometry(result_folder, scene):
     folder, result = result_folder
-    files = json.loads((folder / "medsyn.json").read_text())["files"]
+    files = json.loads((folder / "medsyn.json").read_text(encoding="utf-8"))["files"]
     node = read_with_slicer(scene, folder / files["segmentation"], "vtkMRMLSegmentationNode",
                             slicer.vtkMRMLSegmentationStorageNode())
     segmentation = node.GetSegmentation()

@@ -231,7 +231,7 @@ def test_dataset_reports_use_only_the_requested_wording(tmp_path):
     from MedSynLib.phantom.dataset import make_case
 
     make_case(0, str(tmp_path), 32, 8.0, seed=5, measure=False, wording="heldout")
-    truth = json.loads((tmp_path / "case_000000" / "truth.json").read_text())
+    truth = json.loads((tmp_path / "case_000000" / "truth.json").read_text(encoding="utf-8"))
     assert truth["report_wording"] == "heldout"
     assert truth["report"] == render_report(truth, seed=truth["seed"], pool=phrase_pool("heldout"))
     assert read_report(tmp_path / "case_000000" / "report.txt") == truth["report"]
@@ -242,17 +242,17 @@ def test_report_variants_paraphrase_the_same_findings_and_can_be_added_later(tmp
     from MedSynLib.phantom.dataset import case_reports
 
     write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train")
-    first = (tmp_path / "case_000000" / "report.txt").read_text()
+    first = (tmp_path / "case_000000" / "report.txt").read_text(encoding="utf-8")
     write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train",
                   report_variants=4)  # added to the case already written; report.txt unchanged
     case = tmp_path / "case_000000"
-    assert (case / "report.txt").read_text() == first
-    truth = json.loads((case / "truth.json").read_text())
+    assert (case / "report.txt").read_text(encoding="utf-8") == first
+    truth = json.loads((case / "truth.json").read_text(encoding="utf-8"))
     reports = read_manifest(tmp_path / "manifest.csv")[0].reports
     assert len(reports) == 4 and len(set(reports)) == 4 and reports[0] == truth["report"].strip()
     assert list(reports) == [r.strip() for r in case_reports(truth, 4)]
     held = {t.split("{")[0] for v in phrase_pool("heldout").values() for t in v if len(t.split("{")[0]) > 25}
-    assert "SYNTHETIC" in (case / "report_2.txt").read_text()
+    assert "SYNTHETIC" in (case / "report_2.txt").read_text(encoding="utf-8")
     for text in reports:
         assert ("effusion" in text.lower()) == ("effusion" in reports[0].lower())
         assert not any(h in text for h in held), "paraphrases must keep to the data set's wording"
@@ -302,10 +302,10 @@ def test_dataset_deterministic_resumable_manifest_and_preview(tmp_path):
     assert img.GetPixelID() == sitk.sitkInt16
     lob = sitk.ReadImage(str(a / rows[0]["lobes"]))
     assert lob.GetPixelID() == sitk.sitkUInt8 and "SYNTHETIC" in lob.GetMetaData("descrip")
-    assert "SYNTHETIC" in (a / rows[0]["report"]).read_text()
+    assert "SYNTHETIC" in (a / rows[0]["report"]).read_text(encoding="utf-8")
     assert read_report(a / rows[0]["report"]).startswith(("FINDINGS:",)) or "year" in read_report(
         a / rows[0]["report"]).splitlines()[0]
-    assert '"synthetic": true' in (a / rows[0]["truth"]).read_text()
+    assert '"synthetic": true' in (a / rows[0]["truth"]).read_text(encoding="utf-8")
 
     # preview of the written files
     png = tmp_path / "p.png"

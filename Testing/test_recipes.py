@@ -45,7 +45,7 @@ def test_every_recipe_loads_and_validates(tmp_path):
         TextTrainConfig.from_dict(read_config(f"recipe:{name}")).validate()
     with pytest.raises(ValueError, match="unknown recipe 'nope'; shipped recipes: demo-lowres"):
         read_config("recipe:nope")
-    (tmp_path / "bad.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(ValueError, match="JSON object"):
         read_config(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="config file not found"):
@@ -100,7 +100,7 @@ def test_diffusion_recipes_start_training(name, data, tmp_path, capsys):
     assert code == 0
     done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert done["step"] == 1 and done["last_loss"] > 0
-    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text(encoding="utf-8"))
     recipe = read_config(f"recipe:{name}")
     assert all(saved[k] == v for k, v in recipe.items() if k not in overrides), "the recipe's settings are used"
 

@@ -138,7 +138,7 @@ STAND_IN = textwrap.dedent(r'''
 @pytest.fixture
 def logic(module, scene, tmp_path):  # noqa: F811 - the scene fixture
     script = tmp_path / "standin_medsyn.py"
-    script.write_text(STAND_IN)
+    script.write_text(STAND_IN, encoding="utf-8")
     lg = module.MedSynSlicerLogic(module.MedSynSlicerParameterNode)
     lg.commandFactory = lambda arguments: [sys.executable, str(script), *arguments]
     p = lg.getParameterNode()

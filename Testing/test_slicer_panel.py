@@ -207,7 +207,7 @@ def test_condition_segmentation_with_lobes_then_another_then_none(panel, slicer_
 def test_model_defaults_fill_the_sampler_and_are_what_runs(panel, slicer_harness):
     """Defect 3: the panel passed its own 50 / 20 / 1.0 instead of the model's model.json defaults."""
     p, ui = panel._parameterNode, panel.ui
-    demo = json.loads((ROOT / "Resources" / "Models" / "medsyn-demo" / "model.json").read_text())["defaults"]
+    demo = json.loads((ROOT / "Resources" / "Models" / "medsyn-demo" / "model.json").read_text(encoding="utf-8"))["defaults"]
     assert (p.stepsLowres, p.stepsSuperres, p.guidanceScale) == \
         (demo["steps_lowres"], demo["steps_sr"], demo["guidance"])
     assert (ui.lowresStepsSpinBox.value, ui.superresStepsSpinBox.value) == (demo["steps_lowres"], demo["steps_sr"])
@@ -226,7 +226,7 @@ def test_model_defaults_fill_the_sampler_and_are_what_runs(panel, slicer_harness
 
 
 def demo_title():
-    registry = json.loads((ROOT / "Resources" / "models.json").read_text())
+    registry = json.loads((ROOT / "Resources" / "models.json").read_text(encoding="utf-8"))
     return next(m["title"] for m in registry["models"] if m["name"] == registry["default"])
 
 
@@ -296,7 +296,7 @@ def test_generate_watch_progress_then_generate_again_with_the_airway_held(panel,
     second = p.conditionSegmentation
     assert second is not first and second.GetName() == "SYNTHETIC MedSyn segmentation 8"
     np.testing.assert_array_equal(conditions.segment_array(second, "airway"), held)
-    sidecars = [json.loads((f / "medsyn.json").read_text()) for f in results.iterdir()]
+    sidecars = [json.loads((f / "medsyn.json").read_text(encoding="utf-8")) for f in results.iterdir()]
     assert sorted(s["seed"] for s in sidecars) == [7, 8]
     assert [s["held_channels"] for s in sidecars if s["seed"] == 8] == [[2]]
 
@@ -365,7 +365,7 @@ STAND_IN = textwrap.dedent(r'''
 def test_cancel_is_offered_once_and_leaves_nothing(panel, slicer_harness, tmp_path, monkeypatch):
     """Defect 8: Cancel was enabled again while cancelling, and a second click started a second cancel."""
     script = tmp_path / "standin_medsyn.py"
-    script.write_text(STAND_IN)
+    script.write_text(STAND_IN, encoding="utf-8")
     terms = tmp_path / "terms.txt"
     monkeypatch.setenv("STANDIN_TERMS", str(terms))
     panel.logic.commandFactory = lambda arguments: [sys.executable, str(script), *arguments]
@@ -381,7 +381,7 @@ def test_cancel_is_offered_once_and_leaves_nothing(panel, slicer_harness, tmp_pa
     ui.cancelButton.click()  # a second click (ignored by a disabled button)
     panel.onCancel()  # and a second request from code does nothing either
     pump_until(slicer_harness, lambda: panel.job is None, 30, "the cancel")
-    assert terms.read_text().count("TERM") == 1, "one cancel, one SIGTERM"
+    assert terms.read_text(encoding="utf-8").count("TERM") == 1, "one cancel, one SIGTERM"
     assert ui.statusLabel.text == "Cancelled: nothing was written."
     assert ui.generateButton.enabled and not ui.cancelButton.enabled and ui.progressBar.value == 0
     results = tmp_path / "results"
@@ -391,7 +391,7 @@ def test_cancel_is_offered_once_and_leaves_nothing(panel, slicer_harness, tmp_pa
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in stops on SIGTERM")
 def test_closing_the_scene_mid_run_stops_it(panel, slicer_harness, tmp_path, monkeypatch, mrml_scene):
     script = tmp_path / "standin_medsyn.py"
-    script.write_text(STAND_IN)
+    script.write_text(STAND_IN, encoding="utf-8")
     monkeypatch.setenv("STANDIN_TERMS", str(tmp_path / "terms.txt"))
     panel.logic.commandFactory = lambda arguments: [sys.executable, str(script), *arguments]
     panel.ui.generateButton.click()
@@ -406,13 +406,13 @@ def test_closing_the_scene_mid_run_stops_it(panel, slicer_harness, tmp_path, mon
 
 def test_an_output_folder_that_cannot_be_written_is_refused_with_the_fix(panel, slicer_harness, tmp_path, caplog):
     a_file = tmp_path / "report.txt"
-    a_file.write_text("the user's file")
+    a_file.write_text("the user's file", encoding="utf-8")
     panel._parameterNode.outputFolder = a_file  # a file, not a folder
     panel.ui.generateButton.click()
     slicer_harness.pump()
     assert panel.job is None and panel.ui.generateButton.enabled
     assert "Cannot write results to the output folder" in caplog.text and "Fix: choose a folder" in caplog.text
-    assert a_file.read_text() == "the user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
+    assert a_file.read_text(encoding="utf-8") == "the user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
 
 
 def test_leave_and_reenter_the_module(panel, slicer_harness, mrml_scene):

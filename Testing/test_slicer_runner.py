@@ -74,7 +74,7 @@ STAND_IN = textwrap.dedent(r'''
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
     script = tmp_path / "standin_medsyn.py"
-    script.write_text(STAND_IN)
+    script.write_text(STAND_IN, encoding="utf-8")
     monkeypatch.setenv("STANDIN_PIDS", str(tmp_path / "pids.txt"))
     return lambda arguments: [sys.executable, str(script), *arguments]
 
@@ -147,7 +147,7 @@ def test_generate_done_moves_results(tmp_path, stand_in):
     assert "a free text line on stdout is tolerated" in process.log
     folder = job.finish()
     assert folder == str(root / "SYNTHETIC_seed5")
-    sidecar = json.loads((root / "SYNTHETIC_seed5" / "medsyn.json").read_text())
+    sidecar = json.loads((root / "SYNTHETIC_seed5" / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["cuda_visible_devices"] == "-1"
     assert sidecar["argv"][sidecar["argv"].index("--airway") + 1] == str(tmp_path / "airway.nii.gz")
     assert os.listdir(root) == ["SYNTHETIC_seed5"], "the work folder must be gone"
@@ -174,10 +174,10 @@ def test_cancel_kills_process_tree_and_leaves_nothing(tmp_path, stand_in, monkey
     process = job.start_segment(str(tmp_path / "ct.nii.gz"), Settings())
     pid_file = tmp_path / "pids.txt"
     deadline = time.monotonic() + 20
-    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+    while not (pid_file.exists() and pid_file.read_text(encoding="utf-8").strip()) and time.monotonic() < deadline:
         assert process.running, process.log
         time.sleep(0.05)
-    cli_pid, grandchild_pid = map(int, pid_file.read_text().split())
+    cli_pid, grandchild_pid = map(int, pid_file.read_text(encoding="utf-8").split())
     assert processes.pid_alive(cli_pid) and processes.pid_alive(grandchild_pid)
     assert any(e.kind == "progress" for e in process.poll())
 
@@ -205,9 +205,9 @@ def test_request_cancel_does_not_block_and_happens_once(tmp_path, stand_in, monk
     process = job.start_segment(str(tmp_path / "ct.nii.gz"), Settings())
     pid_file = tmp_path / "pids.txt"
     deadline = time.monotonic() + 20
-    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+    while not (pid_file.exists() and pid_file.read_text(encoding="utf-8").strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    grandchild_pid = int(pid_file.read_text().split()[1])
+    grandchild_pid = int(pid_file.read_text(encoding="utf-8").split()[1])
     started = time.monotonic()
     assert job.request_cancel() is True
     assert time.monotonic() - started < 0.5, "request_cancel must not wait for the process"

@@ -339,7 +339,7 @@ def test_segment_results_show_the_quality_check(scene, tmp_path, passed):
 
 
 def test_read_sidecar_rejects_other_json(tmp_path):
-    (tmp_path / "medsyn.json").write_text("{}")
+    (tmp_path / "medsyn.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ValueError):
         results.read_sidecar(str(tmp_path))
 

@@ -65,7 +65,7 @@ def test_resume_in_process_is_bit_exact(data, tmp_path):
     a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(x, y) for x, y in zip(full.ema.net.parameters(), resumed.ema.net.parameters()))
-    log = [json.loads(line) for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "part" / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
 
 
@@ -121,7 +121,7 @@ def test_previews_are_written_and_leave_training_unchanged(data, tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     config = lowres_config(data, tmp_path / "killed", steps=30, checkpoint_every=2)
-    (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(config)))
+    (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
     command = [sys.executable, "-m", "MedSynLib", "train-lowres", "--config"]
     proc = subprocess.Popen(command + [str(tmp_path / "cfg.json")], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -140,12 +140,12 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     # the uninterrupted run is a process started the same way: an explicit torch.set_num_threads (pytest's
     # conftest) can round differently from a process's default threads, even for the same count
     config = dataclasses.replace(config, out=str(tmp_path / "reference"), checkpoint_every=100)
-    (tmp_path / "reference.json").write_text(json.dumps(dataclasses.asdict(config)))
+    (tmp_path / "reference.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
     r = subprocess.run(command + [str(tmp_path / "reference.json")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     reference = torch.load(tmp_path / "reference" / "checkpoints" / "last.pt", weights_only=True)
     assert resumed["step"] == reference["step"] == 30
-    log = [json.loads(line)["step"] for line in (tmp_path / "killed" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line)["step"] for line in (tmp_path / "killed" / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert log == list(range(1, 31))  # steps the killed run logged past its checkpoint are not logged twice
     for part in ("model", "ema"):
         assert all(torch.equal(resumed[part][k], v) for k, v in reference[part].items()), part
@@ -153,7 +153,7 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
 
 def test_two_process_ddp_matches_single_process(data, tmp_path):
     config = lowres_config(data, tmp_path / "ddp", steps=3, grad_accum=1)
-    (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(config)))
+    (tmp_path / "cfg.json").write_text(json.dumps(dataclasses.asdict(config)), encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                         "29517", str(TESTING / "ddp_train_worker.py"), str(tmp_path / "cfg.json"), str(tmp_path)],
@@ -168,7 +168,7 @@ def test_two_process_ddp_matches_single_process(data, tmp_path):
     # gradients, so later weights are compared through the losses)
     for name, g in grads.items():
         assert torch.allclose(g, rank0["grads"][name], atol=1e-6, rtol=1e-4), name
-    first_loss = [json.loads((tmp_path / run / "train_log.jsonl").read_text().splitlines()[0])["loss"]
+    first_loss = [json.loads((tmp_path / run / "train_log.jsonl").read_text(encoding="utf-8").splitlines()[0])["loss"]
                   for run in ("single", "ddp")]
     assert abs(first_loss[0] - first_loss[1]) < 1e-6
     assert abs(metrics["last_loss"] - rank0["metrics"]["last_loss"]) < 1e-3
@@ -187,7 +187,7 @@ def test_superres_training_crops_and_export(data, tmp_path):
     stage = trainer.export(tmp_path / "sr_stage")
     net = load_stage(stage)
     assert net.config.kind == "superres"
-    assert json.loads((stage / "config.json").read_text())["provenance"]["trained_steps"] == 2
+    assert json.loads((stage / "config.json").read_text(encoding="utf-8"))["provenance"]["trained_steps"] == 2
 
 
 def test_sr_condition_is_the_official_degradation():
@@ -201,11 +201,11 @@ def test_sr_condition_is_the_official_degradation():
 def test_bad_cases_are_named_or_skipped(data, tmp_path):
     manifest, text_encoder, _ = data
     bad = tmp_path / "bad.csv"
-    lines = manifest.read_text().splitlines()
+    lines = manifest.read_text(encoding="utf-8").splitlines()
     lines.append("broken,case000/missing.nii.gz,case000/lobes.nii.gz,case000/airway.nii.gz,"
                  "case000/vessels.nii.gz,case000/report.txt")
-    bad.write_text("\n".join(lines) + "\n")
-    (manifest.parent / "bad.csv").write_text(bad.read_text())
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (manifest.parent / "bad.csv").write_text(bad.read_text(encoding="utf-8"))
     config = lowres_config(data, tmp_path / "bad", steps=1)
     config.manifest, config.cache = str(manifest.parent / "bad.csv"), str(tmp_path / "cache")
     with pytest.raises(ValueError, match="case broken: CT file not found"):
@@ -223,10 +223,10 @@ def test_cases_with_several_reports_train_on_each_of_them(data, tmp_path):
     manifest, _, _ = data
     (manifest.parent / "case000" / "report_b.txt").write_text("# comment\nFINDINGS: Both pleural spaces hold "
                                                                 "large effusions. IMPRESSION: Bilateral effusions.")
-    rows = manifest.read_text().splitlines()
+    rows = manifest.read_text(encoding="utf-8").splitlines()
     rows[1] = rows[1].replace("case000/report.txt", "case000/report.txt;case000/report_b.txt")
     several = manifest.parent / "several.csv"
-    several.write_text("\n".join(rows) + "\n")
+    several.write_text("\n".join(rows) + "\n", encoding="utf-8")
     cases = read_manifest(several)
     assert len(cases[0].reports) == 2 and cases[0].reports[1].startswith("FINDINGS: Both")
     assert cases[0].report == cases[0].reports[0] and len(cases[1].reports) == 1
@@ -241,7 +241,7 @@ def test_cases_with_several_reports_train_on_each_of_them(data, tmp_path):
                                             for f in both]))) for s in range(12)}
     assert drawn == {0, 1}, "training must see every report of a case"
 
-    (manifest.parent / "case000" / "empty.txt").write_text("# only a comment\n")
+    (manifest.parent / "case000" / "empty.txt").write_text("# only a comment\n", encoding="utf-8")
     several.write_text("\n".join([rows[0], rows[1].replace("case000/report.txt;case000/report_b.txt",
                                                             "case000/empty.txt")]) + "\n")
     with pytest.raises(ValueError, match="case case000: empty report"):
@@ -270,10 +270,10 @@ def test_init_from_warm_starts_from_a_stage_folder(data, tmp_path):
 
 def with_split(manifest: Path, val: set[str]) -> Path:
     """A copy of ``manifest`` (same folder) whose ``split`` column marks the cases in ``val`` for validation."""
-    lines = manifest.read_text().splitlines()
+    lines = manifest.read_text(encoding="utf-8").splitlines()
     rows = [lines[0] + ",split"] + [line + (",val" if line.split(",")[0] in val else ",train") for line in lines[1:]]
     path = manifest.with_name("split.csv")
-    path.write_text("\n".join(rows) + "\n")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
 
 
@@ -285,7 +285,7 @@ def test_log_validation_and_tensorboard(data, tmp_path, monkeypatch, one_thread)
                                              val_every=2, val_timesteps=2))
     assert [c.case_id for c in watched.val_cases] == ["case003"] and len(watched.batches.cases) == 3
     watched.run()
-    log = [json.loads(line) for line in (tmp_path / "watched" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "watched" / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3] and [e["lr"] for e in log] == [1e-3] * 3
     assert all(math.isfinite(e[k]) and e[k] >= 0 for e in log for k in ("loss", "steps_per_s", "eta_s"))
     assert log[-1]["eta_s"] == 0 and [("val_loss" in e) for e in log] == [False, True, True]  # and the last step
@@ -305,7 +305,7 @@ def test_log_validation_and_tensorboard(data, tmp_path, monkeypatch, one_thread)
     a, b = weights(watched), weights(plain)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "plain" / "tensorboard").exists()
-    assert "val_loss" not in (tmp_path / "plain" / "train_log.jsonl").read_text()
+    assert "val_loss" not in (tmp_path / "plain" / "train_log.jsonl").read_text(encoding="utf-8")
 
 
 def test_validation_cases_are_held_out_by_id():

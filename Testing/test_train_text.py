@@ -73,14 +73,14 @@ def test_training_lowers_the_loss_and_writes_a_loadable_encoder(trained):
     assert metrics["steps"] == 24 and len(history) == 6
     assert history[-1]["loss"] < history[0]["loss"] - 0.3, history
     assert history[-1]["mlm_accuracy"] > history[0]["mlm_accuracy"]
-    saved = json.loads((out / "training.json").read_text())
+    saved = json.loads((out / "training.json").read_text(encoding="utf-8"))
     assert saved["corpus"]["reports"] == 60 and saved["corpus"]["heldout"] == 3
     assert 0 <= saved["heldout"]["mlm_accuracy"] <= 1 and 0 <= saved["heldout"]["pairing_accuracy"] <= 1
     assert saved["wall_time_s"] > 0 and saved["config"]["lr"] == 1e-3
     folder = out / "text_encoder"
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
     assert not any(k.startswith(("cls.", "pairing")) for k in _weights(out))
-    vocab = (folder / "vocab.txt").read_text().split("\n")
+    vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
     assert tuple(vocab[:5]) == SPECIAL_TOKENS and len(vocab) - 1 <= 300
     encoder = ReportEncoder.from_pretrained(folder)
     features = encoder(["FINDINGS: Large right pleural effusion. IMPRESSION: Effusion.", "Heart size is normal."])
@@ -122,7 +122,7 @@ def test_log_validation_and_tensorboard(trained, corpus, tmp_path):
     train_text_encoder(corpus, watched, {**TINY, "val_every": 8}, resume=True)
     resumed = _weights(watched)
     assert [k for k, v in _weights(out).items() if not torch.equal(v, resumed[k])] == []
-    log = [json.loads(line) for line in (watched / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (watched / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [e["step"] for e in log] == [4, 8, 12, 16, 20, 24]
     assert all(e["lr"] > 0 and e["steps_per_s"] > 0 and e["eta_s"] >= 0 and e["loss"] > 0 for e in log)
     assert [e["step"] for e in log if "val_loss" in e] == [8, 16, 24]
@@ -189,10 +189,10 @@ def test_a_cases_paraphrases_are_held_out_together_and_never_swapped_in(corpus, 
     for i in range(20):
         names = []
         for k in range(3):
-            (tmp_path / f"c{i}_{k}.txt").write_text(corpus[i].replace("IMPRESSION:", f"IMPRESSION: Note {k}."))
+            (tmp_path / f"c{i}_{k}.txt").write_text(corpus[i].replace("IMPRESSION:", f"IMPRESSION: Note {k}."), encoding="utf-8")
             names.append(f"c{i}_{k}.txt")
         rows.append(f"c{i},{';'.join(names)}")
-    (tmp_path / "manifest.csv").write_text("case_id,report\n" + "\n".join(rows) + "\n")
+    (tmp_path / "manifest.csv").write_text("case_id,report\n" + "\n".join(rows) + "\n", encoding="utf-8")
     reports, _ = load_corpus(tmp_path / "manifest.csv")
     assert len(reports) == 60 and len({r.group for r in reports}) == 20
     train, held = _split(reports, TextTrainConfig(heldout=0.2))
@@ -213,8 +213,8 @@ def test_sections_and_bad_reports(tmp_path):
     folder = tmp_path / "reports"
     folder.mkdir()
     for i, text in enumerate(synthetic_reports(4)):
-        (folder / f"case{i}.txt").write_text(text)
-    (folder / "case_bad.txt").write_text("FINDINGS: The lungs are clear.\n")
+        (folder / f"case{i}.txt").write_text(text, encoding="utf-8")
+    (folder / "case_bad.txt").write_text("FINDINGS: The lungs are clear.\n", encoding="utf-8")
     with pytest.raises(ReportFormatError, match=r"case_bad\.txt: no IMPRESSION: section"):
         load_corpus(folder)
     reports, skipped = load_corpus(folder, skip_bad=True)
@@ -234,10 +234,10 @@ def test_command_line_with_a_recipe(tmp_path, capsys):
     reports = tmp_path / "reports"
     reports.mkdir()
     for i, text in enumerate(synthetic_reports(12)):
-        (reports / f"r{i}.txt").write_text(text)
+        (reports / f"r{i}.txt").write_text(text, encoding="utf-8")
     assert main(["train-text", "--reports", str(reports), "--out", str(tmp_path / "out"), "--config",
                  "recipe:demo-text", "--steps", "2", "--hidden", "16", "--heads", "2", "--vocab-size", "200"]) == 0
-    saved = json.loads((tmp_path / "out" / "training.json").read_text())
+    saved = json.loads((tmp_path / "out" / "training.json").read_text(encoding="utf-8"))
     assert saved["config"]["max_length"] == 160 and saved["config"]["seed"] == 2024 and saved["steps"] == 2
 
 
@@ -245,15 +245,15 @@ def test_command_line_with_config_file(tmp_path, capsys):
     folder = tmp_path / "reports"
     folder.mkdir()
     for i, text in enumerate(synthetic_reports(12)):
-        (folder / f"case{i:02d}.txt").write_text(text)
-    (folder / "bad.txt").write_text("no sections at all")
+        (folder / f"case{i:02d}.txt").write_text(text, encoding="utf-8")
+    (folder / "bad.txt").write_text("no sections at all", encoding="utf-8")
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps({**TINY, "steps": 50, "seed": 5}))
+    config.write_text(json.dumps({**TINY, "steps": 50, "seed": 5}), encoding="utf-8")
     args = ["train-text", "--reports", str(folder), "--out", str(tmp_path / "out"), "--config", str(config)]
     assert main(args + ["--steps", "3"]) == 2
     assert "bad.txt: no FINDINGS: or IMPRESSION: section" in capsys.readouterr().err
     assert main(args + ["--steps", "3", "--skip-bad", "--layers", "1"]) == 0
-    saved = json.loads((tmp_path / "out" / "training.json").read_text())
+    saved = json.loads((tmp_path / "out" / "training.json").read_text(encoding="utf-8"))
     assert saved["steps"] == 3 and saved["config"]["seed"] == 5 and saved["model"]["layers"] == 1
     assert len(saved["corpus"]["skipped"]) == 1 and saved["corpus"]["reports"] == 12
 

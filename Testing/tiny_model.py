@@ -45,7 +45,7 @@ def build_tiny_model(folder: Path, seed: int = 0, atlas: bool = False) -> Path:
     text_dir = folder / "text_encoder"
     text_dir.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS))
-    (text_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (text_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     bert = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=32, max_position_embeddings=2048), add_pooling_layer=False)
     ReportEncoder(bert, BertTokenizer(str(text_dir / "vocab.txt"))).save_pretrained(text_dir)

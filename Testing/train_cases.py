@@ -40,7 +40,7 @@ def write_cases(folder: Path, n: int = 3, size: int = 32, spacing: float = 4.0) 
         case.mkdir(parents=True)
         for name, array in (("ct", ct), ("lobes", lobes), ("airway", airway), ("vessels", vessels)):
             write_image(to_image(array, geometry), case / f"{name}.nii.gz")
-        (case / "report.txt").write_text(REPORTS[i % len(REPORTS)])
+        (case / "report.txt").write_text(REPORTS[i % len(REPORTS)], encoding="utf-8")
         rows.append({"case_id": case.name, **{k: f"{case.name}/{k}.nii.gz" for k in
                                                ("ct", "lobes", "airway", "vessels")},
                      "report": f"{case.name}/report.txt"})

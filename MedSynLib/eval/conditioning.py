@@ -248,7 +248,7 @@ def write_to_card(folder: Path, result: dict) -> Path:
         raise FileNotFoundError(f"{folder} has no MODEL_CARD.md; give the folder of a packaged model")
     tag, title = _tag(result), _section_title(result)
     section = (markdown_table(result) + f"\nNumbers: `{tag}.json`.\n").removeprefix("## ")
-    sections = [part.rstrip() + "\n" for part in card.read_text().rstrip().split("\n## ")]
+    sections = [part.rstrip() + "\n" for part in card.read_text(encoding="utf-8").rstrip().split("\n## ")]
     titles = ["## " + part.split("\n")[0] for part in sections]
     if title in titles:
         sections[titles.index(title)] = section
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
     print(markdown_table(result))
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     if args.card:
         write_to_card(args.card, result)

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(result))
     print(f"wall time {result['wall_s']:.0f} s")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return 0
 

@@ -97,7 +97,7 @@ class ReportEncoder(nn.Module):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"text encoder folder {path} has no config.json")
-        fields = json.loads((path / "config.json").read_text())
+        fields = json.loads((path / "config.json").read_text(encoding="utf-8"))
         config = BertConfig(**{k: v for k, v in fields.items() if k not in ("model_type", "architectures",
                                                                             "auto_map", "transformers_version")})
         config.max_position_embeddings = max(MAX_POSITIONS, config.max_position_embeddings)

@@ -87,7 +87,7 @@ def write_model_spec(folder: Path, **spec) -> Path:
     if isinstance(spec.get("grid"), Geometry):
         spec["grid"] = spec["grid"].to_dict()
     spec[TEXT_SHA_KEY] = _text_encoder_sha256(folder, spec, check=False)
-    (folder / "model.json").write_text(json.dumps(spec, indent=2))
+    (folder / "model.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
     return folder / "model.json"
 
 

@@ -47,7 +47,7 @@ def merge_notes(card: str, notes: str) -> str:
 
 def _parameters(stage: Path) -> str:
     """Millions of stored parameters of a stage folder (from the safetensors header; nothing is loaded)."""
-    config = json.loads((stage / "config.json").read_text())
+    config = json.loads((stage / "config.json").read_text(encoding="utf-8"))
     with safe_open(str(stage / config.get("weights", "model.safetensors")), framework="np") as f:
         n = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     return f"{n / 1e6:.2f} M"
@@ -77,10 +77,10 @@ def training_rows(training: dict) -> str:
 def render_model_card(folder: Path, notes: str | None = None, fields: dict | None = None) -> str:
     """The card of the model folder ``folder`` (``model.json``, stage configs, optional ``training.json``)."""
     folder = Path(folder)
-    spec = json.loads((folder / "model.json").read_text())
-    stages = {k: json.loads((folder / spec[k] / "config.json").read_text()) for k in ("lowres", "superres")}
-    text_config = json.loads((folder / spec["text_encoder"] / "config.json").read_text())
-    training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    stages = {k: json.loads((folder / spec[k] / "config.json").read_text(encoding="utf-8")) for k in ("lowres", "superres")}
+    text_config = json.loads((folder / spec["text_encoder"] / "config.json").read_text(encoding="utf-8"))
+    training = json.loads((folder / "training.json").read_text(encoding="utf-8")) if (folder / "training.json").is_file() else {}
     grid = spec["grid"]
     space = spec.get("space", {}).get("kind", "grid")
     values = {

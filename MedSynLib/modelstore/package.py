@@ -32,7 +32,7 @@ def _check_parts(text_encoder: Path, lowres: Path, superres: Path) -> None:
         if kind != stage:
             raise ValueError(f"{folder} holds a {kind} stage where the {stage} stage belongs. Fix: swap the "
                              "folders")
-    hidden = json.loads((text_encoder / "config.json").read_text()).get("hidden_size")
+    hidden = json.loads((text_encoder / "config.json").read_text(encoding="utf-8")).get("hidden_size")
     text_dim = read_stage_config(lowres)["unet"].get("text_dim")
     if hidden != text_dim:
         raise ValueError(f"the text encoder {text_encoder} gives {hidden}-wide features but the low-res stage "
@@ -77,6 +77,6 @@ def package_model(target: Path, text_encoder: Path, lowres: Path, superres: Path
                          defaults={**DEFAULTS, **(defaults or {})}, space=space or {"kind": "grid"},
                          files=file_hashes(tmp, parts), **spec)
         if training:
-            (tmp / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+            (tmp / "training.json").write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
         (tmp / "MODEL_CARD.md").write_text(render_model_card(tmp, notes, card_fields), encoding="utf-8")
     return target

@@ -29,7 +29,7 @@ def user_model_folder(name: str) -> Path:
 
 
 def registry() -> dict:
-    return json.loads(REGISTRY_FILE.read_text()) if REGISTRY_FILE.is_file() else {"models": []}
+    return json.loads(REGISTRY_FILE.read_text(encoding="utf-8")) if REGISTRY_FILE.is_file() else {"models": []}
 
 
 def list_models() -> list[dict]:

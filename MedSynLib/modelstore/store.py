@@ -55,7 +55,7 @@ def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = Non
             "sha256": sha256_file(tmp / WEIGHTS_FILE),
             "provenance": provenance or {},
         }
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder
 
 

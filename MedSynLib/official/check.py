@@ -57,7 +57,7 @@ class Case:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.meta = json.loads((folder / "case.json").read_text())
+        self.meta = json.loads((folder / "case.json").read_text(encoding="utf-8"))
         self.name = self.meta.get("case", folder.name)
         self.io = torch.load(folder / "io.pt", weights_only=True, map_location="cpu")
         weights = folder / "weights.pt"

@@ -53,7 +53,7 @@ REPORT_BANNER = "# SYNTHETIC MedSyn phantom - not a patient"
 
 def read_report(path) -> str:
     """The report text of a ``report.txt`` without its '#' comment lines (what a text encoder should see)."""
-    return strip_comments(Path(path).read_text()) + "\n"
+    return strip_comments(Path(path).read_text(encoding="utf-8")) + "\n"
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -89,7 +89,7 @@ def write_report_variants(folder: Path, count: int) -> None:
             (folder / report_file(number)).unlink()
     if set(range(2, count + 1)) <= set(present):
         return
-    truth = json.loads((folder / "truth.json").read_text())
+    truth = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
     for number, text in enumerate(case_reports(truth, count)[1:], 2):
         path = folder / report_file(number)
         if not path.is_file():
@@ -105,8 +105,8 @@ def write_case(ph: Phantom, folder: Path, report: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, arr in (("ct", ph.ct), ("lobes", ph.lobes), ("airway", ph.airway), ("vessels", ph.vessels)):
         images.write_image(to_image(arr, ph.grid), folder / f"{name}.nii.gz", description=SYNTHETIC_NOTE)
-    (folder / "report.txt").write_text(REPORT_BANNER + "\n" + report)
-    (folder / "truth.json").write_text(json.dumps(ph.truth, indent=1, sort_keys=True))
+    (folder / "report.txt").write_text(REPORT_BANNER + "\n" + report, encoding="utf-8")
+    (folder / "truth.json").write_text(json.dumps(ph.truth, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def make_case(index: int, out: str, size: int, spacing: float, seed: int, measure: bool = True,
@@ -139,7 +139,7 @@ def make_case(index: int, out: str, size: int, spacing: float, seed: int, measur
 
 
 def _row(folder: Path) -> dict:
-    t = json.loads((folder / "truth.json").read_text())
+    t = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
     f = t["findings"]
     eff = t.get("effusion_ml_true", {})
     cid = folder.name

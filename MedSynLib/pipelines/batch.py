@@ -154,7 +154,7 @@ def _read_csv(path: Path) -> list[dict]:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) across processes."""
-    with open(path, "a+") as f:
+    with open(path, "a+", encoding="utf-8") as f:
         if os.name == "nt":
             import msvcrt
 

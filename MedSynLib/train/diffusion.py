@@ -364,7 +364,7 @@ class DiffusionTrainer:
         cfg = self.config
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2), encoding="utf-8")
         resumed = self.load_checkpoint()
         if resumed:
             if self.rank == 0:

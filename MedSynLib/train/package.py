@@ -28,7 +28,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def log_summary(path: Path) -> dict:
     """Steps, mean loss of the last 10 steps and total wall time (summed over resumed runs) of a train_log.jsonl."""
-    entries = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     wall, previous = 0.0, 0.0
     for e in entries:
         if e["elapsed_s"] < previous:  # a new run (resume) restarted the clock
@@ -45,7 +45,7 @@ def _is_run(folder: Path) -> bool:
 
 def export_run(run: Path, out: Path, dtype: torch.dtype = torch.float32) -> dict:
     """Write the EMA weights of a diffusion training run as a stage folder ``out``; returns the run's config."""
-    config = json.loads((run / "train_config.json").read_text())
+    config = json.loads((run / "train_config.json").read_text(encoding="utf-8"))
     state = torch.load(run / "checkpoints" / CHECKPOINT, map_location="cpu", weights_only=True)
     net = build_unet(UNetConfig.from_dict({**config["unet"], "kind": config["stage"]}))
     net.load_state_dict(state["ema"])
@@ -77,7 +77,7 @@ def text_part(source: Path) -> tuple[Path, dict]:
     source = Path(source)
     if (source / ENCODER_DIR / "config.json").is_file():
         metrics = source / METRICS_FILE
-        return source / ENCODER_DIR, json.loads(metrics.read_text()) if metrics.is_file() else {}
+        return source / ENCODER_DIR, json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
     return source, {}
 
 

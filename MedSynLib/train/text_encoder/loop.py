@@ -106,7 +106,7 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
         tokenizer = load_tokenizer(checkpoint, state["do_lower_case"])
         tokenizer_source = state["tokenizer_source"]
     elif cfg.init:
-        init_fields = json.loads((Path(cfg.init) / "config.json").read_text()) \
+        init_fields = json.loads((Path(cfg.init) / "config.json").read_text(encoding="utf-8")) \
             if (Path(cfg.init) / "config.json").is_file() else {}
         tokenizer = load_tokenizer(Path(cfg.init), init_fields.get("do_lower_case", True))
         tokenizer_source = f"init: {cfg.init}"
@@ -167,7 +167,7 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
                         "tokenizer_source": tokenizer_source}, tmp / "state.pt")
             vocab_items = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
             write_vocab([t for t, _ in vocab_items], tmp / "vocab.txt")
-            (tmp / "bert_config.json").write_text(bert_config.to_json_string())
+            (tmp / "bert_config.json").write_text(bert_config.to_json_string(), encoding="utf-8")
             replace_dir(tmp, out / CHECKPOINT_DIR)
 
         order = _Order(len(train), cfg.seed)

@@ -55,7 +55,7 @@ def build_model(cfg: TextTrainConfig, vocab_size: int | None, bert_config: BertC
         folder = Path(cfg.init)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"--init folder {folder} has no config.json")
-        fields = json.loads((folder / "config.json").read_text())
+        fields = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         bert_config = bert_config_from(fields)
         bert_config.max_position_embeddings = max(cfg.max_positions, bert_config.max_position_embeddings)
         weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()),
