@@ -46,10 +46,12 @@ LICENSE_SETTINGS_KEY = "MedSyn/AcceptedModelLicenses"
 LOBE_SELECTORS = ("leftUpperLobeSelector", "leftLowerLobeSelector", "rightUpperLobeSelector",
                   "rightMiddleLobeSelector", "rightLowerLobeSelector")
 """Segment selectors of the lobes, in the order of LOBE_FIELDS."""
-MODES = ("generate", "segment")
+MODES = ("generate", "segment", "edit")
 """The tabs: mode ``m`` is the tab widget ``<m>Tab`` of the .ui and ``RUNS[m]`` of the logic."""
 RUN_BUTTON = {"generate": ("Generate", "Generate a synthetic CT from the report", "Generating"),
-              "segment": ("Segment", "Segment the selected CT into lobes, airway and vessels", "Segmenting")}
+              "segment": ("Segment", "Segment the selected CT into lobes, airway and vessels", "Segmenting"),
+              "edit": ("Generate", "Replace the region of the CT by what the model generates for the report (a new "
+                       "volume marked EDITED; the CT is not changed)", "Editing")}
 """Text and tooltip of the run button, and the status while it runs, per mode."""
 
 
@@ -66,8 +68,9 @@ class MedSynSlicer(ScriptedLoadableModule):
         self.parent.contributors = ["MedSyn for 3D Slicer contributors"]
         self.parent.helpText = (
             "Generate a <b>synthetic</b> 3D chest CT with its lung lobes, airway and vessels from a radiology report "
-            "(MedSyn, IEEE TMI 2024), optionally keeping anatomy you provide as segments; or segment a real CT with "
-            "the same model. Every generated image is synthetic and must not be used for diagnosis. "
+            "(MedSyn, IEEE TMI 2024), optionally keeping anatomy you provide as segments; segment a real CT with "
+            "the same model, or replace a region of a CT by what the model generates for a report (marked EDITED). "
+            "Every generated image is synthetic and must not be used for diagnosis. "
             "See the <a href=\"https://github.com/medsyn-slicer/MedSyn/blob/main/docs/slicer.md\">documentation</a>.")
         self.parent.acknowledgementText = (
             "MedSyn: Y. Xu et al., \"MedSyn: Text-guided Anatomy-aware Synthesis of High-Fidelity 3D CT Images\", "
@@ -95,6 +98,11 @@ class MedSynSlicerParameterNode:
     vesselsSegmentId: str = ""
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
+    editVolume: vtkMRMLScalarVolumeNode
+    regionSegmentation: vtkMRMLSegmentationNode
+    regionSegmentId: str = ""
+    editReportText: str = ""
+    editAnatomySegmentation: vtkMRMLSegmentationNode
     model: str = models.DEFAULT_MODEL
     modelDefaultsOf: str = ""  # the model whose model.json defaults fill the sampler fields below
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 42
@@ -137,6 +145,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: Optional[MedSynSlicerParameterNode] = None
         self._parameterNodeGuiTag = None
         self._conditionSegmentationShown = None
+        self._regionObserved = None
         self._updatingGui = False
         self.job = None
         self.importProcess = None
@@ -167,6 +176,9 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editAirwayButton.clicked.connect(lambda: self.onEditCondition("airway"))
         self.ui.editVesselsButton.clicked.connect(lambda: self.onEditCondition("vessels"))
         self.ui.editConditionsButton.clicked.connect(lambda: self.onEditCondition(None))
+        self.ui.regionSegmentSelector.currentNodeChanged.connect(self.onRegionSegmentationSelected)
+        self.ui.regionSegmentSelector.currentSegmentChanged.connect(self.onRegionSegmentSelected)
+        self.ui.editRegionButton.clicked.connect(self.onEditRegion)
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelSelected)
         self.ui.refreshModelsButton.clicked.connect(self.refreshModels)
         self.ui.importWeightsButton.clicked.connect(self.onImportWeights)
@@ -219,6 +231,8 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
+        if self._parameterNode is None:
+            self.observeRegion(None)
         if self._parameterNode:
             self._conditionSegmentationShown = self._parameterNode.conditionSegmentation
             self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self.boundWidgets())
@@ -231,6 +245,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         bound = {w.property("SlicerParameterName"): w for w in self.ui.__dict__.values()
                  if w.property("SlicerParameterName")}
         bound["reportText"] = reportTextConnector(self.ui.reportTextEdit)
+        bound["editReportText"] = reportTextConnector(self.ui.editReportTextEdit)
         return bound
 
     # --- parameter node -> what follows from it, and the widgets not bound automatically ---------------------------
@@ -265,6 +280,12 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     selector.setCurrentNode(segmentation)
                 if selector.currentSegmentID() != value:
                     selector.setCurrentSegmentID(value)
+            region = self.ui.regionSegmentSelector
+            if region.currentNode() is not p.regionSegmentation:
+                region.setCurrentNode(p.regionSegmentation)
+            if region.currentSegmentID() != p.regionSegmentId:
+                region.setCurrentSegmentID(p.regionSegmentId)
+            self.observeRegion(p.regionSegmentation)
             self.showModel(p.model)
         finally:
             self._updatingGui = False
@@ -292,8 +313,32 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for selector, field in zip(LOBE_SELECTORS, LOBE_FIELDS):
                 setattr(p, field, getattr(self.ui, selector).currentSegmentID() or "")
 
+    def onRegionSegmentationSelected(self, node) -> None:
+        if not self._updatingGui and self._parameterNode is not None:
+            self.logic.useRegionSegmentation(self._parameterNode, node)
+
+    def onRegionSegmentSelected(self, segmentId) -> None:
+        if not self._updatingGui and self._parameterNode is not None:
+            self._parameterNode.regionSegmentId = segmentId or ""
+
+    def observeRegion(self, node) -> None:
+        """Painting the region does not change the parameter node: follow its segments for the status and the
+        run button (an empty region cannot be edited)."""
+        if node is self._regionObserved:
+            return
+        if self._regionObserved is not None:
+            self.removeObserver(self._regionObserved, slicer.vtkSegmentation.SegmentModified, self.onRegionModified)
+        self._regionObserved = node
+        if node is not None:
+            self.addObserver(node, slicer.vtkSegmentation.SegmentModified, self.onRegionModified)
+
+    def onRegionModified(self, caller=None, event=None) -> None:
+        self.updateConditionsStatus()
+        self.updateButtons()
+
     def updateConditionsStatus(self) -> None:
         self.ui.conditionsStatusLabel.text = self.logic.describeConditions(self._parameterNode)
+        self.ui.editStatusLabel.text = self.logic.describeEdit(self._parameterNode)
 
     def updateButtons(self) -> None:
         p = self._parameterNode
@@ -552,18 +597,29 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor.", waitCursor=True):
             segmentId = self.logic.holdForEditing(p, channel)
-            segmentation = p.conditionSegmentation
-            slicer.util.selectModule("SegmentEditor")
-            editorWidget = slicer.modules.segmenteditor.widgetRepresentation().self()
-            editor = editorWidget.editor
-            editor.setSegmentationNode(segmentation)
-            reference = segmentation.GetNodeReference(
-                slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
-            if reference is not None:
-                setSource = getattr(editor, "setSourceVolumeNode", None) or getattr(editor, "setMasterVolumeNode")
-                setSource(reference)
-            if segmentId:
-                editor.setCurrentSegmentID(segmentId)
+            self.openSegmentEditor(p.conditionSegmentation, segmentId)
+
+    def onEditRegion(self) -> None:
+        """Draw the edit's region: the Segment Editor on the region segment (created on the CT when missing)."""
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor.", waitCursor=True):
+            segmentation, segmentId = self.logic.regionForEditing(p)
+            self.openSegmentEditor(segmentation, segmentId, p.editVolume)
+
+    @staticmethod
+    def openSegmentEditor(segmentation, segmentId: str, source=None) -> None:
+        """Switch to the Segment Editor on ``segmentation`` / ``segmentId``, drawing on ``source`` (default: the
+        segmentation's reference volume)."""
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentation)
+        source = source or segmentation.GetNodeReference(
+            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        if source is not None:
+            setSource = getattr(editor, "setSourceVolumeNode", None) or getattr(editor, "setMasterVolumeNode")
+            setSource(source)
+        if segmentId:
+            editor.setCurrentSegmentID(segmentId)
 
 
 #

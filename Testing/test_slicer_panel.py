@@ -501,3 +501,200 @@ def test_listing_models_does_not_import_torch():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(MODULE_ROOT), str(MODULE_ROOT / "MedSynSlicer")]))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- edit a CT -----------------------------------------------------------------------------------------------------
+
+def patient_ct(name="patient CT"):
+    """A CT on the tiny model's grid (two lungs of -850 HU in soft tissue) as a patient's volume: no attributes."""
+    import slicer
+    from tiny_model import GRID, ellipsoids
+
+    ct_array = ellipsoids(GRID, ((-28.0, 0.0, 0.0), (28.0, 0.0, 0.0)), ((20.0, 32.0, 44.0),) * 2, (-850, -850),
+                          background=40)
+    ijk_to_ras = np.diag([-4.0, -4.0, 4.0, 1.0])
+    ijk_to_ras[:3, 3] = (62.0, 62.0, -62.0)
+    return slicer.util.addVolumeFromArray(ct_array.astype(np.int16), ijk_to_ras, name)
+
+
+def ball(centre_lps, radius_mm):
+    from tiny_model import GRID, ellipsoids
+
+    return ellipsoids(GRID, (centre_lps,), ((radius_mm,) * 3,), (1,), dtype=np.uint8)
+
+
+def open_edit_tab(panel, harness):
+    panel.ui.modeTabWidget.currentIndex = panel.ui.modeTabWidget.indexOf(panel.ui.editTab)
+    harness.pump()
+    assert panel._parameterNode.mode == "edit" and panel.ui.generateButton.text == "Generate"
+
+
+def test_edit_a_ct_draw_the_region_generate_and_the_original_is_untouched(panel, slicer_harness, mrml_scene,
+                                                                          tmp_path):
+    """The Edit a CT tab: what it still needs (said on the disabled button), the region drawn on the CT (the Edit
+    button's segment, painted here as the Segment Editor would), the airway of the CT's segmentation kept, a
+    low-res run with the tiny model through the real ``medsyn edit``; the result is a new volume marked EDITED
+    beside the CT, with the region as a segment and provenance, every voxel outside the region the CT's own, and
+    the CT itself unchanged."""
+    import slicer
+    from PySide6.QtTest import QTest
+    from MedSynSlicerLib import conditions
+
+    patient = patient_ct()
+    before = slicer.util.arrayFromVolume(patient).copy()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml_scene)
+    study = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
+    sh.CreateItem(study, patient)
+    p, ui = panel._parameterNode, panel.ui
+    use_tiny_model(panel, slicer_harness)
+    ui.seedSpinBox.value = 5
+    open_edit_tab(panel, slicer_harness)
+
+    def not_ready():
+        assert not ui.generateButton.enabled
+        return ui.generateButton.toolTip
+
+    assert not_ready() == "Select the CT to edit."
+    with pytest.raises(ValueError, match="select the CT first"):
+        panel.logic.regionForEditing(p)
+    choose(slicer_harness, ui.editVolumeSelector.comboBox(), "patient CT")
+    assert not_ready() == "Select the region segment to replace, or press Edit to draw it."
+
+    segmentation, region_id = panel.logic.regionForEditing(p)  # what Edit does before opening the Segment Editor
+    slicer_harness.pump()
+    assert segmentation.GetName() == "patient CT edit region" and ui.regionSegmentSelector.currentNode() is segmentation
+    assert ui.regionSegmentSelector.currentSegmentID() == region_id
+    assert not_ready() == "The region segment 'Edited region' is empty: paint it in the Segment Editor (Edit)."
+    assert ui.editStatusLabel.text == not_ready()
+
+    region = ball((-28.0, 0.0, -12.0), 14.0)  # in the right lung
+    slicer.util.updateSegmentBinaryLabelmapFromArray(region, segmentation, region_id, patient)
+    slicer_harness.pump()
+    assert not_ready() == "Write the report of the edited scan.", "painting the region is noticed"
+
+    anatomy = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "patient CT segmentation")
+    anatomy.SetReferenceImageGeometryParameterFromVolumeNode(patient)
+    airway_id = anatomy.GetSegmentation().AddEmptySegment("trachea", "airway", [0.7, 0.9, 1.0])
+    anatomy.GetSegmentation().AddEmptySegment("vessels", "pulmonary vessels", [0.8, 0.2, 0.2])  # empty: not kept
+    airway = np.zeros_like(region)
+    airway[4:28, 14:18, 14:18] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(airway, anatomy, airway_id, patient)
+    choose(slicer_harness, ui.editAnatomySelector.comboBox(), "patient CT segmentation")
+    assert p.editAnatomySegmentation is anatomy
+
+    report = "FINDINGS: Large right pleural effusion."
+    ui.editReportTextEdit.setFocus()
+    QTest.keyClicks(ui.editReportTextEdit, report)
+    slicer_harness.pump()
+    assert p.editReportText == report and ui.generateButton.enabled
+    assert ui.editStatusLabel.text.startswith("The model replaces 'Edited region' of 'patient CT' and keeps the CT, "
+                                              "airway, vessels outside it.")
+
+    ui.generateButton.click()
+    assert panel.job is not None and ui.statusLabel.text == "Editing (seed 5)..."
+    pump_until(slicer_harness, lambda: panel.job is None, what="the edit")
+    assert ui.statusLabel.text.startswith("Loaded 'EDITED patient CT (MedSyn seed 5)'."), ui.statusLabel.text
+    assert "mL; every voxel outside the region is the input's." in ui.statusLabel.text
+
+    edited = slicer.util.getNode("EDITED patient CT (MedSyn seed 5)")
+    assert edited is not patient
+    assert edited.GetAttribute("MedSyn.edited") == "true" and edited.GetAttribute("MedSyn.mode") == "edit"
+    assert edited.GetAttribute("synthetic") == "false", "an edited patient scan is marked EDITED, not synthetic"
+    assert edited.GetAttribute("MedSyn.report") == report and edited.GetAttribute("MedSyn.seed") == "5"
+    assert edited.GetAttribute("MedSyn.model") == TINY_NAME and edited.GetAttribute("MedSyn.modelSha256")
+    assert edited.GetAttribute("MedSyn.editedFrom") == "patient CT"
+    assert json.loads(edited.GetAttribute("MedSyn.region"))["voxels"] == int(region.sum())
+    result = slicer.util.arrayFromVolume(edited)
+    np.testing.assert_array_equal(result[region == 0], before[region == 0])
+    assert (result[region > 0] != before[region > 0]).any(), "the region was replaced"
+
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(patient), before)
+    assert patient.GetName() == "patient CT" and patient.GetAttribute("synthetic") is None
+    assert patient.GetAttribute("MedSyn.edited") is None
+
+    result_seg = slicer.util.getNode("EDITED patient CT region anatomy (MedSyn seed 5)")
+    assert result_seg.GetAttribute("MedSyn.edited") == "true"
+    assert result_seg.GetNodeReference(
+        slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is edited
+    loaded_region = result_seg.GetSegmentation().GetSegmentIdBySegmentName("Edited region")
+    np.testing.assert_array_equal(conditions.segment_array(result_seg, loaded_region), region)
+    assert result_seg.GetSegmentation().GetNumberOfSegments() == 8, "the region and the seven anatomy segments"
+    assert sh.GetItemParent(sh.GetItemByDataNode(edited)) == study, "beside the original"
+    assert sh.GetItemParent(sh.GetItemByDataNode(result_seg)) == study
+    assert sh.GetItemParent(sh.GetItemByDataNode(patient)) == study
+
+    folders = list((tmp_path / "results").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("EDITED_MedSyn_seed5_")
+    sidecar = json.loads((folders[0] / "medsyn.json").read_text(encoding="utf-8"))
+    assert (sidecar["mode"], sidecar["edited"], sidecar["synthetic"]) == ("edit", True, False)
+    assert sidecar["kept_anatomy"] == ["airway"], "the empty vessel segment is not kept"
+    assert p.regionSegmentation is segmentation and p.editVolume is patient, "ready to edit again"
+
+
+def test_edit_tab_not_ready_messages_for_a_chosen_segmentation(panel, slicer_harness, mrml_scene):
+    """Choosing a segmentation picks its 'Edited region' (or only) segment; with several and none of that name
+    the user picks one; 'None' clears it."""
+    import slicer
+
+    patient = patient_ct()
+    p, ui = panel._parameterNode, panel.ui
+    open_edit_tab(panel, slicer_harness)
+    choose(slicer_harness, ui.editVolumeSelector.comboBox(), "patient CT")
+    lungs = lobe_segmentation(mrml_scene, "lungs A", "a")
+    choose(slicer_harness, slicer.util.findChild(ui.regionSegmentSelector, "MRMLNodeComboBox_Segmentation")
+           .comboBox(), "lungs A")
+    assert p.regionSegmentation is lungs and p.regionSegmentId == ""
+    assert ui.generateButton.toolTip == "Select the region segment to replace, or press Edit to draw it."
+    choose(slicer_harness, slicer.util.findChild(ui.regionSegmentSelector, "comboBox_Segment"), "right lower lobe")
+    assert p.regionSegmentId == "a_5"
+    assert ui.generateButton.toolTip == "The region segment 'right lower lobe' is empty: paint it in the Segment " \
+                                        "Editor (Edit)."
+    slicer.util.updateSegmentBinaryLabelmapFromArray(ball((-28.0, 0.0, -12.0), 10.0), lungs, "a_5", patient)
+    slicer_harness.pump()
+    assert ui.generateButton.toolTip == "Write the report of the edited scan."
+    p.editReportText = "FINDINGS: Right lower lobe consolidation."
+    slicer_harness.pump()
+    assert ui.generateButton.enabled
+    assert ui.editStatusLabel.text.startswith("The model replaces 'right lower lobe' of 'patient CT' and keeps the "
+                                              "CT outside it.")
+
+    single = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "one region")
+    single.GetSegmentation().AddEmptySegment("r", "my region", [1, 0, 0])
+    choose(slicer_harness, slicer.util.findChild(ui.regionSegmentSelector, "MRMLNodeComboBox_Segmentation")
+           .comboBox(), "one region")
+    assert (p.regionSegmentation, p.regionSegmentId) == (single, "r"), "the only segment is chosen"
+    choose(slicer_harness, slicer.util.findChild(ui.regionSegmentSelector, "MRMLNodeComboBox_Segmentation")
+           .comboBox(), "None")
+    assert p.regionSegmentation is None and p.regionSegmentId == ""
+    assert not ui.generateButton.enabled
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in stops on SIGTERM")
+def test_cancelling_an_edit_leaves_nothing(panel, slicer_harness, tmp_path, monkeypatch, mrml_scene):
+    import slicer
+
+    script = tmp_path / "standin_medsyn.py"
+    script.write_text(STAND_IN, encoding="utf-8")
+    monkeypatch.setenv("STANDIN_TERMS", str(tmp_path / "terms.txt"))
+    arguments_seen = []
+    panel.logic.commandFactory = lambda arguments: arguments_seen.append(arguments) or \
+        [sys.executable, str(script), *arguments]
+    patient = patient_ct()
+    before = slicer.util.arrayFromVolume(patient).copy()
+    p, ui = panel._parameterNode, panel.ui
+    open_edit_tab(panel, slicer_harness)
+    p.editVolume = patient
+    segmentation, region_id = panel.logic.regionForEditing(p)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(ball((28.0, 0.0, 0.0), 12.0), segmentation, region_id, patient)
+    p.editReportText = "FINDINGS: Large left pleural effusion."
+    slicer_harness.pump()
+    nodes = mrml_scene.GetNumberOfNodes()
+    ui.generateButton.click()
+    pump_until(slicer_harness, lambda: "step" in ui.progressLabel.text, 30, "progress")
+    assert arguments_seen[0][0] == "edit" and "--region" in arguments_seen[0] and "--ct" in arguments_seen[0]
+    ui.cancelButton.click()
+    pump_until(slicer_harness, lambda: panel.job is None, 30, "the cancel")
+    assert ui.statusLabel.text == "Cancelled: nothing was written."
+    assert list((tmp_path / "results").iterdir()) == [], "nothing may be left behind"
+    assert mrml_scene.GetNumberOfNodes() == nodes, "no node was added"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(patient), before)

@@ -142,6 +142,21 @@ def segment_array(segmentation_node, segment_id: str) -> np.ndarray:
         sceneutil.remove_temporary_node(labelmap)
 
 
+def segment_is_empty(segmentation_node, segment_id: str) -> bool:
+    """True when the segment's binary labelmap has no voxel (read in place, no export); a segment stored as
+    another representation counts as not empty (its export checks it)."""
+    from vtk.util import numpy_support
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    labelmap = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    if labelmap is None:
+        return False
+    scalars = labelmap.GetPointData().GetScalars() if labelmap.GetPointData() is not None else None
+    if scalars is None or scalars.GetNumberOfTuples() == 0:
+        return True
+    return not bool((numpy_support.vtk_to_numpy(scalars) == segment.GetLabelValue()).any())
+
+
 def write_label_map(array: np.ndarray, ijk_to_ras: np.ndarray, path: str) -> str:
     """Write a uint8 label map with its geometry (NIfTI or NRRD by extension) through a Slicer storage node."""
     node = slicer.util.addVolumeFromArray(np.ascontiguousarray(array, dtype=np.uint8), ijk_to_ras,
@@ -155,6 +170,17 @@ def write_label_map(array: np.ndarray, ijk_to_ras: np.ndarray, path: str) -> str
     finally:
         sceneutil.remove_temporary_node(node)
     return path
+
+
+def export_segment(segmentation_node, segment_id: str, path: str) -> str:
+    """Write one segment as a binary uint8 label map in the segmentation's reference geometry (``medsyn edit
+    --region``); raises ``ValueError`` (with the fix) for an empty segment."""
+    ijk_to_ras, _ = reference_geometry_matrix_and_shape(segmentation_node)
+    array = segment_array(segmentation_node, segment_id)
+    if not array.any():
+        name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+        raise ValueError(f"Segment '{name}' is empty. Fix: paint the region in the Segment Editor.")
+    return write_label_map(array, ijk_to_ras, path)
 
 
 def export_conditions(segmentation_node, selection: ConditionSelection, out_dir: str,

@@ -1,7 +1,8 @@
-"""A Generate or Segment run: its settings, its ``medsyn`` arguments, its private work folder and its result folder.
+"""A Generate, Segment or Edit run: its settings, its ``medsyn`` arguments, its private work folder and its result
+folder.
 
-The work folder (``<output_root>/.medsyn-work-*``) holds the report text, the condition label maps, the input CT
-and the command's ``--out``; it is deleted on cancel or failure. On success the results move to
+The work folder (``<output_root>/.medsyn-work-*``) holds the report text, the condition label maps, the input CT,
+an edit's region and the command's ``--out``; it is deleted on cancel or failure. On success the results move to
 ``<output_root>/<result_name>`` (a new folder: an existing one is never written into).
 """
 
@@ -52,6 +53,15 @@ def segment_arguments(ct_file: str, out_dir: str, settings: Settings) -> list[st
     return ["segment", "--ct", ct_file] + settings.arguments() + ["--progress", "json", "--out", out_dir]
 
 
+def edit_arguments(ct_file: str, region_file: str, report_file: str, out_dir: str, settings: Settings,
+                   keep: dict[str, str] | None = None) -> list[str]:
+    args = ["edit", "--ct", ct_file, "--region", region_file, "--report-file", report_file]
+    for channel in ("lobes", "airway", "vessels"):
+        if keep and keep.get(channel):
+            args += [f"--{channel}", keep[channel]]
+    return args + settings.arguments() + ["--progress", "json", "--out", out_dir]
+
+
 def default_output_root() -> str:
     """Where results folders go: ``$MEDSYN_OUTPUT_DIR`` or ``~/MedSyn/results``."""
     return os.environ.get("MEDSYN_OUTPUT_DIR") or os.path.join(os.path.expanduser("~"), "MedSyn", "results")
@@ -68,7 +78,7 @@ def unique_folder(root: str, name: str) -> str:
 
 
 class MedSynJob:
-    """A ``generate`` or ``segment`` run with its private work folder.
+    """A ``generate``, ``segment`` or ``edit`` run with its private work folder.
 
     ``env``: the base environment of the child (Slicer's startup environment, read on the main thread);
     ``command_factory``: arguments -> command (tests run a stand-in instead of ``medsyn``).
@@ -118,6 +128,12 @@ class MedSynJob:
     def start_segment(self, ct_file: str, settings: Settings) -> MedSynProcess:
         self.lowres_only = settings.lowres_only
         return self.start(segment_arguments(ct_file, self.out_dir, settings), settings.device)
+
+    def start_edit(self, ct_file: str, region_file: str, report_text: str, settings: Settings,
+                   keep: dict[str, str] | None = None) -> MedSynProcess:
+        self.lowres_only = settings.lowres_only
+        report = self.write_report(report_text)
+        return self.start(edit_arguments(ct_file, region_file, report, self.out_dir, settings, keep), settings.device)
 
     def finish(self) -> str:
         """After the exit event: move the results out of the work folder and return the results folder; raises

@@ -314,6 +314,8 @@ class MedSynSlicerLogic:
         """What the current tab still needs before it can run ("" when ready), said as the fix."""
         if p.mode == "segment":
             return "" if p.inputVolume is not None else "Select the CT to segment."
+        if p.mode == "edit":
+            return MedSynSlicerLogic.whyEditNotReady(p)
         return "" if (p.reportText or "").strip() else "Write or pick a report."
 
     def start(self, p) -> MedSynJob:
@@ -335,23 +337,122 @@ class MedSynSlicerLogic:
             raise
         return job
 
+    @staticmethod
+    def _writeInputCT(volume, job: MedSynJob) -> str:
+        """The input CT as an uncompressed NRRD in the job's work folder (its own geometry and pixel type)."""
+        ctFile = os.path.join(job.work_dir, "input_ct.nrrd")
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(ctFile)
+        storage.SetUseCompression(False)
+        if not storage.WriteData(volume):
+            raise OSError(f"Could not write the input CT to {ctFile}")
+        return ctFile
+
+    @staticmethod
+    def whyEditNotReady(p) -> str:
+        """What the edit tab still needs ("" when ready): the CT, a non-empty region segment and the report."""
+        if p.editVolume is None:
+            return "Select the CT to edit."
+        segmentation, segmentId = p.regionSegmentation, p.regionSegmentId
+        if segmentation is None or not segmentId or segmentation.GetSegmentation().GetSegment(segmentId) is None:
+            return "Select the region segment to replace, or press Edit to draw it."
+        if conditions.segment_is_empty(segmentation, segmentId):
+            name = segmentation.GetSegmentation().GetSegment(segmentId).GetName()
+            return f"The region segment '{name}' is empty: paint it in the Segment Editor (Edit)."
+        return "" if (p.editReportText or "").strip() else "Write the report of the edited scan."
+
     def startSegment(self, p) -> MedSynJob:
         volume = p.inputVolume
         if volume is None:
             raise ValueError("No input CT. Fix: select the CT volume to segment.")
         job = self.newJob(p, f"MedSyn_segmentation_{time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            ctFile = os.path.join(job.work_dir, "input_ct.nrrd")
-            storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-            storage.SetFileName(ctFile)
-            storage.SetUseCompression(False)
-            if not storage.WriteData(volume):
-                raise OSError(f"Could not write the input CT to {ctFile}")
-            job.start_segment(ctFile, self.settings(p))
+            job.start_segment(self._writeInputCT(volume, job), self.settings(p))
         except BaseException:
             job.cleanup()
             raise
         return job
+
+    def startEdit(self, p) -> MedSynJob:
+        """``medsyn edit`` of ``p.editVolume``: the region segment, the edit report and, when an anatomy
+        segmentation is chosen, its lobe / airway / vessel segments to keep outside the region."""
+        why = self.whyEditNotReady(p)
+        if why:
+            raise ValueError(why)
+        report = (p.editReportText or "").strip()
+        job = self.newJob(p, f"EDITED_MedSyn_seed{int(p.seed)}_{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            region = conditions.export_segment(p.regionSegmentation, p.regionSegmentId,
+                                               os.path.join(job.work_dir, "region.nii.gz"))
+            keep = conditions.export_conditions(p.editAnatomySegmentation, self.editAnatomySelection(p),
+                                                job.conditions_dir)
+            job.start_edit(self._writeInputCT(p.editVolume, job), region, report, self.settings(p), keep)
+        except BaseException:
+            job.cleanup()
+            raise
+        return job
+
+    # --- the edit tab ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def editAnatomySelection(p) -> ConditionSelection:
+        """The lobe, airway and vessel segments of the anatomy segmentation (found by name or terminology) that
+        are kept outside the region; empty ones are skipped."""
+        node = p.editAnatomySegmentation
+        if node is None:
+            return ConditionSelection()
+        found = conditions.find_condition_segments(node)
+        filled = lambda segmentId: bool(segmentId) and not conditions.segment_is_empty(node, segmentId)  # noqa: E731
+        return ConditionSelection(lobes={k: v for k, v in found.lobes.items() if filled(v)},
+                                  airway=found.airway if filled(found.airway) else "",
+                                  vessels=found.vessels if filled(found.vessels) else "")
+
+    def describeEdit(self, p) -> str:
+        """What an edit will replace and keep, in a sentence for the panel."""
+        why = self.whyEditNotReady(p)
+        if why:
+            return why
+        selection = conditions.find_condition_segments(p.editAnatomySegmentation)  # by name: cheap on every change
+        kept = (["lobes" if len(selection.lobes) == 5 else f"{len(selection.lobes)} of 5 lobes"]
+                if selection.lobes else []) + [n for n in ("airway", "vessels") if getattr(selection, n)]
+        name = p.regionSegmentation.GetSegmentation().GetSegment(p.regionSegmentId).GetName()
+        return (f"The model replaces '{name}' of '{p.editVolume.GetName()}' and keeps the CT"
+                + (", " + ", ".join(kept) if kept else "") + " outside it. The result is a new volume marked "
+                "EDITED; the original is not changed.")
+
+    @staticmethod
+    def useRegionSegmentation(p, node) -> None:
+        """Make ``node`` the segmentation holding the region, with its segment "Edited region" (or its only
+        segment) chosen; otherwise the user picks the segment."""
+        segmentId = ""
+        if node is not None:
+            segmentation = node.GetSegmentation()
+            ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+            segmentId = segmentation.GetSegmentIdBySegmentName(results.REGION_SEGMENT_NAME) or \
+                (ids[0] if len(ids) == 1 else "")
+        with _modifying(p):
+            p.regionSegmentation = node
+            p.regionSegmentId = segmentId
+
+    def regionForEditing(self, p) -> tuple:
+        """The region segment to draw on (a new segmentation on the CT and an empty segment 'Edited region' when
+        none is chosen); returns (segmentation node, segment ID)."""
+        volume = p.editVolume
+        if volume is None:
+            raise ValueError("No CT to edit. Fix: select the CT first, then draw the region on it.")
+        segmentationNode = p.regionSegmentation
+        with _modifying(p):
+            if segmentationNode is None:
+                segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                                      f"{volume.GetName()} edit region")
+                segmentationNode.CreateDefaultDisplayNodes()
+                results.set_reference(segmentationNode, volume)
+                p.regionSegmentation = segmentationNode
+            segmentation = segmentationNode.GetSegmentation()
+            if not p.regionSegmentId or segmentation.GetSegment(p.regionSegmentId) is None:
+                p.regionSegmentId = segmentation.AddEmptySegment("", results.REGION_SEGMENT_NAME,
+                                                                 list(results.REGION_COLOR))
+        return segmentationNode, p.regionSegmentId
 
     def finishJob(self, job: MedSynJob, p=None, show: bool = True) -> results.LoadedResults:
         """After the job's exit event: move its results into place and load them (raises after a failure or a
@@ -359,8 +460,12 @@ class MedSynSlicerLogic:
         return self.loadResults(job.finish(), p, show=show)
 
     def loadResults(self, folder: str, p=None, show: bool = True) -> results.LoadedResults:
-        """Load a results folder; after Generate the new segmentation becomes the condition segmentation."""
-        segmentMode = results.read_sidecar(folder).get("mode") == "segment"
+        """Load a results folder; after Generate the new segmentation becomes the condition segmentation. An edit
+        comes back as a new volume beside the CT it was made from (``p.editVolume``), which is left as it was."""
+        mode = results.read_sidecar(folder).get("mode")
+        if mode == "edit":
+            return results.load_edit_results(folder, p.editVolume if p is not None else None, show=show)
+        segmentMode = mode == "segment"
         loaded = results.load_results(
             folder,
             input_volume=p.inputVolume if (p is not None and segmentMode) else None,
@@ -398,5 +503,5 @@ class MedSynSlicerLogic:
         return self.finishJob(job, p, show=show)
 
 
-RUNS = {"generate": "startGenerate", "segment": "startSegment"}
+RUNS = {"generate": "startGenerate", "segment": "startSegment", "edit": "startEdit"}
 """Mode (the panel's tab) -> the logic method that starts its run."""

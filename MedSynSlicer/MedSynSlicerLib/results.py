@@ -5,7 +5,7 @@ folder: ``ct`` (generate mode, int16 HU NIfTI), ``segmentation`` (``.seg.nrrd``)
 ``airway``, ``vessels``. The CT becomes a scalar volume "SYNTHETIC MedSyn CT <seed>" with the CT-lung window;
 the masks become one segmentation node whose segments are named, coloured and tagged with standard terminology
 from ``MedSynLib.io.segments``. Provenance from the sidecar is stored as node attributes, and both nodes go under
-one subject-hierarchy folder.
+one subject-hierarchy folder. An edit (mode ``edit``) loads beside the CT it was made from, marked EDITED.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from .conditions import _norm
 SIDECAR_NAME = "medsyn.json"
 CT_LUNG_WINDOW = 1400.0
 CT_LUNG_LEVEL = -500.0
+REGION_SEGMENT_NAME = "Edited region"
+REGION_COLOR = (1.0, 0.85, 0.1)
+"""Name and colour of the segment holding an edit's region (drawn by the user, loaded with the edit's result)."""
 
 
 @dataclass
@@ -99,6 +102,9 @@ def provenance_attributes(sidecar: dict, folder: str = "") -> dict[str, str]:
         attributes[ATTRIBUTE_PREFIX + "outputFolder"] = os.path.abspath(folder)
     if sidecar.get("quality"):
         attributes[ATTRIBUTE_PREFIX + "quality"] = json.dumps(sidecar["quality"], sort_keys=True)
+    if sidecar.get("edited"):
+        attributes[ATTRIBUTE_PREFIX + "edited"] = "true"
+        attributes[ATTRIBUTE_PREFIX + "region"] = json.dumps(sidecar.get("region") or {}, sort_keys=True)
     return attributes
 
 
@@ -123,9 +129,11 @@ def apply_ct_lung_window(volume_node) -> None:
         pass
 
 
-def load_ct(path: str, name: str):
+def load_ct(path: str, name: str, dtype=np.int16):
+    """A CT file as a new scalar volume with the lung window, cast to ``dtype`` (None: the file's pixel type)."""
     array, ijk_to_ras = read_image(path)
-    node = slicer.util.addVolumeFromArray(array.astype(np.int16, copy=False), ijk_to_ras, name)
+    node = slicer.util.addVolumeFromArray(array if dtype is None else array.astype(dtype, copy=False), ijk_to_ras,
+                                          name)
     apply_ct_lung_window(node)
     return node
 
@@ -164,7 +172,8 @@ def style_segments(segmentation_node) -> list[str]:
     return unknown
 
 
-def _set_reference(segmentation_node, reference_volume) -> None:
+def set_reference(segmentation_node, reference_volume) -> None:
+    """Make ``reference_volume`` the segmentation's reference geometry (the grid its segments are drawn on)."""
     if reference_volume is not None:
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         segmentation_node.SetNodeReferenceID(
@@ -178,10 +187,22 @@ def read_segmentation_file(path: str, segmentation_node) -> None:
         raise OSError(f"Could not read segmentation {path}")
 
 
-def add_segments_from_label_maps(segmentation_node, label_maps: dict[str, str]) -> None:
-    """Fill ``segmentation_node`` from the per-channel label maps (``{"lobes"|"airway"|"vessels": path}``)."""
+def import_mask(segmentation_node, mask: np.ndarray, ijk_to_ras: np.ndarray, segment_id: str) -> None:
+    """Write a uint8 {0, 1} array (k, j, i) on the grid ``ijk_to_ras`` into the existing segment ``segment_id``."""
     import vtk
 
+    labelmap = slicer.util.addVolumeFromArray(mask, ijk_to_ras, "__MedSyn_import__", "vtkMRMLLabelMapVolumeNode")
+    try:
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        if not sceneutil.segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, segmentation_node, ids):
+            raise RuntimeError(f"Import of segment {segment_id} failed")
+    finally:
+        sceneutil.remove_temporary_node(labelmap)
+
+
+def add_segments_from_label_maps(segmentation_node, label_maps: dict[str, str]) -> None:
+    """Fill ``segmentation_node`` from the per-channel label maps (``{"lobes"|"airway"|"vessels": path}``)."""
     segmentation = segmentation_node.GetSegmentation()
     for channel, path in label_maps.items():
         array, ijk_to_ras = read_image(path)
@@ -192,16 +213,7 @@ def add_segments_from_label_maps(segmentation_node, label_maps: dict[str, str]) 
             style_segment(segmentation.GetSegment(info.segment_id), info)
             if not mask.any():
                 continue
-            labelmap = slicer.util.addVolumeFromArray(mask, ijk_to_ras, "__MedSyn_import__",
-                                                      "vtkMRMLLabelMapVolumeNode")
-            try:
-                ids = vtk.vtkStringArray()
-                ids.InsertNextValue(info.segment_id)
-                if not sceneutil.segmentations_logic().ImportLabelmapToSegmentationNode(
-                        labelmap, segmentation_node, ids):
-                    raise RuntimeError(f"Import of {info.name} from {path} failed")
-            finally:
-                sceneutil.remove_temporary_node(labelmap)
+            import_mask(segmentation_node, mask, ijk_to_ras, info.segment_id)
 
 
 def load_segmentation(folder: str, sidecar: dict, name: str, reference_volume=None):
@@ -216,10 +228,10 @@ def load_segmentation(folder: str, sidecar: dict, name: str, reference_volume=No
         if not label_maps:
             scene.RemoveNode(node)
             raise FileNotFoundError(f"No segmentation or label maps listed in {os.path.join(folder, SIDECAR_NAME)}")
-        _set_reference(node, reference_volume)
+        set_reference(node, reference_volume)
         add_segments_from_label_maps(node, label_maps)
     style_segments(node)
-    _set_reference(node, reference_volume)
+    set_reference(node, reference_volume)
     node.CreateDefaultDisplayNodes()
     return node
 
@@ -264,7 +276,7 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
         output_segmentation.GetSegmentation().RemoveAllSegments()
         output_segmentation.GetSegmentation().DeepCopy(new_node.GetSegmentation())
         style_segments(output_segmentation)  # the copy resets the 'auto-generated' flags
-        _set_reference(output_segmentation, reference)
+        set_reference(output_segmentation, reference)
         output_segmentation.CreateDefaultDisplayNodes()
         sceneutil.scene().RemoveNode(new_node)
         loaded.segmentation_node = output_segmentation
@@ -290,6 +302,39 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
     return loaded
 
 
+def load_edit_results(folder: str, input_volume=None, show: bool = True) -> LoadedResults:
+    """Load a ``medsyn edit`` folder as new nodes beside ``input_volume`` (the CT that was edited, not changed):
+    the edited CT "EDITED <input> (MedSyn seed N)" in the file's pixel type, and a segmentation on it holding the
+    region (segment "Edited region") and the anatomy generated inside it. Both carry the provenance attributes,
+    ``MedSyn.edited`` = true and the region; ``synthetic`` is "true" only when the input itself was synthetic."""
+    sidecar = read_sidecar(folder)
+    ct_path, region_path = _file(folder, sidecar, "ct"), _file(folder, sidecar, "region")
+    if ct_path is None or region_path is None:
+        raise FileNotFoundError(f"The edit results in {folder} list no CT or no region file")
+    base = input_volume.GetName() if input_volume is not None else "CT"
+    seed = sidecar.get("seed", "")
+    attributes = provenance_attributes(sidecar, folder)
+    if input_volume is not None:
+        attributes[SYNTHETIC_ATTRIBUTE] = "true" if input_volume.GetAttribute(SYNTHETIC_ATTRIBUTE) == "true" \
+            else "false"
+        attributes[ATTRIBUTE_PREFIX + "editedFrom"] = base
+    loaded = LoadedResults(sidecar=sidecar, folder=folder)
+    loaded.ct_node = load_ct(ct_path, f"EDITED {base} (MedSyn seed {seed})", dtype=None)
+    segmentation = load_segmentation(folder, sidecar, f"EDITED {base} region anatomy (MedSyn seed {seed})",
+                                     loaded.ct_node)
+    region, ijk_to_ras = read_image(region_path)
+    region_id = segmentation.GetSegmentation().AddEmptySegment("edited_region", REGION_SEGMENT_NAME,
+                                                               list(REGION_COLOR))
+    import_mask(segmentation, (region > 0).astype(np.uint8), ijk_to_ras, region_id)
+    loaded.segmentation_node = segmentation
+    for node in (loaded.ct_node, segmentation):
+        set_attributes(node, attributes)
+        sceneutil.put_in_folder(node, sceneutil.folder_of(input_volume))
+    if show:
+        sceneutil.show_in_views(loaded.ct_node, segmentation)
+    return loaded
+
+
 def quality_line(quality: dict) -> str:
     """A segmentation's quality check (the sidecar's ``quality``) in words."""
     text = (f"Quality check: lobes vs. the CT's own lungs Dice {quality['lung_dice']:.2f} "
@@ -304,4 +349,7 @@ def summary(loaded: LoadedResults) -> list[str]:
     """Lines the panel shows after a run: what was loaded, a segmentation's quality check, where its files are."""
     node = loaded.ct_node if loaded.ct_node is not None else loaded.segmentation_node
     quality = loaded.sidecar.get("quality")
-    return [f"Loaded '{node.GetName()}'.", *([quality_line(quality)] if quality else []), f"Files: {loaded.folder}"]
+    region = (loaded.sidecar.get("region") or {}) if loaded.sidecar.get("edited") else {}
+    return [f"Loaded '{node.GetName()}'.", *([quality_line(quality)] if quality else []),
+            *([f"Replaced {region['volume_ml']:.1f} mL; every voxel outside the region is the input's."]
+              if "volume_ml" in region else []), f"Files: {loaded.folder}"]
