@@ -4,6 +4,7 @@ The weights are random, so the generated content means nothing; what is tested i
 only, every voxel outside it bit-identical to the input, on the input's own grid.
 """
 
+import itertools
 import json
 import math
 import subprocess
@@ -90,11 +91,17 @@ def test_atlas_model_keeps_every_voxel_outside_the_region(atlas_model):
     assert result.metadata["space"] == "atlas" and result.metadata["alignment"]["lung_dice"] > 0.8
 
 
-KEEP = [["lobes"], ["airway", "vessels"], ["lobes", "airway", "vessels"]]
+KEEP = [list(c) for n in (1, 2, 3) for c in itertools.combinations(("lobes", "airway", "vessels"), n)]
+"""Every non-empty subset of the anatomy channels (7)."""
+
+
+@pytest.fixture(scope="module")
+def loaded_grid_model(grid_model):
+    return load_model(grid_model)
 
 
 @pytest.mark.parametrize("keep", KEEP, ids="+".join)
-def test_kept_anatomy_is_held_outside_the_region_and_generated_inside(grid_model, keep, monkeypatch):
+def test_kept_anatomy_is_held_outside_the_region_and_generated_inside(loaded_grid_model, keep, monkeypatch):
     ct = rotated_ct()
     region = ball(ROTATED, RIGHT_LUNG_CENTRE, 14.0)
     lobes = ellipsoids(ROTATED, [RIGHT_LUNG_CENTRE, CENTRE + [25, 0, 0]], [(17, 27, 40)] * 2, (5, 2),
@@ -108,7 +115,7 @@ def test_kept_anatomy_is_held_outside_the_region_and_generated_inside(grid_model
         return seen["x64"], seen["x256"]
 
     monkeypatch.setattr(edit_module, "_sample_both_stages", capture)
-    result = edit(ct, region, REPORT, load_model(grid_model), keep={k: to_image(masks[k], ROTATED) for k in keep},
+    result = edit(ct, region, REPORT, loaded_grid_model, keep={k: to_image(masks[k], ROTATED) for k in keep},
                   steps_lowres=2, steps_sr=1)
     _check_outside_is_the_input(result, ct, sitk.GetArrayFromImage(region) > 0)
     held, out = seen["held"], seen["x256"]
