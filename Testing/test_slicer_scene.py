@@ -377,3 +377,75 @@ def test_every_segment_tag_resolves_in_slicers_dicom_master_list():
             assert "^".join(modifier_code.split("^")[:2]) in modifiers, info.name
     airway = next(s for s in SEGMENTS if s.channel == "airway")
     assert airway.type_code[1] == "89187006", "airway structure (110726009 is 'Trachea and bronchus')"
+
+
+# --- edit --------------------------------------------------------------------------------------------------------
+
+def test_region_segment_emptiness_and_export(scene, tmp_path):
+    """The edit tab's region: emptiness read in place (the run button), and the export ``medsyn edit --region``
+    reads, in the segmentation's rotated reference geometry; an empty region is refused with the fix."""
+    seg, reference, _, airway, _ = make_condition_segmentation()
+    assert not conditions.segment_is_empty(seg, "Segment_airway")
+    seg.GetSegmentation().AddEmptySegment("region", "Edited region", [1, 1, 0])
+    assert conditions.segment_is_empty(seg, "region")
+    with pytest.raises(ValueError, match="empty. Fix: paint"):
+        conditions.export_segment(seg, "region", str(tmp_path / "empty.nii.gz"))
+    assert not (tmp_path / "empty.nii.gz").exists()
+    path = conditions.export_segment(seg, "Segment_airway", str(tmp_path / "region.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(path)), airway)
+    np.testing.assert_allclose(sitk_ijk_to_ras(path), sceneutil.ijk_to_ras(reference), atol=1e-4)
+
+
+@pytest.mark.parametrize("input_synthetic", [False, True], ids=["patient", "synthetic"])
+def test_load_edit_results_beside_the_untouched_input(scene, tmp_path, input_synthetic):
+    """A folder written by the library's own ``write_edit_result`` (float32 CT on a rotated, anisotropic grid)
+    loads as a new volume "EDITED <input> (MedSyn seed N)" in the file's pixel type and geometry, beside the input
+    in the subject hierarchy, with the region as a segment and the provenance; ``synthetic`` follows the input."""
+    from MedSynLib.io.images import Geometry, to_image
+    from MedSynLib.pipelines.edit import EditResult
+    from MedSynLib.pipelines.outputs import write_edit_result
+
+    ijk_to_ras = rotated_ijk_to_ras()
+    values = np.random.default_rng(0).normal(-500, 300, SHAPE).astype(np.float32)
+    input_volume = slicer.util.addVolumeFromArray(values, ijk_to_ras, "patient CT")
+    if input_synthetic:
+        input_volume.SetAttribute("synthetic", "true")
+    sh = sceneutil.subject_hierarchy()
+    study = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
+    sh.CreateItem(study, input_volume)
+    path = tmp_path / "input.nrrd"
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.WriteData(input_volume)
+    geometry = Geometry.of(sitk.ReadImage(str(path)))
+    region = box((3, 4, 5), (8, 10, 12))
+    edited = np.where(region > 0, np.float32(20.0), values)
+    lobes = (region * 5).astype(np.uint8)
+    result = EditResult(edited, region, lobes, region.copy(), np.zeros_like(region), edited - values, geometry,
+                        {"seed": 9, "mode": "edit", "edited": True, "report": "FINDINGS: effusion.",
+                         "region": {"volume_ml": 1.5, "voxels": int(region.sum())}})
+    write_edit_result(result, tmp_path / "out", {"name": "tiny", "sha256": "abc"})
+
+    loaded = results.load_edit_results(str(tmp_path / "out"), input_volume, show=False)
+    ct, seg = loaded.ct_node, loaded.segmentation_node
+    assert ct is not input_volume and ct.GetName() == "EDITED patient CT (MedSyn seed 9)"
+    array = slicer.util.arrayFromVolume(ct)
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, edited)
+    np.testing.assert_allclose(sceneutil.ijk_to_ras(ct), ijk_to_ras, atol=1e-4)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(input_volume), values)
+    assert input_volume.GetAttribute("MedSyn.edited") is None and input_volume.GetName() == "patient CT"
+    for node in (ct, seg):
+        assert node.GetAttribute("MedSyn.edited") == "true" and node.GetAttribute("MedSyn.mode") == "edit"
+        assert node.GetAttribute("synthetic") == ("true" if input_synthetic else "false")
+        assert node.GetAttribute("MedSyn.seed") == "9" and node.GetAttribute("MedSyn.model") == "tiny"
+        assert json.loads(node.GetAttribute("MedSyn.region"))["voxels"] == int(region.sum())
+        assert node.GetAttribute("MedSyn.editedFrom") == "patient CT"
+        assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+    assert seg.GetName() == "EDITED patient CT region anatomy (MedSyn seed 9)"
+    assert seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is ct
+    region_id = seg.GetSegmentation().GetSegmentIdBySegmentName(results.REGION_SEGMENT_NAME)
+    np.testing.assert_array_equal(conditions.segment_array(seg, region_id), region)
+    rll = next(s for s in SEGMENTS if s.channel == "lobes" and s.label == 5)
+    np.testing.assert_array_equal(conditions.segment_array(seg, rll.segment_id), region)
+    assert results.summary(loaded)[1] == "Replaced 1.5 mL; every voxel outside the region is the input's."
