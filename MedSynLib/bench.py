@@ -28,6 +28,7 @@ import torch
 from . import __version__
 from .diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, make_sampler, sample, upsample_lowres
 from .models import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, LowResUNet, SuperResUNet, UNetConfig
+from .io.files import atomic_write
 from .runtime import autocast, resolve_device, resolve_precision
 
 PRESETS = {
@@ -218,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  SR forward peak: " + ", ".join(f"{d} slices {g:.2f} GiB" for d, g in m["peak_gib_by_depth"].items())
               + (f"; {m['extrapolated_256_slices_gib']:.1f} GiB at 256 slices" if "gib_per_slice" in m else ""))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        atomic_write(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 PREFIX = "recipe:"
+OFFICIAL_OPTIMISATION = {"batch_size": 2, "grad_accum": 4, "lr": 0.0001, "lr_schedule": "constant",
+                         "betas": [0.9, 0.999], "weight_decay": 0.01, "grad_clip": 1.0, "precision": "fp16"}
+"""What both official diffusion stages train with: AdamW, global batch 2 with 4 accumulation steps, fp16."""
 RECIPES: dict[str, dict] = {
     "demo-lowres": {
         "description": ("Low-res stage of the packaged demo model: width 64, space-to-depth 4 (runs on a 16³ "
@@ -82,14 +85,7 @@ RECIPES: dict[str, dict] = {
         "unet": {"dim": 160, "dim_mults": [1, 2, 4, 8], "attn_heads": 8, "text_dim": 768, "mid_depth": 4,
                  "init_kernel_size": 7},
         "lowres_factor": 4,
-        "batch_size": 2,
-        "grad_accum": 4,
-        "lr": 0.0001,
-        "lr_schedule": "constant",
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.01,
-        "grad_clip": 1.0,
-        "precision": "fp16",
+        **OFFICIAL_OPTIMISATION,
         "ema_decay": 0.999,
         "ema_start": 10000,
         "ema_every": 1,
@@ -107,14 +103,7 @@ RECIPES: dict[str, dict] = {
         "lowres_factor": 4,
         "crop": [256, 72, 72],
         "sr_noise_aug": 0.4,
-        "batch_size": 2,
-        "grad_accum": 4,
-        "lr": 0.0001,
-        "lr_schedule": "constant",
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.01,
-        "grad_clip": 1.0,
-        "precision": "fp16",
+        **OFFICIAL_OPTIMISATION,
         "ema_decay": 0.995,
         "ema_start": 10000,
         "ema_every": 10,

@@ -12,11 +12,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "MedSynLib"
 
-BASE = {"__init__", "runtime", "seeding", "progress", "errors"}
-"""Modules every part may use: the package's constants, device/precision, seeds, progress events, error kinds and exit codes."""
+BASE = {"__init__", "runtime", "seeding", "progress", "errors", "lazy", "settings"}
+"""Modules every part may use: the package's constants, device/precision, seeds, progress events, error kinds and
+exit codes, names exported on first use, settings read from JSON."""
 ALLOWED = {
     "__init__": {"modelstore"},  # MedSynLib.load_model, the public entry point (imported inside the function)
-    "runtime": set(), "seeding": set(), "progress": set(), "errors": set(),
+    "runtime": set(), "seeding": set(), "progress": set(), "errors": set(), "lazy": set(), "settings": set(),
     "io": BASE,
     "models": BASE,
     "diffusion": BASE | {"models"},
@@ -28,7 +29,7 @@ ALLOWED = {
     "recipes": set(),  # shipped training configs (data only)
     "train": BASE | {"io", "models", "diffusion", "modelstore", "data", "phantom", "recipes"},
     "eval": BASE | {"io", "models", "diffusion", "modelstore", "data", "phantom", "pipelines"},
-    "bench": BASE | {"models", "diffusion"},
+    "bench": BASE | {"io", "models", "diffusion"},
     "cli": BASE,  # loads the command modules by name (COMMAND_MODULES, COMMAND_GROUPS)
     "__main__": {"cli"},
 }

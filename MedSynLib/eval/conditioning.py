@@ -295,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
     print(markdown_table(result))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        atomic_write(args.json, json.dumps(result, indent=2) + "\n")
     if args.card:
         write_to_card(args.card, result)
     return 0

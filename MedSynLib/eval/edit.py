@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from ..io.codecs import LOBE_LABELS
+from ..io.files import atomic_write
 from ..io.images import to_image
 from ..modelstore.bundle import load_model
 from ..modelstore.registry import resolve_model
@@ -195,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(result))
     print(f"wall time {result['wall_s']:.0f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        atomic_write(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

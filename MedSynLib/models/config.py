@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..settings import settings_from_dict
+
 UP_ORDERS = ("eval", "train")
 
 
@@ -60,11 +62,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown UNetConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return settings_from_dict(cls, d, "UNetConfig fields")
 
     def replace(self, **changes) -> "UNetConfig":
         return dataclasses.replace(self, **changes)

@@ -8,19 +8,13 @@ identity direction), and a ``truth`` dict.
 Modules: ``grid`` (coordinates, smooth fields, tube rasterisation), ``anatomy`` (shapes in mm), ``trees``
 (airway and vessel trees), ``findings`` (what is wrong), ``generate`` (HU composition), ``measure``
 (measurements on any CT + masks), ``report`` (report text), ``regions`` (where a finding would go, for
-editing), ``dataset`` (``medsyn phantoms``), ``preview`` (``medsyn preview``), ``bench``.
+editing), ``dataset`` (``medsyn phantoms``), ``preview`` (``medsyn preview``), ``timing`` (generation speed).
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {"AnatomyParams": "anatomy", "Findings": "findings", "Grid": "grid", "Phantom": "generate",
             "generate": "generate"}
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):  # on first use, so that ``medsyn --help`` does not load the phantom code (and torch)
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # also replaces the submodule of the same name that the import bound here
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

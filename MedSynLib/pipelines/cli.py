@@ -72,38 +72,39 @@ def _condition_args(p) -> None:
                         "with it); without it masks are taken to lie in model space (e.g. drawn on a generated CT)")
 
 
-def _overwrite(p) -> None:
+def _one_result(p, func, mode: str) -> None:
+    """The options of a command that writes one result folder (``--out``), and what runs it."""
+    _common(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier MedSyn result in --out (any other existing folder is refused)")
+    p.set_defaults(func=func, mode=mode)
+
+
+def _report_args(p, what: str) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--report", help=what)
+    src.add_argument("--report-file", type=Path, help="file holding the report text")
 
 
 def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="report (+ optional anatomy) -> SYNTHETIC CT with lobe/airway/vessel masks")
-    src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--report", help="report text (Findings / Impression)")
-    src.add_argument("--report-file", type=Path, help="file holding the report text")
+    _report_args(g, "report text (Findings / Impression)")
     _condition_args(g)
-    _common(g)
-    _overwrite(g)
-    g.set_defaults(func=_run, mode="generate")
+    _one_result(g, _run, "generate")
     s = sub.add_parser("segment", help="segment a real CT by holding the CT channel fixed")
     s.add_argument("--ct", required=True, type=Path,
                    help="CT in HU (NIfTI/NRRD file, or a folder holding one DICOM series)")
     s.add_argument("--report", default=None, help="optional report text to condition on")
     s.add_argument("--force", action="store_true",
                    help="write the segmentation even when it fails the quality check (exit code 4 otherwise)")
-    _common(s)
-    _overwrite(s)
-    s.set_defaults(func=_run, mode="segment")
+    _one_result(s, _run, "segment")
     e = sub.add_parser("edit", help="replace a region of a CT by what the model generates for a report (marked EDITED)")
     e.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD, any geometry)")
     e.add_argument("--region", required=True, type=Path,
                    help="label map of the region to replace (nonzero voxels; any geometry, e.g. a Slicer segment "
                         "exported as a label map)")
     e.add_argument("--region-label", type=int, default=None, help="use only the voxels with this label")
-    src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--report", help="report text describing the edited scan")
-    src.add_argument("--report-file", type=Path, help="file holding the report text")
+    _report_args(e, "report text describing the edited scan")
     for name in CONDITIONS:
         e.add_argument(f"--{name}", type=Path, help=f"{name} label map of this CT to keep outside the region")
     e.add_argument("--resamples", type=int, default=0, metavar="R",
@@ -111,9 +112,7 @@ def add_parser(sub) -> None:
                         "network evaluations)")
     e.add_argument("--blend-mm", type=float, default=None,
                    help="blend width inside the region's border (default: one voxel of the model grid)")
-    _common(e)
-    _overwrite(e)
-    e.set_defaults(func=_run_edit, mode="edit")
+    _one_result(e, _run_edit, "edit")
     b = sub.add_parser("batch", help="K SYNTHETIC CTs for each report of a CSV file (resumable, with a manifest)")
     b.add_argument("--prompts", required=True, type=Path,
                    help="CSV with a 'report' column, optional 'id' and 'seed' columns")

@@ -37,6 +37,7 @@ from ..models.text_encoder import ReportEncoder
 from ..models.unet import UNetConfig, build_unet
 from ..modelstore.store import check_state_dict, load_stage, save_stage, sha256_file
 from ..seeding import seeded_generator
+from ..settings import settings_from_dict
 from .monitor import TrainingLog
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training options {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+        return settings_from_dict(cls, d, "training options")
 
     def validate(self) -> None:
         if self.stage not in ("lowres", "superres"):

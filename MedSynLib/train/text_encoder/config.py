@@ -9,6 +9,7 @@ import torch
 
 from ...models.text_encoder import MAX_POSITIONS
 from ...seeding import seeded_generator, stable_seed
+from ...settings import settings_from_dict
 
 RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "stop_at", "eval_repeats", "skip_bad", "device", "val_every"}
 """Fields that may change between a run and its --resume (everything else must match the checkpoint)."""
@@ -49,11 +50,7 @@ class TextTrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TextTrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown text-training option(s) {unknown}; known: {sorted(names)}")
-        return cls(**values)
+        return settings_from_dict(cls, values, "text-training options")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
