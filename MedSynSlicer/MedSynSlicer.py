@@ -326,11 +326,12 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         run button (an empty region cannot be edited)."""
         if node is self._regionObserved:
             return
-        if self._regionObserved is not None:
-            self.removeObserver(self._regionObserved, slicer.vtkSegmentation.SegmentModified, self.onRegionModified)
+        events = (slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.SegmentRemoved)
+        for event in events if self._regionObserved is not None else ():
+            self.removeObserver(self._regionObserved, event, self.onRegionModified)
         self._regionObserved = node
-        if node is not None:
-            self.addObserver(node, slicer.vtkSegmentation.SegmentModified, self.onRegionModified)
+        for event in events if node is not None else ():
+            self.addObserver(node, event, self.onRegionModified)
 
     def onRegionModified(self, caller=None, event=None) -> None:
         self.updateConditionsStatus()

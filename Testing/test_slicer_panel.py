@@ -658,6 +658,12 @@ def test_edit_tab_not_ready_messages_for_a_chosen_segmentation(panel, slicer_har
     assert ui.editStatusLabel.text.startswith("The model replaces 'right lower lobe' of 'patient CT' and keeps the "
                                               "CT outside it.")
 
+    lungs.GetSegmentation().RemoveSegment("a_5")  # deleted: the selector moves to the first segment, as Slicer's does
+    slicer_harness.pump()
+    assert p.regionSegmentId == "a_1" and not ui.generateButton.enabled
+    assert ui.generateButton.toolTip == "The region segment 'left upper lobe' is empty: paint it in the Segment " \
+                                        "Editor (Edit)."
+
     single = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "one region")
     single.GetSegmentation().AddEmptySegment("r", "my region", [1, 0, 0])
     choose(slicer_harness, slicer.util.findChild(ui.regionSegmentSelector, "MRMLNodeComboBox_Segmentation")
