@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 PREFIX = "recipe:"
+DEMO_OPTIMISATION = {"batch_size": 2, "lr": 0.0002, "precision": "bf16", "ema_decay": 0.995, "ema_start": 200,
+                     "seed": 2024, "checkpoint_every": 50, "log_every": 25}
+"""What both diffusion stages of the packaged demo model train with (AdamW, bf16 autocast, EMA from step 200)."""
 OFFICIAL_OPTIMISATION = {"batch_size": 2, "grad_accum": 4, "lr": 0.0001, "lr_schedule": "constant",
                          "betas": [0.9, 0.999], "weight_decay": 0.01, "grad_clip": 1.0, "precision": "fp16"}
 """What both official diffusion stages train with: AdamW, global batch 2 with 4 accumulation steps, fp16."""
@@ -32,17 +35,10 @@ RECIPES: dict[str, dict] = {
         "stage": "lowres",
         "unet": {"dim": 64, "dim_mults": [1, 2, 2], "attn_heads": 4, "text_dim": 128, "mid_depth": 2, "patch": 4,
                  "init_kernel_size": 3},
+        **DEMO_OPTIMISATION,
         "steps": 17000,
-        "batch_size": 2,
-        "lr": 0.0002,
         "lr_schedule": "cosine",
         "warmup_steps": 100,
-        "precision": "bf16",
-        "ema_decay": 0.995,
-        "ema_start": 200,
-        "seed": 2024,
-        "checkpoint_every": 50,
-        "log_every": 25,
         "preview_every": 1000,
     },
     "demo-sr": {
@@ -52,15 +48,8 @@ RECIPES: dict[str, dict] = {
         "unet": {"dim": 32, "dim_mults": [1, 2, 4], "attn_heads": 2, "mid_depth": 1, "patch": 4,
                  "init_kernel_size": 1},
         "crop": [64, 64, 64],
+        **DEMO_OPTIMISATION,
         "steps": 9000,
-        "batch_size": 2,
-        "lr": 0.0002,
-        "precision": "bf16",
-        "ema_decay": 0.995,
-        "ema_start": 200,
-        "seed": 2024,
-        "checkpoint_every": 50,
-        "log_every": 25,
     },
     "demo-text": {
         "description": ("Text encoder of the packaged demo model: a 2-layer BERT (hidden 128) learnt from scratch "

@@ -166,24 +166,25 @@ def test_error_event_gives_reason_and_fix(tmp_path, stand_in, monkeypatch):
     assert os.listdir(root) == []
 
 
-def started_pids(tmp_path, process) -> tuple[int, int]:
-    """The stand-in's (command line, grandchild) process ids, once it has written them (within 20 s)."""
+def hanging_segment(tmp_path, stand_in, monkeypatch):
+    """A segment job whose stand-in command line hangs with a grandchild that ignores SIGTERM: (results folder, job,
+    process, command line's pid, grandchild's pid), once the stand-in has written the pids (within 20 s)."""
+    monkeypatch.setenv("STANDIN_MODE", "hang")
+    root = tmp_path / "results"
+    job = MedSynJob(output_root=str(root), command_factory=stand_in)
+    process = job.start_segment(str(tmp_path / "ct.nii.gz"), Settings())
     pid_file = tmp_path / "pids.txt"
     deadline = time.monotonic() + 20
     while not (pid_file.exists() and pid_file.read_text(encoding="utf-8").strip()) and time.monotonic() < deadline:
         assert process.running, process.log
         time.sleep(0.05)
     cli_pid, grandchild_pid = map(int, pid_file.read_text(encoding="utf-8").split())
-    return cli_pid, grandchild_pid
+    return root, job, process, cli_pid, grandchild_pid
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in's grandchild check uses POSIX signals")
 def test_cancel_kills_process_tree_and_leaves_nothing(tmp_path, stand_in, monkeypatch):
-    monkeypatch.setenv("STANDIN_MODE", "hang")
-    root = tmp_path / "results"
-    job = MedSynJob(output_root=str(root), command_factory=stand_in)
-    process = job.start_segment(str(tmp_path / "ct.nii.gz"), Settings())
-    cli_pid, grandchild_pid = started_pids(tmp_path, process)
+    root, job, process, cli_pid, grandchild_pid = hanging_segment(tmp_path, stand_in, monkeypatch)
     assert processes.pid_alive(cli_pid) and processes.pid_alive(grandchild_pid)
     assert any(e.kind == "progress" for e in process.poll())
 
@@ -205,11 +206,7 @@ def test_cancel_kills_process_tree_and_leaves_nothing(tmp_path, stand_in, monkey
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in's grandchild check uses POSIX signals")
 def test_request_cancel_does_not_block_and_happens_once(tmp_path, stand_in, monkeypatch):
     """The panel's Cancel: SIGTERM now, SIGKILL from poll() after the grace period; a second request is a no-op."""
-    monkeypatch.setenv("STANDIN_MODE", "hang")
-    root = tmp_path / "results"
-    job = MedSynJob(output_root=str(root), command_factory=stand_in)
-    process = job.start_segment(str(tmp_path / "ct.nii.gz"), Settings())
-    _, grandchild_pid = started_pids(tmp_path, process)
+    root, job, process, _, grandchild_pid = hanging_segment(tmp_path, stand_in, monkeypatch)
     started = time.monotonic()
     assert job.request_cancel() is True
     assert time.monotonic() - started < 0.5, "request_cancel must not wait for the process"
