@@ -167,7 +167,7 @@ def sr_memory(depths: list[int], device_name: str, precision: str) -> dict:
     return result
 
 
-def startup(repeats: int = 3) -> dict:
+def startup(repeats: int = 7) -> dict:
     """Median whole-process wall seconds of importing torch, ``medsyn --help`` and importing the pipeline."""
     commands = {"import_torch_s": ["-c", "import torch"], "medsyn_help_s": ["-m", "MedSynLib", "--help"],
                 "import_pipeline_s": ["-c", "import MedSynLib.pipelines.generate"]}

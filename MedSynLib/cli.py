@@ -25,7 +25,7 @@ COMMAND_MODULES = (
 
 COMMAND_GROUPS = {
     "models": ("list the models; import the official checkpoints; package your own",
-               ("MedSynLib.modelstore.cli", "MedSynLib.official.cli", "MedSynLib.train.package")),
+               ("MedSynLib.modelstore.cli", "MedSynLib.official.cli", "MedSynLib.train.cli")),
 }
 
 

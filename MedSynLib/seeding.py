@@ -8,8 +8,10 @@ different key gives different draws, so the packaged weights would no longer be 
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # stable_seed needs no torch (the command line's parsers read configs that use it)
+    import torch
 
 
 def stable_seed(key: str) -> int:
@@ -19,4 +21,6 @@ def stable_seed(key: str) -> int:
 
 def seeded_generator(key: str) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with :func:`stable_seed` of ``key``."""
+    import torch
+
     return torch.Generator().manual_seed(stable_seed(key))

@@ -1,4 +1,5 @@
-"""The constructor arguments of the MedSyn UNets (plain data: reading a model's config needs no torch)."""
+"""The constructor arguments of the MedSyn UNets and the text encoder's token counts (plain data: reading a
+model's config needs no torch)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from dataclasses import dataclass
 from ..settings import settings_from_dict
 
 UP_ORDERS = ("eval", "train")
+TEXT_TOKENS = 192
+"""Text feature tokens the low-res network attends to (the first 192 positions of the encoder's last state)."""
+MAX_POSITIONS = 2048
+"""Word-piece positions of the text encoder (the official CXR-BERT set-up extends its table to 2048 rows)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class UNetConfig:
     channels: int = 4
     attn_heads: int = 8
     text_dim: int = 768
-    text_tokens: int = 192
+    text_tokens: int = TEXT_TOKENS
     mid_depth: int = 4
     init_kernel_size: int = 7
     resnet_groups: int = 8

@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from .config import MAX_POSITIONS, TEXT_TOKENS
+
 log = logging.getLogger(__name__)
 
-TEXT_TOKENS = 192
-MAX_POSITIONS = 2048
 IGNORED_PREFIXES = ("cls.", "cls_projection_head.", "pooler.")
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 POSITION_KEY = "embeddings.position_embeddings.weight"

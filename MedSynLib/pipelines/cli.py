@@ -15,20 +15,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, debugging, describe
-from ..io.images import read_image
-from ..modelstore.bundle import load_model
-from ..modelstore.registry import resolve_model
 from ..progress import Reporter
 from ..runtime import PRECISIONS, precision_warning, resolve_device
-from .batch import MANIFEST, Shard, read_prompts, run_batch
-from .generate import CONDITION_CHANNELS, generate, sampling_settings, segment
-from .outputs import model_info, result_folder, write_edit_result, write_result
-from .placement import UntrustedSegmentation
-from .edit import edit
+
+if TYPE_CHECKING:  # the commands import the pipeline (torch) when they run; the parsers need none of it
+    from .batch import Shard
 
 CONDITIONS = ("lobes", "airway", "vessels")
 
@@ -140,6 +134,8 @@ def _settings(args, reporter: Reporter) -> dict:
 
 
 def _conditions(args) -> dict:
+    from ..io.images import read_image
+
     conditions = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
     if args.reference_ct is not None:
         conditions["reference_ct"] = read_image(args.reference_ct, "reference CT")
@@ -149,6 +145,9 @@ def _conditions(args) -> dict:
 def _load(args, reporter: Reporter, reports: dict[str, str] | None = None):
     """The model of ``--model`` on ``--device``; warns (before any sampling) of a slow precision and of the batch
     ``reports`` (case id -> text) the model will read only in part. A single run's warnings come with its result."""
+    from ..modelstore.bundle import load_model
+    from ..modelstore.registry import resolve_model
+
     device = resolve_device(args.device)
     slow = precision_warning(args.precision, device)
     if slow:
@@ -163,6 +162,8 @@ def _load(args, reporter: Reporter, reports: dict[str, str] | None = None):
 def _guarded(reporter: Reporter, work) -> int:
     """Run ``work() -> int`` and turn cancellation and every error into a message, a JSON ``error`` event and the
     exit code of :mod:`MedSynLib.errors`."""
+    from .placement import UntrustedSegmentation
+
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return work()
@@ -186,6 +187,10 @@ def _guarded(reporter: Reporter, work) -> int:
 
 
 def _run(args) -> int:
+    from ..io.images import read_image
+    from .generate import generate, segment
+    from .outputs import model_info, result_folder, write_result
+
     reporter = Reporter(args.progress)
 
     def work() -> int:
@@ -220,6 +225,10 @@ def _run(args) -> int:
 
 def _batch_shard(args) -> Shard:
     """The shard this process makes: ``--shard``, else torchrun's RANK / WORLD_SIZE (which also picks the GPU)."""
+    import torch
+
+    from .batch import Shard
+
     under_torchrun = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if args.shard is not None and under_torchrun:
         raise ValueError("--shard and torchrun both split the cases; use one of them")
@@ -229,6 +238,10 @@ def _batch_shard(args) -> Shard:
 
 
 def _run_edit(args) -> int:
+    from ..io.images import read_image
+    from .edit import edit
+    from .outputs import model_info, result_folder, write_edit_result
+
     reporter = Reporter(args.progress)
 
     def work() -> int:
@@ -255,6 +268,10 @@ def _run_edit(args) -> int:
 
 
 def _run_batch(args) -> int:
+    from .batch import MANIFEST, read_prompts, run_batch
+    from .generate import CONDITION_CHANNELS, generate, sampling_settings
+    from .outputs import model_info
+
     reporter = Reporter(args.progress)
 
     def work() -> int:

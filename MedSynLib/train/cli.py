@@ -1,5 +1,5 @@
 """``medsyn train-lowres`` / ``medsyn train-sr``: a JSON config (a file or a shipped ``recipe:NAME``) plus
-``--set key=value`` overrides.
+``--set key=value`` overrides; ``medsyn models package``: training outputs as one model folder (:mod:`.package`).
 
 Run under ``torchrun --nproc-per-node N -m MedSynLib train-lowres ...`` for several GPUs (or CPU processes).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,4 +67,60 @@ def _run(args) -> int:
         if args.export and trainer.step >= config.steps:
             trainer.export(args.export)
             print(f"exported EMA weights to {args.export}", flush=True)
+    return 0
+
+
+STORAGE_DTYPES = ("bfloat16", "float16", "float32")
+"""Choices of ``models package --dtype`` (the keys of :data:`.package.DTYPES`, which needs torch)."""
+
+
+def add_actions(actions) -> None:
+    """Register ``package`` among the actions of ``medsyn models`` (``actions``: its sub-parsers)."""
+    p = actions.add_parser("package", help="make a model folder from train-text / train-lowres / train-sr outputs",
+                           description="The outputs of train-text, train-lowres and train-sr as one model folder.")
+    p.add_argument("--text-encoder", type=Path, required=True, help="train-text output folder (or a text_encoder "
+                                                                    "folder)")
+    p.add_argument("--lowres", type=Path, required=True, help="train-lowres run folder (or a stage folder)")
+    p.add_argument("--superres", type=Path, required=True, help="train-sr run folder (or a stage folder)")
+    p.add_argument("--name", required=True, help="model name (letters, digits, '.', '_', '-')")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="write the model folder here")
+    where.add_argument("--install", action="store_true",
+                       help="install into the model store ($MEDSYN_HOME/models/NAME), so --model NAME finds it")
+    p.add_argument("--title", default=None, help="one line saying what the model is")
+    p.add_argument("--license", default="unknown", help="licence of the weights, e.g. Apache-2.0")
+    p.add_argument("--grid", type=Path, default=None, help="an image on the model's full-resolution grid (only when "
+                                                           "the low-res part is a stage folder without its config)")
+    p.add_argument("--steps-lowres", type=int, default=None, help="default low-res sampler steps of the model")
+    p.add_argument("--steps-sr", type=int, default=None, help="default super-resolution sampler steps")
+    p.add_argument("--guidance", type=float, default=None, help="default classifier-free guidance scale")
+    p.add_argument("--sampler", default=None, help="default sampler: ddim or dpmpp2m")
+    p.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
+                   help="storage precision of the stage weights taken from training runs (float16 halves them)")
+    p.add_argument("--card-notes", type=Path, default=None,
+                   help="Markdown file whose '## ...' sections replace or extend the model card's (e.g. "
+                        "'## Training data', '## Limitations')")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier model folder there")
+    p.set_defaults(func=_package)
+
+
+def _package(args) -> int:
+    from ..io.images import Geometry, read_image
+    from ..modelstore.registry import user_model_folder
+    from .package import package_training_outputs  # torch: loaded by the command, not by its parser
+
+    try:
+        target = user_model_folder(args.name) if args.install else args.out
+        defaults = {k: v for k, v in (("steps_lowres", args.steps_lowres), ("steps_sr", args.steps_sr),
+                                      ("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
+        grid = Geometry.of(read_image(args.grid, "grid image")) if args.grid else None
+        notes = args.card_notes.read_text(encoding="utf-8") if args.card_notes else None
+        package_training_outputs(target, args.text_encoder, args.lowres, args.superres, name=args.name,
+                                 title=args.title, license=args.license, defaults=defaults, grid=grid,
+                                 dtype=args.dtype, notes=notes, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"medsyn models package: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"packaged {args.name} into {target}" + (" (installed: use --model " + args.name + ")"
+                                                   if args.install else ""))
     return 0

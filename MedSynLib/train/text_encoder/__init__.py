@@ -26,17 +26,19 @@ normaliser and pre-tokeniser, which is what ``BertTokenizer`` applies before its
 Files: ``config`` (options, seeds), ``corpus`` (reports, sections, held-out split), ``vocab`` (WordPiece),
 ``examples`` (pairing, masking), ``model`` (network, optimizer), ``checkpoint`` (run folder), ``loop`` (training,
 evaluation), ``cli`` (``medsyn train-text``).
+
+The names below load on first use, so that ``medsyn train-text --help`` (:mod:`.cli`) imports neither torch nor
+transformers.
 """
 
-from .checkpoint import CHECKPOINT_DIR, ENCODER_DIR, METRICS_FILE
-from .config import TextTrainConfig
-from .corpus import Report, ReportFormatError, corpus_digest, heldout_split, load_corpus, split_sections
-from .examples import Examples, mask_tokens
-from .loop import evaluate, train_text_encoder
-from .model import PretrainingModel, build_model
-from .vocab import SPECIAL_TOKENS, load_tokenizer, train_wordpiece_vocab, write_vocab
+from ...lazy import lazy_exports
 
-__all__ = ["CHECKPOINT_DIR", "ENCODER_DIR", "METRICS_FILE", "SPECIAL_TOKENS", "Examples", "PretrainingModel",
-           "Report", "ReportFormatError", "TextTrainConfig", "build_model", "corpus_digest", "evaluate",
-           "heldout_split", "load_corpus", "load_tokenizer", "mask_tokens", "split_sections", "train_text_encoder",
-           "train_wordpiece_vocab", "write_vocab"]
+_EXPORTS = {"CHECKPOINT_DIR": "checkpoint", "ENCODER_DIR": "checkpoint", "METRICS_FILE": "checkpoint",
+            "TextTrainConfig": "config", "Report": "corpus", "ReportFormatError": "corpus",
+            "corpus_digest": "corpus", "heldout_split": "corpus", "load_corpus": "corpus", "split_sections": "corpus",
+            "Examples": "examples", "mask_tokens": "examples", "evaluate": "loop", "train_text_encoder": "loop",
+            "PretrainingModel": "model", "build_model": "model", "SPECIAL_TOKENS": "vocab",
+            "load_tokenizer": "vocab", "train_wordpiece_vocab": "vocab", "write_vocab": "vocab"}
+__all__ = list(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

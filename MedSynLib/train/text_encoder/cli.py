@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ...recipes import read_config
 from .config import TextTrainConfig
-from .loop import train_text_encoder
 
 
 OPTIONS = (("steps", int, "optimisation steps (default 300)"), ("epochs", float, "or passes over the reports"),
@@ -58,6 +57,8 @@ def config_from_args(args) -> TextTrainConfig:
 
 
 def _run(args) -> int:
+    from .loop import train_text_encoder  # torch and transformers: loaded by the command, not by its parser
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = config_from_args(args)

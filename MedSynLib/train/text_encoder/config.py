@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
-import torch
-
-from ...models.text_encoder import MAX_POSITIONS
+from ...models.config import MAX_POSITIONS
 from ...seeding import seeded_generator, stable_seed
 from ...settings import settings_from_dict
+
+if TYPE_CHECKING:  # the options are read by the command line's parser, which loads no torch
+    import torch
 
 RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "stop_at", "eval_repeats", "skip_bad", "device", "val_every"}
 """Fields that may change between a run and its --resume (everything else must match the checkpoint)."""
