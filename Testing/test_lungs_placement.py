@@ -46,6 +46,32 @@ def test_finder_and_box_on_every_variant(base, name):
     assert inside_fraction(points, MODEL_GRID) == 0.0  # scanner coordinates: the box had to move
 
 
+def _box_centre(grid: Geometry) -> np.ndarray:
+    return np.array(grid.origin) + (np.array(grid.size) - 1) / 2 * np.array(grid.spacing)
+
+
+@pytest.mark.parametrize("off_mm", [0.0, 12.0])
+def test_a_ct_framed_like_the_model_box_keeps_its_framing(base, off_mm):
+    """A CT on a grid of the model box's size, its lungs off-centre (as in the model's own CTs): the box stays on
+    the CT's grid, which holds the whole lung (the demo segments its own CTs best there: lobe Dice 0.87-0.90
+    against 0.65-0.78 with the box moved 10 mm onto the lungs' centre)."""
+    low, high = base.lung_box()
+    framed = Geometry(MODEL_GRID.size, MODEL_GRID.spacing,
+                      tuple((low + high) / 2 + [0.0, 0.0, off_mm] - (np.array(MODEL_GRID.size) - 1) / 2 * 4.0))
+    ct = sitk.Resample(base.ct, framed.reference(), sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkInt16)
+    chest = find_chest(ct)
+    assert not chest.lungs_cut
+    assert lung_centred_grid(ct, MODEL_GRID, chest) == framed
+
+
+def test_the_box_stays_centred_on_the_lungs_inside_a_larger_field_of_view(base):
+    variant = make_variant(base, "1mm", SCALE)
+    chest = find_chest(variant.ct)
+    points = chest.lung_points()
+    centre = (points.min(0) + points.max(0)) / 2
+    assert np.abs(_box_centre(lung_centred_grid(variant.ct, MODEL_GRID, chest)) - centre).max() <= SCALE / 2
+
+
 def test_a_ct_whose_top_slices_are_air_still_has_lungs(base):
     """The project's generated CTs: the top slices 74-100 % air, the trachea open to that air."""
     variant = make_variant(base, "air_padding", SCALE)
@@ -116,3 +142,42 @@ def test_generate_with_masks_partly_outside_the_box_moves_it_and_records_how(tmp
     assert np.array_equal(result.lobes, sitk.GetArrayFromImage(back))  # held where drawn, nothing cropped
     held_ml = (result.lobes > 0).sum() * np.prod(result.geometry.spacing) / 1000  # on the 16 mm low-res grid
     assert held_ml > 0.7 * (lobes > 0).sum() * 27 / 1000
+
+
+def _upright_lobes_in_box(base, grid: Geometry, target: Geometry) -> np.ndarray:
+    """What a model draws: the phantom's upright lobes, centred in the placed box ``grid``, on ``target``."""
+    lobes = sitk.Image(base.lobes)
+    low, high = base.lung_box()
+    corner = np.array(grid.origin) + np.array(grid.direction).reshape(3, 3) @ (
+        (np.array(grid.size) - 1) * np.array(grid.spacing))
+    lobes.SetOrigin(tuple(np.array(lobes.GetOrigin()) + (np.array(grid.origin) + corner) / 2 - (low + high) / 2))
+    return sitk.GetArrayFromImage(sitk.Resample(lobes, target.reference(), sitk.Transform(),
+                                                sitk.sitkNearestNeighbor, 0))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_the_gate_trusts_a_right_segmentation_only_where_it_can(base, name):
+    """The quality gate on every variant class, given the segmentation a good model would return (the true lobes,
+    the CT's airway air): passed where the scan holds the whole lung; refused, naming the cut, where the field of
+    view cuts the lungs; and on a CT whose orientation is lost (the chest on its side in the file) the upright
+    lobes a model draws do not match the CT's lungs: refused."""
+    from MedSynLib.pipelines.placement import LUNG_DICE_MIN, place_ct, segmentation_quality
+
+    variant = make_variant(base, name, SCALE)
+    placement = place_ct(variant.ct, _GridModel())
+    target = Geometry.of(variant.ct)
+    ct = sitk.GetArrayFromImage(variant.ct)
+    if name == "lost_orientation":
+        lobes = _upright_lobes_in_box(base, placement.grid, target)
+    else:
+        lobes = sitk.GetArrayFromImage(variant.lobes)
+    quality = segmentation_quality(placement, lobes, (ct < -400) & (lobes == 0), target)
+    if name == "lost_orientation":
+        assert not quality["passed"] and quality["lung_dice"] < LUNG_DICE_MIN
+        assert "do not match the CT's own lungs" in " ".join(quality["problems"])
+    elif variant.whole_lung:
+        assert quality["passed"] and quality["lung_dice"] > 0.9 and quality["trachea_covered"] > 0.8
+    else:
+        assert not quality["passed"]
+        assert quality["lungs_cut_by_scan"] == [name.removeprefix("cut_")]
+        assert "field of view cuts the lungs" in quality["problems"][0]

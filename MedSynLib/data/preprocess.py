@@ -1,9 +1,9 @@
 """Cases -> model space, cached.
 
-A case is resampled onto the training grid (CT linear with -1024 HU outside, masks nearest), centred on its
-lungs (:func:`MedSynLib.io.alignment.lung_centred_grid`), and stored compactly (int16 HU, uint8 labels) in
-``<cache>/volumes/<grid key>/<case_id>/``; report features go to ``<cache>/text/`` keyed by the text encoder's
-weights hash. Later epochs read only the cache.
+A case is resampled onto the training grid (CT linear with -1024 HU outside, masks nearest), placed on its
+lungs as a CT to segment is (:func:`MedSynLib.io.alignment.lung_centred_grid`), and stored compactly (int16 HU,
+uint8 labels) in ``<cache>/volumes/<grid key>/<case_id>/``; report features go to ``<cache>/text/`` keyed by
+the text encoder's weights hash. Later epochs read only the cache.
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ def encode_volume(arrays: dict[str, np.ndarray]) -> torch.Tensor:
         mask_to_model(arrays["airway"]), mask_to_model(arrays["vessels"])]).astype(np.float32))
 
 
-PREPROCESSING = 2
+PREPROCESSING = 3
 """Version of what :func:`load_case` computes, part of the cache key, so that volumes cached by an earlier version
-are not reused (1: the lung-centred grid was not snapped to CT voxels, so a CT on the grid's spacing was blurred)."""
+are not reused (1: the lung-centred grid was not snapped to CT voxels, so a CT on the grid's spacing was blurred;
+2: the box was centred on the lungs and airways found by a border test, not kept within the field of view)."""
 
 
 def grid_key(grid: Geometry) -> str:

@@ -5,6 +5,8 @@ Physical points are LPS (ITK) mm.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -14,10 +16,8 @@ from .lungs import ChestMasks, find_chest
 
 def _window_centre(u: np.ndarray, length: float) -> float:
     """Centre of the interval of ``length`` that holds the most of the coordinates ``u``; among equals, the one
-    nearest the middle of ``u``'s range (so coordinates that fit are centred)."""
+    nearest the middle of ``u``'s range."""
     lo, hi = float(u.min()), float(u.max())
-    if hi - lo <= length:
-        return (lo + hi) / 2
     u = np.sort(u)
     starts = np.unique(np.concatenate([u, u - length]))
     counts = np.searchsorted(u, starts + length, side="right") - np.searchsorted(u, starts, side="left")
@@ -25,9 +25,37 @@ def _window_centre(u: np.ndarray, length: float) -> float:
     return float(best[np.argmin(np.abs(best - (lo + hi) / 2))])
 
 
-def grid_on_points(points: np.ndarray, grid: Geometry, snap_to: sitk.Image | None = None) -> Geometry:
+def _box_centre(u: np.ndarray, length: float, view: tuple[float, float] | None) -> float:
+    """Centre, along one axis, of a box of ``length`` mm for the coordinates ``u`` (mm) seen in the field of view
+    ``view`` (lowest, highest mm; None: unbounded). When ``u`` fits: centred on ``u``, moved (keeping all of
+    ``u`` inside) to lie within the view, or to cover it when the view is shorter than the box. Else where it
+    holds the most of ``u``."""
+    lo, hi = float(u.min()), float(u.max())
+    if hi - lo > length:
+        return _window_centre(u, length)
+    centre = (lo + hi) / 2
+    if view is not None:
+        centre = float(np.clip(centre, *sorted((view[0] + length / 2, view[1] - length / 2))))
+    return float(np.clip(centre, hi - length / 2, lo + length / 2))
+
+
+def _view_along(image: sitk.Image, direction: np.ndarray) -> np.ndarray:
+    """(3, 2): lowest and highest coordinate (mm) of ``image``'s field of view (its voxels' outer edges) along
+    each column of ``direction``."""
+    size = image.GetSize()
+    corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in size])))
+    matrix = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    along = (np.array(image.GetOrigin()) + corners @ matrix.T) @ direction
+    return np.stack([along.min(0), along.max(0)], axis=1)
+
+
+def grid_on_points(points: np.ndarray, grid: Geometry, snap_to: sitk.Image | None = None,
+                   view: sitk.Image | None = None) -> Geometry:
     """``grid`` (size, spacing, direction kept) moved so that its box holds as many of ``points`` (n, 3) (LPS mm)
-    as it can: centred on their bounding box (along ``grid``'s axes) when they fit, else where it holds the most.
+    as it can. Along each of ``grid``'s axes, when the points fit: centred on them, but kept inside the field of
+    view of the image ``view`` (or covering it, when shorter than the box) as far as that keeps every point
+    inside; else where it holds the most. So an image already cut to the box's size keeps its framing: a CT the
+    model generated comes back on the grid the model drew it on, with its lungs where the model put them.
 
     When ``snap_to`` (an image) shares ``grid``'s direction, the origin snaps to the nearest of its voxel centres (a
     shift of at most half a voxel per axis): a grid whose spacing is a whole multiple of the image's then samples
@@ -36,7 +64,8 @@ def grid_on_points(points: np.ndarray, grid: Geometry, snap_to: sitk.Image | Non
     direction = np.array(grid.direction).reshape(3, 3)
     extent = np.array(grid.size) * np.array(grid.spacing)
     along = points @ direction  # coordinates along each grid axis
-    centre = direction @ np.array([_window_centre(along[:, a], extent[a]) for a in range(3)])
+    views = _view_along(view, direction) if view is not None else [None] * 3
+    centre = direction @ np.array([_box_centre(along[:, a], extent[a], views[a]) for a in range(3)])
     origin = centre - direction @ ((np.array(grid.size) - 1) / 2.0 * np.array(grid.spacing))
     if snap_to is not None and np.allclose(direction, np.array(snap_to.GetDirection()).reshape(3, 3), atol=1e-6):
         voxel = np.round(snap_to.TransformPhysicalPointToContinuousIndex(origin.tolist())).astype(int)
@@ -46,9 +75,10 @@ def grid_on_points(points: np.ndarray, grid: Geometry, snap_to: sitk.Image | Non
 
 def lung_centred_grid(ct: sitk.Image, grid: Geometry, chest: ChestMasks | None = None) -> Geometry:
     """``grid`` placed on the CT's lungs (:func:`grid_on_points` of :func:`~.lungs.find_chest`'s lungs, trachea
-    left out), snapped to the CT's voxels; ``chest`` when the lungs are already found."""
+    left out, within the CT's field of view), snapped to the CT's voxels; ``chest`` when the lungs are already
+    found."""
     chest = chest if chest is not None else find_chest(ct)
-    return grid_on_points(chest.lung_points(), grid, snap_to=ct)
+    return grid_on_points(chest.lung_points(), grid, snap_to=ct, view=ct)
 
 
 def inside_fraction(points: np.ndarray, grid: Geometry, transform: sitk.Transform | None = None) -> float:

@@ -1,8 +1,8 @@
 """Where a patient's CT, or masks drawn on a patient, go in a model's space; and whether a segmentation fits the CT.
 
 - :func:`place_ct`: a CT (to segment or edit, or the reference CT of condition masks) goes onto the model's grid
-  through its lungs (:func:`MedSynLib.io.lungs.find_chest`): grid models get their box placed on the lungs
-  (:func:`MedSynLib.io.alignment.lung_centred_grid`), atlas models an affine alignment of the lungs to the atlas
+  through its lungs (:func:`MedSynLib.io.lungs.find_chest`): grid models get their box placed on the lungs,
+  within the CT's field of view (:func:`MedSynLib.io.alignment.lung_centred_grid`), atlas models an affine alignment of the lungs to the atlas
   lung mask (:mod:`.atlas`). Lung that stays outside the box is measured and warned about.
 - :func:`place_masks`: condition masks without a CT. Grid models keep their box where the masks fit in it, else
   move it onto the lungs the masks outline; a crop that loses more than :data:`MAX_LOST_FRACTION` of them is
@@ -87,7 +87,7 @@ def place_ct(ct: sitk.Image, model: LoadedModel) -> Placement:
     else:
         grid, transform = lung_centred_grid(ct, model.grid, chest), sitk.Transform()
         metadata = {"model_grid_used": grid.to_dict()}
-        on = "the CT's lungs (trachea left out)"
+        on = "the CT's lungs (trachea left out), within the CT's field of view"
     outside = 1.0 - inside_fraction(chest.lung_points(), grid, transform if model.space == "atlas" else None)
     metadata["placement"] = {"on": on, "lung_ml": round(chest.lung_ml, 1),
                              "lung_outside_ml": round(outside * chest.lung_ml, 1),
@@ -121,7 +121,7 @@ def place_masks(masks: dict[str, sitk.Image], model: LoadedModel) -> Placement:
     outline = points["lobes"] if "lobes" in points else np.concatenate(list(points.values()))
     grid, on = model.grid, "the model's own box (the masks are taken as drawn in model space)"
     if model.space != "atlas" and inside_fraction(outline, grid) < 1.0:
-        grid = grid_on_points(outline, model.grid)
+        grid = grid_on_points(outline, model.grid, view=masks["lobes"] if "lobes" in masks else None)
         on = f"the lungs the {'lobes' if 'lobes' in points else 'masks'} outline (the masks did not fit the box)"
     lost = {name: 1.0 - inside_fraction(p, grid) for name, p in points.items()}
     lost_outline = 1.0 - inside_fraction(outline, grid)
