@@ -178,3 +178,19 @@ def test_bad_regions_exit_2_and_write_nothing(grid_model, tmp_path, case, messag
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_benchmark_seam_and_paired_test_measure_what_they_say():
+    """The editing benchmark's seam: a region lifted by 100 HU steps 100 HU across its border, 0 inside it and 0
+    on the input; the paired sign-flip test is exact (8 pairs all lower: 1 / 256)."""
+    from MedSynLib.eval.edit import paired_p_lower, seam
+
+    original = np.zeros((20, 20, 20), np.int16)
+    region = np.zeros(original.shape, bool)
+    region[5:15, 5:15, 5:15] = True
+    edited = np.where(region, original + 100, original).astype(np.int16)
+    measured = seam(edited, original, region, lag=3)
+    assert measured == {"border": 100.0, "inside": 0.0, "border_input": 0.0}
+    assert paired_p_lower([1.0] * 8, [2.0] * 8) == 1 / 256
+    assert paired_p_lower([2.0, 1.0, 2.0, 1.0], [1.0, 2.0, 1.0, 2.0]) == 11 / 16  # no difference: P(sum <= 0)
+    assert paired_p_lower([2.0] * 4, [1.0] * 4) == 1.0

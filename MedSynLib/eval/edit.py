@@ -21,6 +21,7 @@ Each run uses the model's default sampler and steps. This is a benchmark that pr
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -84,6 +85,13 @@ def seam(edited: np.ndarray, original: np.ndarray, region: np.ndarray, lag: int)
     return {k: (s / n if n else float("nan")) for k, (s, n) in sums.items()}
 
 
+def paired_p_lower(a: list[float], b: list[float]) -> float:
+    """One-sided p-value for mean(a - b) < 0 over paired values (exact sign-flip permutation test)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
+    return float(np.mean((signs * d).mean(1) <= d.mean() + 1e-12))
+
+
 def _case(index: int, grid: Grid):
     return make_phantom(seed=900000 + index, grid=grid, effusion="none", nodules=0)
 
@@ -120,6 +128,12 @@ def run_task(task: str, model, phantoms, regions, prompts, seeds, resamples, low
         log(f"{task} {key}: {np.mean(values):.2f} (changed outside: {max(changed)}), seam "
             f"{rows[key]['seam']['border']['mean']:.1f} vs inside {rows[key]['seam']['inside']['mean']:.1f} "
             f"vs input {rows[key]['seam']['border_input']['mean']:.1f} HU, {np.median(times):.1f} s per edit")
+    plain = rows["with_r0"]["seam"]["border"]["values"]
+    for k in (k for k in resamples if k):
+        resampled = rows[f"with_r{k}"]["seam"]["border"]["values"]
+        rows[f"seam_r{k}_vs_r0"] = {"mean_difference_hu": float(np.mean(resampled) - np.mean(plain)),
+                                    "lower_in": int(sum(r < p for r, p in zip(resampled, plain))), "of": len(plain),
+                                    "p_one_sided": paired_p_lower(resampled, plain)}
     with_, without = rows["with_r0"]["value"]["values"], rows["without_r0"]["value"]["values"]
     rows["ratio"] = float(np.mean(with_) / max(np.mean(without), 1e-6))
     rows["p_one_sided"] = permutation_p(with_, without)
@@ -150,9 +164,16 @@ def markdown(result: dict) -> str:
                 continue
             s = row["seam"]
             lines.append(f"| {key.split('_')[0]} the finding | {row['resamples']} | {row['value']['mean']:.1f} ± "
-                         f"{row['value']['sd']:.1f} | {max(row['changed_outside'])} | {s['border']['mean']:.1f} | "
-                         f"{s['inside']['mean']:.1f} | {s['border_input']['mean']:.1f} | "
+                         f"{row['value']['sd']:.1f} | {max(row['changed_outside'])} | {s['border']['mean']:.1f} ± "
+                         f"{s['border']['sd']:.1f} | "
+                         f"{s['inside']['mean']:.1f} ± {s['inside']['sd']:.1f} | {s['border_input']['mean']:.1f} | "
                          f"{row['seconds_per_edit']:.1f} |")
+        for key, row in t.items():
+            if key.startswith("seam_r"):
+                k = key[len("seam_r"):].split("_")[0]
+                lines += ["", f"Seam with {k} resamples minus without, same seeds: {row['mean_difference_hu']:+.1f} HU, "
+                              f"lower in {row['lower_in']} of {row['of']} (one-sided paired p = "
+                              f"{row['p_one_sided']:.3f})."]
     return "\n".join(lines) + "\n"
 
 
