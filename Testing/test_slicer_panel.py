@@ -592,7 +592,9 @@ def test_edit_a_ct_draw_the_region_generate_and_the_original_is_untouched(panel,
 
     ui.generateButton.click()
     assert panel.job is not None and ui.statusLabel.text == "Editing (seed 5)..."
-    pump_until(slicer_harness, lambda: panel.job is None, what="the edit")
+    other = patient_ct("another CT")
+    choose(slicer_harness, ui.editVolumeSelector.comboBox(), "another CT")  # while it runs: the result is still
+    pump_until(slicer_harness, lambda: panel.job is None, what="the edit")   # the edit of the CT it was made from
     assert ui.statusLabel.text.startswith("Loaded 'EDITED patient CT (MedSyn seed 5)'."), ui.statusLabel.text
     assert "mL; every voxel outside the region is the input's." in ui.statusLabel.text
 
@@ -628,7 +630,8 @@ def test_edit_a_ct_draw_the_region_generate_and_the_original_is_untouched(panel,
     sidecar = json.loads((folders[0] / "medsyn.json").read_text(encoding="utf-8"))
     assert (sidecar["mode"], sidecar["edited"], sidecar["synthetic"]) == ("edit", True, False)
     assert sidecar["kept_anatomy"] == ["airway"], "the empty vessel segment is not kept"
-    assert p.regionSegmentation is segmentation and p.editVolume is patient, "ready to edit again"
+    assert p.regionSegmentation is segmentation and p.editVolume is other, "the choices are left as they are"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(other), before)
 
 
 def test_edit_tab_not_ready_messages_for_a_chosen_segmentation(panel, slicer_harness, mrml_scene):

@@ -449,3 +449,10 @@ def test_load_edit_results_beside_the_untouched_input(scene, tmp_path, input_syn
     rll = next(s for s in SEGMENTS if s.channel == "lobes" and s.label == 5)
     np.testing.assert_array_equal(conditions.segment_array(seg, rll.segment_id), region)
     assert results.summary(loaded)[1] == "Replaced 1.5 mL; every voxel outside the region is the input's."
+
+    from MedSynSlicerLib.logic import MedSynSlicerLogic
+
+    slicer.mrmlScene.RemoveNode(input_volume)  # the CT left the scene while the edit ran
+    again = MedSynSlicerLogic().loadResults(str(tmp_path / "out"), None, show=False, source=input_volume)
+    assert again.ct_node.GetName() == "EDITED CT (MedSyn seed 9)"
+    assert again.ct_node.GetAttribute("synthetic") == "false" and again.ct_node.GetAttribute("MedSyn.editedFrom") is None

@@ -99,6 +99,7 @@ class MedSynJob:
         self.process: MedSynProcess | None = None
         self.result_folder: str | None = None
         self.lowres_only = False
+        self.source = None  # the scene node an edit reads (its result is loaded beside it, named after it)
 
     @property
     def running(self) -> bool:

@@ -387,6 +387,7 @@ class MedSynSlicerLogic:
             keep = conditions.export_conditions(p.editAnatomySegmentation, self.editAnatomySelection(p),
                                                 job.conditions_dir)
             job.start_edit(self._writeInputCT(p.editVolume, job), region, report, self.settings(p), keep)
+            job.source = p.editVolume
         except BaseException:
             job.cleanup()
             raise
@@ -457,14 +458,17 @@ class MedSynSlicerLogic:
     def finishJob(self, job: MedSynJob, p=None, show: bool = True) -> results.LoadedResults:
         """After the job's exit event: move its results into place and load them (raises after a failure or a
         cancel, leaving nothing behind)."""
-        return self.loadResults(job.finish(), p, show=show)
+        return self.loadResults(job.finish(), p, show=show, source=job.source)
 
-    def loadResults(self, folder: str, p=None, show: bool = True) -> results.LoadedResults:
+    def loadResults(self, folder: str, p=None, show: bool = True, source=None) -> results.LoadedResults:
         """Load a results folder; after Generate the new segmentation becomes the condition segmentation. An edit
-        comes back as a new volume beside the CT it was made from (``p.editVolume``), which is left as it was."""
+        comes back as a new volume beside the CT it was made from (``source``, default ``p.editVolume``; left as
+        it was), or at the scene's top level when that CT has left the scene."""
         mode = results.read_sidecar(folder).get("mode")
         if mode == "edit":
-            return results.load_edit_results(folder, p.editVolume if p is not None else None, show=show)
+            source = source if source is not None else (p.editVolume if p is not None else None)
+            inScene = source is not None and source.GetScene() is slicer.mrmlScene
+            return results.load_edit_results(folder, source if inScene else None, show=show)
         segmentMode = mode == "segment"
         loaded = results.load_results(
             folder,
