@@ -26,7 +26,10 @@ float16.
 Reproduce: `python -m MedSynLib.train.demo --work runs/demo --package Resources/Models/medsyn-demo` (one command,
 resumable; its defaults are the budgets above): text encoder, then low-res stage, then super-resolution stage, each
 from scratch with 2 torch threads. Resuming gives the same weights as an uninterrupted run; another CPU or thread
-count may round differently.
+count may round differently. The packaged weights were trained on volumes placed by preprocessing version 2 (each
+phantom re-centred on its lungs and airways, 0 to 8 mm from its own framing); the library now uses version 3 for
+training and inference alike (a volume of the box's size keeps its framing), so a replay trains on volumes shifted
+by up to 8 mm from the packaged run's and gives other weights (docs/experiments.md in the repository).
 
 ## Limitations
 - Trained on procedural phantoms only: the images, the anatomy and the report wording are much simpler than
