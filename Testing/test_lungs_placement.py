@@ -64,6 +64,18 @@ def test_a_ct_framed_like_the_model_box_keeps_its_framing(base, off_mm):
     assert lung_centred_grid(ct, MODEL_GRID, chest) == framed
 
 
+def test_lobes_drawn_on_such_a_ct_go_where_the_ct_goes(base):
+    """Condition lobes drawn on a box-sized CT in scanner coordinates: the box goes onto the lobes' own grid, as
+    it would for that CT (:func:`test_a_ct_framed_like_the_model_box_keeps_its_framing`)."""
+    low, high = base.lung_box()
+    framed = Geometry(MODEL_GRID.size, MODEL_GRID.spacing,
+                      tuple((low + high) / 2 + [0.0, 0.0, 12.0] - (np.array(MODEL_GRID.size) - 1) / 2 * 4.0))
+    lobes = sitk.Resample(base.lobes, framed.reference(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    placement = place_masks({"lobes": lobes}, _GridModel())
+    assert np.allclose(placement.grid.origin, framed.origin) and placement.grid.size == framed.size
+    assert placement.metadata["placement"]["outside"]["lobes"]["fraction"] == 0.0
+
+
 def test_the_box_stays_centred_on_the_lungs_inside_a_larger_field_of_view(base):
     variant = make_variant(base, "1mm", SCALE)
     chest = find_chest(variant.ct)
