@@ -29,7 +29,7 @@ from . import __version__
 from .diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, make_sampler, sample, upsample_lowres
 from .models import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, LowResUNet, SuperResUNet, UNetConfig
 from .io.files import atomic_write
-from .runtime import autocast, resolve_device, resolve_precision
+from .runtime import autocast, resolve_device, resolve_precision, reuse_freed_memory
 
 PRESETS = {
     # name: (lowres config, superres config, lowres size, sr factor, BERT (layers, hidden, heads));
@@ -81,6 +81,7 @@ def run(config: str, device_name: str, precision: str, steps_lowres: int, steps_
         sampler: str, channels_last: bool, seed: int, skip_sr: bool) -> dict:
     device = resolve_device(device_name)
     dtype = resolve_precision(precision, device)
+    reuse_freed_memory()  # as the command line's sampling commands do
     low_cfg, sr_cfg, size, factor, bert = PRESETS[config]
     torch.manual_seed(seed)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format

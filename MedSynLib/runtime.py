@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported by the functions: the command line's parsers read PRECISIONS without torch
@@ -25,16 +28,41 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """"auto" -> bf16 on GPUs that support it (else fp16), fp32 on the CPU (bf16 is slower there for inference)."""
+PRECISION_ENV = "MEDSYN_PRECISION"
+"""Environment variable that pins what "auto" means (fp32, bf16 or fp16), e.g. fp32 for the same numbers on every
+machine; the test suite sets it to fp32."""
+
+
+def cpu_runs_bf16_fast(capabilities: Mapping[str, object] | None = None) -> bool:
+    """True on a CPU with AMX-BF16 matrix units, where bf16 inference was measured faster than fp32
+    (docs/performance.md); without them (AVX512-BF16 alone, or none) bf16 is slower. ``capabilities``: the
+    feature flags of ``torch.cpu.get_capabilities()`` (read here when not given; an older torch gives none)."""
+    if capabilities is None:
+        import torch
+
+        read = getattr(torch.cpu, "get_capabilities", None)
+        capabilities = read() if read is not None else {}
+    return bool(capabilities.get("amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device,
+                      cpu_capabilities: Mapping[str, object] | None = None) -> torch.dtype:
+    """"auto" -> $MEDSYN_PRECISION if set; else bf16 on GPUs that support it (else fp16), and on the CPU bf16 where
+    it has AMX-BF16 (:func:`cpu_runs_bf16_fast`), else fp32. ``cpu_capabilities``: as for that function."""
     import torch
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        pinned = os.environ.get(PRECISION_ENV, "auto")
+        if pinned not in PRECISIONS:
+            raise ValueError(f"{PRECISION_ENV}={pinned!r} is not a precision. Fix: set it to one of "
+                             f"{', '.join(PRECISIONS)}, or unset it")
+        precision = pinned
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_runs_bf16_fast(cpu_capabilities) else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -42,7 +70,7 @@ def precision_warning(precision: str, device: torch.device) -> str | None:
     """A warning for a precision that is much slower than fp32 on ``device`` (fp16 on the CPU), else None."""
     if precision == "fp16" and device.type == "cpu":
         return ("--precision fp16 on the CPU is emulated and many times slower than fp32 (15x measured on the demo "
-                "model). Fix: use --precision fp32 (the CPU default), or fp16 only on a GPU")
+                "model). Fix: use --precision fp32 or auto, or fp16 only on a GPU")
     return None
 
 
@@ -53,3 +81,21 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def reuse_freed_memory() -> bool:
+    """Make this process keep the memory it frees for its next allocations (glibc: large blocks from the heap, not
+    from ``mmap``, and the heap never trimmed). A sampling loop frees and allocates full-size activations at every
+    network evaluation; memory handed back to the system comes back as fresh pages the kernel zero-fills on first
+    touch, a fifth of the CPU time of the demo's super-resolution stage (docs/performance.md). The process then
+    holds its peak until it exits (a little more than its peak: the heap fragments), so the command line calls this
+    for its sampling commands; a long-lived host process should not. Returns whether it applied (Linux glibc)."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # None with a C library other than glibc (musl)
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))

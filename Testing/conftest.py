@@ -13,6 +13,9 @@ from MedSynLib.models import LowResUNet, SuperResUNet, UNetConfig
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
+os.environ["MEDSYN_PRECISION"] = "fp32"  # "auto" is bf16 on CPUs with AMX-BF16: every test, and every command a test
+# runs, computes in fp32 unless it asks for another precision, so that results and golden checks match everywhere
+
 TINY_LOWRES = UNetConfig(kind="lowres", dim=8, dim_mults=(1, 2), attn_heads=2, text_dim=16, mid_depth=2)
 TINY_SUPERRES = UNetConfig(kind="superres", dim=8, dim_mults=(1, 2), attn_heads=2, mid_depth=1)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, debugging, describe
 from ..progress import Reporter
-from ..runtime import PRECISIONS, precision_warning, resolve_device
+from ..runtime import PRECISIONS, precision_warning, resolve_device, reuse_freed_memory
 
 if TYPE_CHECKING:  # the commands import the pipeline (torch) when they run; the parsers need none of it
     from .batch import Shard
@@ -46,7 +46,8 @@ def _common(p) -> None:
     p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m (default: the model's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto = bf16 (fp16 on older GPUs) on CUDA, fp32 on the CPU")
+                   help="auto = bf16 (fp16 on older GPUs) on CUDA; on the CPU bf16 where it has AMX-BF16, else fp32 "
+                        "($MEDSYN_PRECISION pins what auto means)")
     p.add_argument("--lowres-only", action="store_true", help="stop after the 64³ stage (fast preview)")
     p.add_argument("--max-gpu-memory", type=finite_float, default=None, metavar="GB",
                    help="memory budget: the super-resolution stage is split into as many depth chunks as needed "
@@ -149,6 +150,7 @@ def _load(args, reporter: Reporter, reports: dict[str, str] | None = None):
     from ..modelstore.registry import resolve_model
 
     device = resolve_device(args.device)
+    reuse_freed_memory()  # this process runs the sampling loops and ends
     slow = precision_warning(args.precision, device)
     if slow:
         reporter.warn(slow)
