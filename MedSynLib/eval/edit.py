@@ -153,6 +153,8 @@ def markdown(result: dict) -> str:
              f"at 2 mm; mean ± sd; one-sided permutation test, finding vs no finding, without resampling."]
     for task, measure_name in (("effusion", "right effusion volume (mL)"),
                                ("nodule", f"solid tissue > {SOLID_HU:.0f} HU in the region (mL)")):
+        if task not in result:
+            continue
         t = result[task]
         lines += ["", f"**{result['task_titles'][task]}** (input phantoms: {t['input_value']['mean']:.1f} "
                       f"± {t['input_value']['sd']:.1f}; ratio with / without {t['ratio']:.1f}×, "
@@ -213,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         result["nodule"] = run_task("nodule", model, phantoms, regions, prompts["nodule"], seeds,
                                     args.resamples, args.lowres_only, log)
     result["wall_s"] = time.perf_counter() - t0
-    if len(args.tasks) == 2:
-        print(markdown(result))
+    print(markdown(result))
     print(f"wall time {result['wall_s']:.0f} s")
     if args.json:
         atomic_write(args.json, json.dumps(result, indent=2) + "\n")
