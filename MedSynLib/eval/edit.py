@@ -40,7 +40,7 @@ from ..phantom import measure
 from ..phantom.regions import ball_in_lobe, dependent_pleural_space
 from ..phantom.report import phrase_pool, prompt_truth, render_report
 from ..pipelines.edit import edit
-from ..runtime import resolve_device
+from ..runtime import PRECISIONS, resolve_device, resolve_precision
 from .conditioning import _summary, permutation_p
 
 SOLID_HU = -300.0
@@ -96,7 +96,8 @@ def _case(index: int, grid: Grid):
     return make_phantom(seed=900000 + index, grid=grid, effusion="none", nodules=0)
 
 
-def run_task(task: str, model, phantoms, regions, prompts, seeds, resamples, lowres_only, log) -> dict:
+def run_task(task: str, model, phantoms, regions, prompts, seeds, resamples, lowres_only, log,
+             precision: str = "auto") -> dict:
     spacing = phantoms[0].grid.spacing_zyx
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = {}
@@ -110,7 +111,7 @@ def run_task(task: str, model, phantoms, regions, prompts, seeds, resamples, low
             keep = {"lobes": to_image(ph.lobes, geometry)}
             t0 = time.perf_counter()
             result = edit(to_image(ph.ct, geometry), to_image(region, geometry), report, model, keep=keep,
-                          seed=seed, lowres_only=lowres_only, resamples=r)
+                          seed=seed, lowres_only=lowres_only, resamples=r, precision=precision)
             times.append(time.perf_counter() - t0)
             inside = region > 0
             changed.append(int((result.ct[~inside] != ph.ct[~inside]).sum()))
@@ -150,7 +151,8 @@ def markdown(result: dict) -> str:
     res = "64³ low-res (4 mm)" if result["lowres_only"] else "256³ (1 mm)"
     lines = [f"`python -m MedSynLib.eval.edit` on `{result['model']}`, {len(result['seeds'])} seeds over "
              f"{result['cases']} held-out phantoms ({result['phantom_grid']}), generated at {res}, pasted back "
-             f"at 2 mm; mean ± sd; one-sided permutation test, finding vs no finding, without resampling."]
+             f"at 2 mm, {result['precision']}; mean ± sd; one-sided permutation test, finding vs no finding, "
+             f"without resampling."]
     for task, measure_name in (("effusion", "right effusion volume (mL)"),
                                ("nodule", f"solid tissue > {SOLID_HU:.0f} HU in the region (mL)")):
         if task not in result:
@@ -189,11 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodule-lobe", type=int, default=5, choices=sorted(LOBE_LABELS))
     p.add_argument("--nodule-mm", type=float, default=16.0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for medsyn edit (auto: bf16 on CPUs "
+                   "with AMX-BF16, fp32 on other CPUs)")
     p.add_argument("--lowres-only", action="store_true", help="generate at 64³ (4 mm; about 5 s per edit on a CPU)")
     p.add_argument("--tasks", nargs="+", choices=("effusion", "nodule"), default=["effusion", "nodule"])
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    model = load_model(resolve_model(args.model), resolve_device(args.device), load_superres=not args.lowres_only)
+    device = resolve_device(args.device)
+    model = load_model(resolve_model(args.model), device, load_superres=not args.lowres_only)
     grid = Grid.cube(128, 2.0)
     seeds = list(range(args.seeds))
     log = lambda m: print(m, flush=True)  # noqa: E731
@@ -201,19 +206,20 @@ def main(argv: list[str] | None = None) -> int:
     phantoms = [_case(i, grid) for i in range(args.cases)]
     prompts = reports(args.nodule_lobe, args.nodule_mm)
     lobe = LOBE_LABELS[args.nodule_lobe]
-    result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds, "cases": args.cases,
-              "phantom_grid": "128³ at 2 mm", "prompts": prompts,
+    precision = str(resolve_precision(args.precision, device)).replace("torch.", "")
+    result = {"model": model.name, "lowres_only": args.lowres_only, "precision": precision, "seeds": seeds,
+              "cases": args.cases, "phantom_grid": "128³ at 2 mm", "prompts": prompts,
               "task_titles": {"effusion": "Large right pleural effusion in the right dependent pleural space",
                               "nodule": f"{args.nodule_mm:.0f} mm nodule in a {args.nodule_mm:.0f} mm-radius ball "
                                         f"in the {lobe}"}}
     if "effusion" in args.tasks:
         regions = [dependent_pleural_space(ph, "right") for ph in phantoms]
         result["effusion"] = run_task("effusion", model, phantoms, regions, prompts["effusion"], seeds,
-                                      args.resamples, args.lowres_only, log)
+                                      args.resamples, args.lowres_only, log, args.precision)
     if "nodule" in args.tasks:
         regions = [ball_in_lobe(ph, args.nodule_lobe, args.nodule_mm)[0] for ph in phantoms]
         result["nodule"] = run_task("nodule", model, phantoms, regions, prompts["nodule"], seeds,
-                                    args.resamples, args.lowres_only, log)
+                                    args.resamples, args.lowres_only, log, args.precision)
     result["wall_s"] = time.perf_counter() - t0
     print(markdown(result))
     print(f"wall time {result['wall_s']:.0f} s")
