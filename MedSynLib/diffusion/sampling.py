@@ -53,22 +53,23 @@ class SuperResDenoiser:
     :meth:`~MedSynLib.models.unet.SuperResUNet.fold`): folded x (b, 4 p³, F/p, H/p, W/p) -> folded x0.
 
     :func:`sample` folds its state once for it. The conditioning is folded once, into the first half of the
-    network's input, which each call fills with x: no full-size volume is made per step but the network's own.
+    network's input, which each call fills with x: no full-size volume is made per step but the network's own, and
+    no copy of the conditioning is kept beside that input.
     lowres_up: (b, 4, F, H, W) in [-1, 1], the low-res result upsampled (see :func:`upsample_lowres`).
     ``f_range`` (a slice of the folded f axis) evaluates one chunk (:class:`~MedSynLib.pipelines.memory.TiledSuperRes`).
     """
 
     def __init__(self, net, lowres_up: torch.Tensor):
         self.net, self.patch = net, net.config.patch
-        self.condition = net.fold(lowres_up)
-        self._input: torch.Tensor | None = None
+        condition = net.fold(lowres_up)
+        self._held = condition.shape[1]  # the input's channels that hold the conditioning
+        self._input = torch.cat((condition, torch.empty_like(condition)), dim=1)
 
     def __call__(self, x: torch.Tensor, t_raw: float | torch.Tensor, f_range: slice = slice(None)) -> torch.Tensor:
         time = torch.as_tensor(t_raw, dtype=torch.float32, device=x.device).expand(x.shape[0]).contiguous()
-        if self._input is None or self._input.dtype != x.dtype:
-            condition = self.condition.to(x.dtype)
-            self._input = torch.cat((condition, torch.empty_like(condition)), dim=1)
-        self._input[:, self.condition.shape[1]:, f_range].copy_(x)
+        if self._input.dtype != x.dtype:
+            self._input = self._input.to(x.dtype)
+        self._input[:, self._held:, f_range].copy_(x)
         return self.net.forward_folded(self._input[:, :, f_range], time)
 
 
