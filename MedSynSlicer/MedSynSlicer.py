@@ -628,7 +628,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 class MedSynSlicerTest(ScriptedLoadableModuleTest):
-    """In-Slicer self-test: the full generate -> load path with the packaged default model, then Segment.
+    """In-Slicer self-test: the full generate -> load path with the packaged default model, then Segment and Edit.
 
     Needs the packaged demo model and the Python packages (installed on first use); the CPU is enough with the
     few steps used here.
@@ -642,6 +642,8 @@ class MedSynSlicerTest(ScriptedLoadableModuleTest):
         self.test_GenerateAndLoad()
         self.setUp()
         self.test_SegmentGeneratedCT()
+        self.setUp()
+        self.test_EditRegionOfGeneratedCT()
 
     def _logic(self):
         import tempfile
@@ -722,3 +724,33 @@ class MedSynSlicerTest(ScriptedLoadableModuleTest):
         self.assertIs(seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()), ct)
         self.assertIs(p.outputSegmentation, seg)
         self.delayDisplay("Segment test passed")
+
+    def test_EditRegionOfGeneratedCT(self):
+        self.delayDisplay("MedSyn: edit a region of a CT")
+        import numpy as np
+
+        logic, p = self._logic()
+        p.reportText = EXAMPLE_REPORTS["Normal chest CT"]
+        p.lowresOnly = True
+        ct = self._generate(logic, p).ct_node
+        before = slicer.util.arrayFromVolume(ct).copy()
+        p.mode = "edit"
+        p.editVolume = ct
+        self.assertEqual(logic.whyNotReady(p), "Select the region segment to replace, or press Edit to draw it.")
+        segmentation, segmentId = logic.regionForEditing(p)
+        region = np.zeros(before.shape, np.uint8)
+        k, j, i = before.shape
+        region[k // 2 - 4:k // 2 + 4, j // 2 - 4:j // 2 + 4, i // 4 - 4:i // 4 + 4] = 1  # a box in one lung
+        slicer.util.updateSegmentBinaryLabelmapFromArray(region, segmentation, segmentId, ct)
+        p.editReportText = EXAMPLE_REPORTS["Large bilateral pleural effusions"]
+        self.assertEqual(logic.whyNotReady(p), "")
+        loaded = logic.run(p, timeout_s=3600)
+        edited = loaded.ct_node
+        self.assertEqual(edited.GetName(), f"EDITED {ct.GetName()} (MedSyn seed 3)")
+        self.assertEqual(edited.GetAttribute("MedSyn.edited"), "true")
+        self.assertEqual(edited.GetAttribute("synthetic"), "true")  # the input was synthetic
+        array = slicer.util.arrayFromVolume(edited)
+        self.assertTrue((array[region == 0] == before[region == 0]).all())
+        self.assertFalse((array[region > 0] == before[region > 0]).all())
+        self.assertTrue((slicer.util.arrayFromVolume(ct) == before).all())
+        self.delayDisplay("Edit test passed")
