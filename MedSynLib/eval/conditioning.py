@@ -37,7 +37,7 @@ from ..phantom import generate as make_phantom
 from ..phantom import measure
 from ..phantom.report import phrase_pool, prompt_truth, render_report
 from ..pipelines import generate, segment
-from ..runtime import resolve_device
+from ..runtime import PRECISIONS, resolve_device, resolve_precision
 
 PARAPHRASES = {
     "effusion": ("FINDINGS: Both pleural spaces are filled by large dependent fluid collections with adjacent "
@@ -138,7 +138,7 @@ def air_inside_body(ct_hu: np.ndarray, air_hu: float = -400.0) -> np.ndarray:
 
 
 def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, log,
-                    guidance: float | None = None) -> dict:
+                    guidance: float | None = None, precision: str = "auto") -> dict:
     tables = {}
     for name, key in (("effusion", "effusion_ml"), ("cardiomegaly", "ctr"), ("emphysema", "laa950")):
         groups = []
@@ -146,7 +146,7 @@ def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, l
             values = []
             for seed in seeds:
                 values.append(_measure(generate(prompt, model, seed=seed, lowres_only=lowres_only,
-                                                guidance=guidance))[key])
+                                                guidance=guidance, precision=precision))[key])
             groups.append(values)
         tables[name] = {"measure": key, "with_finding": _summary(groups[0]), "without": _summary(groups[1]),
                         "p_one_sided": permutation_p(_finite(groups[0]), _finite(groups[1]))
@@ -158,7 +158,7 @@ def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, l
 
 
 def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: bool, log,
-                             guidance: float | None = None) -> dict:
+                             guidance: float | None = None, precision: str = "auto") -> dict:
     grid = model.lowres_grid if lowres_only else model.grid
     spacing = grid.spacing[0]
     held_dice, seg_lobe, seg_lobe_report, seg_airway = [], [], [], []
@@ -168,14 +168,15 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
         geometry = ph.grid.geometry
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
         result = generate(no_finding, model, {"lobes": lobes_img, "airway": airway_img},
-                          seed=seeds[i % len(seeds)], lowres_only=lowres_only, guidance=guidance)
+                          seed=seeds[i % len(seeds)], lowres_only=lowres_only, guidance=guidance,
+                          precision=precision)
         held = sitk.GetArrayFromImage(sitk.Resample(lobes_img, result.geometry.reference())) > 0
         held_dice.append(measure.dice(air_inside_body(result.ct_hu), held))
         ct_img = to_image(ph.ct, geometry)
         report_text = render_report(ph.truth, seed=i, pool=phrase_pool("heldout"))
         for report, bucket in ((None, seg_lobe), (report_text, seg_lobe_report)):
             seg = segment(ct_img, model, report=report, seed=seeds[i % len(seeds)], lowres_only=lowres_only,
-                          guidance=guidance)
+                          guidance=guidance, precision=precision)
             bucket.append(float(np.mean([measure.dice(seg.lobes, ph.lobes, k) for k in range(1, 6)])))
             if report is None:
                 seg_airway.append(measure.dice(seg.airway, ph.airway))
@@ -198,7 +199,8 @@ def markdown_table(result: dict) -> str:
     res = "64³ low-res results" if result["lowres_only"] else "256³ results"
     lines = [_section_title(result), "",
              f"`python -m MedSynLib.eval` on `{result['model']}`: {len(result['seeds'])} seeds per prompt, "
-             f"{result['prompt_set']} prompts, guidance {result.get('guidance', 'default')}, measured on the {res}; "
+             f"{result['prompt_set']} prompts, guidance {result.get('guidance', 'default')}, "
+             f"{result.get('precision', 'float32')}, measured on the {res}; "
              "mean ± sd, one-sided permutation test."]
     tables = result.get("tables_II_IV")
     if tables:
@@ -268,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=int, default=4, help="held-out phantoms for Table V")
     p.add_argument("--device", default="auto")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for medsyn generate (auto: bf16 on "
+                   "CPUs with AMX-BF16, fp32 on other CPUs; the model card's tables were measured in fp32)")
     p.add_argument("--lowres-only", action="store_true", help="measure the 64³ results (faster)")
     p.add_argument("--prompts", choices=sorted(PROMPT_SETS), default="heldout",
                    help="heldout: phantom vocabulary in report templates held out of training (default); "
@@ -279,18 +283,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card", type=Path, default=None,
                    help="model folder: write the JSON beside its MODEL_CARD.md and the table into the card")
     args = p.parse_args(argv)
-    model = load_model(resolve_model(args.model), resolve_device(args.device), load_superres=not args.lowres_only)
+    device = resolve_device(args.device)
+    model = load_model(resolve_model(args.model), device, load_superres=not args.lowres_only)
     seeds = list(range(args.seeds))
     t0 = time.perf_counter()
     log = lambda m: print(m, flush=True)  # noqa: E731
     prompts = PROMPT_SETS[args.prompts]()
     guidance = model.defaults["guidance"] if args.guidance is None else args.guidance
+    precision = str(resolve_precision(args.precision, device)).replace("torch.", "")
     result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds, "prompt_set": args.prompts,
-              "guidance": guidance, "prompts": prompts}
+              "guidance": guidance, "precision": precision, "prompts": prompts}
     if not args.skip_prompts:
-        result["tables_II_IV"] = compare_prompts(model, prompts, seeds, args.lowres_only, log, guidance)
+        result["tables_II_IV"] = compare_prompts(model, prompts, seeds, args.lowres_only, log, guidance,
+                                                 args.precision)
     if not args.skip_anatomy:
-        result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log, guidance)
+        result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log, guidance,
+                                                     args.precision)
     result["wall_s"] = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
     print(markdown_table(result))
