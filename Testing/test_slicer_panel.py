@@ -707,3 +707,33 @@ def test_cancelling_an_edit_leaves_nothing(panel, slicer_harness, tmp_path, monk
     assert list((tmp_path / "results").iterdir()) == [], "nothing may be left behind"
     assert mrml_scene.GetNumberOfNodes() == nodes, "no node was added"
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(patient), before)
+
+
+def test_an_edit_of_a_region_outside_the_ct_fails_with_the_reason_and_leaves_nothing(panel, slicer_harness,
+                                                                                     mrml_scene, tmp_path, caplog):
+    """A region drawn on another volume that does not overlap the CT: the real ``medsyn edit`` refuses it; the panel
+    says why, adds no node and writes nothing."""
+    import slicer
+
+    patient = patient_ct()
+    far = np.diag([-4.0, -4.0, 4.0, 1.0])
+    far[:3, 3] = 600.0
+    elsewhere = slicer.util.addVolumeFromArray(np.zeros((32, 32, 32), np.int16), far, "another scan")
+    p, ui = panel._parameterNode, panel.ui
+    use_tiny_model(panel, slicer_harness)
+    open_edit_tab(panel, slicer_harness)
+    region = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "region drawn elsewhere")
+    region.SetReferenceImageGeometryParameterFromVolumeNode(elsewhere)
+    region_id = region.GetSegmentation().AddEmptySegment("r", "my region", [1, 0, 0])
+    slicer.util.updateSegmentBinaryLabelmapFromArray(ball((-28.0, 0.0, -12.0), 14.0), region, region_id, elsewhere)
+    p.editVolume = patient
+    panel.logic.useRegionSegmentation(p, region)
+    p.editReportText = "FINDINGS: Large right pleural effusion."
+    slicer_harness.pump()
+    assert ui.generateButton.enabled
+    nodes = mrml_scene.GetNumberOfNodes()
+    ui.generateButton.click()
+    pump_until(slicer_harness, lambda: panel.job is None, what="the refused edit")
+    assert ui.statusLabel.text == "Failed."
+    assert "the region lies outside the CT's field of view" in caplog.text
+    assert mrml_scene.GetNumberOfNodes() == nodes and list((tmp_path / "results").iterdir()) == []
