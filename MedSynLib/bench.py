@@ -7,8 +7,8 @@ network's peak memory per depth, and the command line's start-up time, in one JS
 Networks and the text encoder get random weights of the chosen size (timing does not depend on the values).
 ``--sr-depths``: one official-size SR forward (no_grad, 256² slices) per depth, each in a fresh process, its
 peak memory (process max RSS on the CPU, max allocated on CUDA) and the straight line through them
-extrapolated to 256 slices. Start-up: medians of whole-process wall times of ``python -c "import torch"``,
-``python -m MedSynLib --help`` and importing the generation pipeline.
+extrapolated to 256 slices (``--sr-memory-only``: only that). Start-up: medians of whole-process wall times of
+``python -c "import torch"``, ``python -m MedSynLib --help`` and importing the generation pipeline.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from . import __version__
 from .diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, make_sampler, sample, upsample_lowres
 from .models import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, LowResUNet, SuperResUNet, UNetConfig
 from .io.files import atomic_write
-from .runtime import autocast, resolve_device, resolve_precision, reuse_freed_memory
+from .runtime import PRECISIONS, autocast, resolve_device, resolve_precision, reuse_freed_memory
 
 PRESETS = {
     # name: (lowres config, superres config, lowres size, sr factor, BERT (layers, hidden, heads));
@@ -160,7 +160,11 @@ def sr_memory(depths: list[int], device_name: str, precision: str) -> dict:
                 f"print(sr_forward_peak_gib({depth}, {device_name!r}, {precision!r}))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         peaks[depth] = float(out.stdout.split()[-1])
-    result = {"peak_gib_by_depth": peaks, "slices": "256x256", "network": "official SR, random weights"}
+    device = resolve_device(device_name)
+    result = {"peak_gib_by_depth": peaks, "slices": "256x256", "network": "official SR, random weights",
+              "device": str(device), "precision": str(resolve_precision(precision, device)).removeprefix("torch."),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+              "torch": torch.__version__}
     if len(peaks) >= 2:
         xs, ys = list(peaks), list(peaks.values())
         slope, intercept = statistics.linear_regression(xs, ys)
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.bench", description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=sorted(PRESETS), default="tiny")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--steps-lowres", type=int, default=50)
     p.add_argument("--steps-sr", type=int, default=20)
     p.add_argument("--guidance", type=float, default=1.0)
@@ -197,13 +201,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sr-depths", default="", metavar="F,F,...",
                    help="also measure the official SR network's peak memory at these depths (e.g. 16,32,64)")
+    p.add_argument("--sr-memory-only", action="store_true",
+                   help="measure only the SR peak memory of --sr-depths (no generation, no start-up times)")
     p.add_argument("--json", help="write the results to this file")
     args = p.parse_args(argv)
-    result = run(args.config, args.device, args.precision, args.steps_lowres, args.steps_sr, args.guidance,
-                 args.sampler, args.channels_last, args.seed, args.lowres_only)
-    result["startup"] = startup()
+    if args.sr_memory_only and not args.sr_depths:
+        p.error("--sr-memory-only measures the depths of --sr-depths; give them, e.g. --sr-depths 16,32,64")
+    result = {}
+    if not args.sr_memory_only:
+        result = run(args.config, args.device, args.precision, args.steps_lowres, args.steps_sr, args.guidance,
+                     args.sampler, args.channels_last, args.seed, args.lowres_only)
+        result["startup"] = startup()
+        _print_generation(result, args)
     if args.sr_depths:
-        result["sr_memory"] = sr_memory([int(d) for d in args.sr_depths.split(",")], args.device, args.precision)
+        result["sr_memory"] = m = sr_memory([int(d) for d in args.sr_depths.split(",")], args.device, args.precision)
+        print("SR forward peak: " + ", ".join(f"{d} slices {g:.2f} GiB" for d, g in m["peak_gib_by_depth"].items())
+              + (f"; {m['extrapolated_256_slices_gib']:.1f} GiB at 256 slices" if "gib_per_slice" in m else ""))
+    if args.json:
+        atomic_write(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _print_generation(result: dict, args) -> None:
     t = result["timings_s"]
     print(f"MedSyn benchmark, config {args.config} on {result['device']} ({result['device_name']}), "
           f"{result['fast_paths']['precision']}, sampler {args.sampler}, guidance {args.guidance}")
@@ -215,13 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     s = result["startup"]
     print(f"  start-up: import torch {s['import_torch_s']:.2f} s, medsyn --help {s['medsyn_help_s']:.2f} s "
           f"({s['help_over_import_torch']:.2f}x), import pipeline {s['import_pipeline_s']:.2f} s")
-    if "sr_memory" in result:
-        m = result["sr_memory"]
-        print("  SR forward peak: " + ", ".join(f"{d} slices {g:.2f} GiB" for d, g in m["peak_gib_by_depth"].items())
-              + (f"; {m['extrapolated_256_slices_gib']:.1f} GiB at 256 slices" if "gib_per_slice" in m else ""))
-    if args.json:
-        atomic_write(args.json, json.dumps(result, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
