@@ -122,3 +122,11 @@ def test_the_demo_command_packages_through_the_same_code(runs, tmp_path):
     assert "python -m MedSynLib.train.demo --work runs/demo" in card and "${" not in card
     assert card.index("## Training data") < card.index("## Training procedure") < card.index("## Limitations")
     assert "lr_extended_from" not in card and "pooled_text" not in card  # history lives in docs/experiments.md
+
+
+def test_the_parser_offers_every_storage_dtype_packaging_knows():
+    """`models package --dtype` is parsed without torch, so its choices are spelled twice; they must agree."""
+    from MedSynLib.train.cli import STORAGE_DTYPES
+    from MedSynLib.train.package import DTYPES
+
+    assert sorted(STORAGE_DTYPES) == sorted(DTYPES)
