@@ -133,3 +133,13 @@ def test_segmentation_file_opens_in_slicer_with_names_colours_terminology(tmp_pa
         voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, info.segment_id)
         expected = {"lobes": lobes == info.label, "airway": airway > 0, "vessels": vessels > 0}[info.channel]
         assert int((voxels == info.label).sum()) == int(expected.sum())  # the shared layer of label values
+
+
+def test_a_file_that_is_no_image_is_named_with_the_formats_that_work(tmp_path):
+    path = tmp_path / "report.txt"
+    path.write_text("FINDINGS: clear.", encoding="utf-8")
+    with pytest.raises(ValueError) as failure:
+        read_image(path, "CT")
+    message = str(failure.value)
+    assert message.startswith(f"cannot read CT {path}: not an image format this program reads. Fix:")
+    assert ".nii.gz" in message and "DICOM" in message and ".cxx" not in message

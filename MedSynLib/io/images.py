@@ -102,8 +102,13 @@ def read_image(path: str | Path, what: str = "image") -> sitk.Image:
                       sitk.GetPixelIDValueAsString(reader.GetPixelID()), path, what)
         image = reader.Execute()
     except RuntimeError as exc:
-        raise ValueError(f"cannot read {what} {path}: not a readable NIfTI/NRRD image ({str(exc).strip()[:200]}). "
-                         "Fix: check that the file is complete and in a format ITK reads") from exc
+        reason = str(exc).strip().splitlines()[-1].removeprefix("sitk::ERROR: ").strip()  # ITK's own words
+        if "Unable to determine ImageIO reader" in reason:
+            raise ValueError(f"cannot read {what} {path}: not an image format this program reads. Fix: give a NIfTI "
+                             "(.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha, .mhd) file or a folder holding one "
+                             "DICOM series") from exc
+        raise ValueError(f"cannot read {what} {path}: {reason[:200]}. Fix: check that the file is complete (copy "
+                         "or export it again)") from exc
     return _validated(image, path, what)
 
 
