@@ -31,7 +31,7 @@ class BadCase(ValueError):
 
 
 def load_case(case: Case, grid: Geometry) -> dict[str, np.ndarray]:
-    """Read and resample one case onto ``grid`` (re-centred on its lungs): arrays (z, y, x)."""
+    """Read and resample one case onto ``grid``, placed on its lungs as a CT to segment is: arrays (z, y, x)."""
     try:
         ct = read_image(case.ct, "CT")
         masks = {k: read_image(getattr(case, k), k) for k in ("lobes", "airway", "vessels")}
