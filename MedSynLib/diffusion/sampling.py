@@ -79,12 +79,13 @@ def upsample_lowres(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
 
 
 def hold(x0: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x0`` with the voxels where ``mask`` is True replaced by ``known`` (a copy; values copied bit for bit).
+    """``x0`` with the voxels where ``mask`` is True replaced by ``known``, in place (values copied bit for bit, no
+    full-size volume allocated per step); returns ``x0``.
 
     Element-wise, so it applies unchanged to any layout in which ``x0``, ``known`` and ``mask`` are rearranged
     alike (e.g. folded into channels); ``mask`` may broadcast against ``x0``.
     """
-    return torch.where(mask, known.to(x0.dtype), x0)
+    return torch.where(mask, known.to(x0.dtype), x0, out=x0)
 
 
 class HeldChannels:
