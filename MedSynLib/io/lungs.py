@@ -2,8 +2,9 @@
 
 1. Body: voxels of at least :data:`AIR_HU` (soft tissue, bone), opened by one voxel (so a patient table or a
    cushion touching the skin along a thin line comes loose); the largest component, grown back by that voxel within
-   the dense voxels (a chest wall thinner than the opening stays closed); then every axial slice's holes filled. Air outside the patient (beside, above the head, below the feet), the table and an airway open
-   to the outside air are thereby outside the body, whatever the scan's length or how much of it is air.
+   the dense voxels (a chest wall thinner than the opening stays closed); then every axial slice's holes filled.
+   Air outside the patient (beside, above the head, below the feet), the table and an airway open to the outside
+   air are thereby outside the body, whatever the scan's length or how much of it is air.
 2. Lungs: air (< :data:`AIR_HU`) inside the body, opened with a ball of :data:`LUNG_CORE_MM` radius (which the
    trachea, main bronchi, bowel gas and small pockets do not survive), the pieces of at least
    :data:`MIN_LUNG_ML`, grown back by the same radius within the air. The two largest are the lungs (right =

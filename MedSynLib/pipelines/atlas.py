@@ -2,8 +2,9 @@
 
 The official models work in an atlas space: each training CT's lung mask (right lung 50, left lung 100) was
 registered affinely to the atlas lung mask with ANTs. Here the lung mask comes from
-:func:`MedSynLib.io.lungs.find_chest` and the registration from SimpleITK at a few mm (centre-of-mass start, affine, mean squares on the label images,
-3 resolution levels): enough to bring a chest CT into the model's space for segmentation in seconds.
+:func:`MedSynLib.io.lungs.find_chest` and the registration from SimpleITK at a few mm (centre-of-mass start, affine,
+mean squares on the label images, 3 resolution levels): enough to bring a chest CT into the model's space for
+segmentation in seconds.
 
 Physical points are LPS (ITK): x grows towards the patient's left, so the right lung has the smaller x.
 """

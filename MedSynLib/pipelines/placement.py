@@ -2,8 +2,8 @@
 
 - :func:`place_ct`: a CT (to segment or edit, or the reference CT of condition masks) goes onto the model's grid
   through its lungs (:func:`MedSynLib.io.lungs.find_chest`): grid models get their box placed on the lungs,
-  within the CT's field of view (:func:`MedSynLib.io.alignment.lung_centred_grid`), atlas models an affine alignment of the lungs to the atlas
-  lung mask (:mod:`.atlas`). Lung that stays outside the box is measured and warned about.
+  within the CT's field of view (:func:`MedSynLib.io.alignment.lung_centred_grid`), atlas models an affine
+  alignment of the lungs to the atlas lung mask (:mod:`.atlas`). Lung that stays outside the box is measured and warned about.
 - :func:`place_masks`: condition masks without a CT. Grid models keep their box where the masks fit in it, else
   move it onto the lungs the masks outline; a crop that loses more than :data:`MAX_LOST_FRACTION` of them is
   refused. Atlas models take masks as drawn in model space.
