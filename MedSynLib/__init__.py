@@ -16,8 +16,8 @@ def load_model(name_or_folder: str | None = None, device: str = "cpu"):
     """A model ready to generate with: a registry or installed name (``medsyn models list``), a model folder, or
     None for the default model; every part on ``device`` ("cpu", "cuda", "cuda:N"), in eval mode.
 
-    Returns a :class:`MedSynLib.modelstore.bundle.LoadedModel` for :func:`MedSynLib.pipelines.generate.generate`
-    and :func:`MedSynLib.pipelines.generate.segment`.
+    Returns a :class:`MedSynLib.modelstore.bundle.LoadedModel` for
+    :func:`MedSynLib.pipelines.generation.generate` and :func:`MedSynLib.pipelines.generation.segment`.
     """
     from .modelstore.bundle import load_model as load_folder
     from .modelstore.registry import resolve_model

@@ -175,7 +175,7 @@ def sr_memory(depths: list[int], device_name: str, precision: str) -> dict:
 def startup(repeats: int = 7) -> dict:
     """Median whole-process wall seconds of importing torch, ``medsyn --help`` and importing the pipeline."""
     commands = {"import_torch_s": ["-c", "import torch"], "medsyn_help_s": ["-m", "MedSynLib", "--help"],
-                "import_pipeline_s": ["-c", "import MedSynLib.pipelines.generate"]}
+                "import_pipeline_s": ["-c", "import MedSynLib.pipelines.generation"]}
     times: dict[str, list[float]] = {k: [] for k in commands}
     for _ in range(repeats):  # interleaved, so that a busy moment hits every command alike
         for key, args in commands.items():

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from MedSynLib.io.images import Geometry, to_image
-from MedSynLib.phantom.generate import generate
+from MedSynLib.phantom.compose import generate
 from MedSynLib.phantom.grid import Grid
 
 SCANNER_SHIFT_MM = np.array([13.0, -160.0, -1250.0])

@@ -132,7 +132,7 @@ def test_segment_aligns_the_ct_and_maps_the_masks_back(atlas_model, monkeypatch,
     atlas_on_grid = sitk.GetArrayFromImage(sitk.Resample(atlas, ATLAS_GRID.reference(), sitk.Transform(),
                                                          sitk.sitkNearestNeighbor, 0))
     model.superres = AtlasLungsNet(model.superres.config, atlas_on_grid)
-    pipeline, held = importlib.import_module("MedSynLib.pipelines.generate"), {}
+    pipeline, held = importlib.import_module("MedSynLib.pipelines.generation"), {}
     original = pipeline.hold_channels
 
     def capture(known, channels):

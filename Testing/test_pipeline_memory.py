@@ -137,7 +137,7 @@ def test_cuda_out_of_memory_is_answered_with_exit_code_3(tiny_model, tmp_path, m
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(sys.modules["MedSynLib.pipelines.generate"], "generate", out_of_memory)  # the command
+    monkeypatch.setattr(sys.modules["MedSynLib.pipelines.generation"], "generate", out_of_memory)  # the command
     # imports it from that module when it runs
     code = main(["generate", "--report", REPORT, "--model", str(tiny_model), "--progress", "json",
                  "--out", str(tmp_path / "out")])

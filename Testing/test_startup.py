@@ -64,5 +64,41 @@ def test_command_line_starts_without_torch_or_transformers(args, tmp_path):
 
 
 def test_generation_pipeline_loads_transformers_only_with_the_text_encoder(tmp_path):
-    heavy, output = _heavy_modules("import sys; import MedSynLib.pipelines.generate", tmp_path=tmp_path)
+    heavy, output = _heavy_modules("import sys; import MedSynLib.pipelines.generation", tmp_path=tmp_path)
     assert heavy == ["HEAVY ['torch']"], output
+
+
+def _lazy_packages():
+    """(package name, its exported names) of every package that loads its names on first use."""
+    import importlib
+    import pkgutil
+
+    import MedSynLib
+
+    for info in pkgutil.walk_packages(MedSynLib.__path__, "MedSynLib."):
+        if info.ispkg:
+            package = importlib.import_module(info.name)
+            if "_EXPORTS" in vars(package):
+                yield info.name, package
+
+
+def test_no_name_loaded_on_first_use_is_also_a_submodule():
+    """Importing a submodule binds its name on the package, so an exported name spelt like a submodule would be the
+    module or the function depending on what was imported first."""
+    import pkgutil
+
+    packages = dict(_lazy_packages())
+    assert {"MedSynLib.models", "MedSynLib.pipelines", "MedSynLib.phantom"} <= set(packages)
+    for name, package in packages.items():
+        submodules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+        assert not set(package._EXPORTS) & submodules, name
+
+
+def test_exported_functions_stay_functions_after_their_modules_are_imported(tmp_path):
+    code = ("import MedSynLib.pipelines.edit, MedSynLib.phantom.regions, inspect\n"
+            "from MedSynLib.pipelines import generate, segment\n"
+            "from MedSynLib.phantom import generate as make_phantom\n"
+            "print('FUNCTIONS', all(inspect.isfunction(f) for f in (generate, segment, make_phantom)))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MEDSYN_HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert "FUNCTIONS True" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]

@@ -6,15 +6,15 @@
 identity direction), and a ``truth`` dict.
 
 Modules: ``grid`` (coordinates, smooth fields, tube rasterisation), ``anatomy`` (shapes in mm), ``trees``
-(airway and vessel trees), ``findings`` (what is wrong), ``generate`` (HU composition), ``measure``
+(airway and vessel trees), ``findings`` (what is wrong), ``compose`` (HU composition), ``measure``
 (measurements on any CT + masks), ``report`` (report text), ``regions`` (where a finding would go, for
 editing), ``dataset`` (``medsyn phantoms``), ``preview`` (``medsyn preview``), ``timing`` (generation speed).
 """
 
 from ..lazy import lazy_exports
 
-_EXPORTS = {"AnatomyParams": "anatomy", "Findings": "findings", "Grid": "grid", "Phantom": "generate",
-            "generate": "generate"}
+_EXPORTS = {"AnatomyParams": "anatomy", "Findings": "findings", "Grid": "grid", "Phantom": "compose",
+            "generate": "compose"}
 __all__ = list(_EXPORTS)
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

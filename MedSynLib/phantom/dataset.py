@@ -35,7 +35,7 @@ import SimpleITK as sitk
 from ..data.manifest import REPORT_SEPARATOR, strip_comments
 from ..io.files import atomic_write
 from ..io import images
-from .generate import SYNTHETIC_NOTE, Phantom, generate
+from .compose import SYNTHETIC_NOTE, Phantom, generate
 from .grid import Grid
 from .measure import measure_all
 from .report import phrase_pool, render_report

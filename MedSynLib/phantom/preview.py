@@ -131,7 +131,7 @@ GALLERY_CASES = (
 
 def gallery(size: int = 256, spacing: float = 1.0, panel: int = 160, cases=GALLERY_CASES) -> np.ndarray:
     """Rows of phantoms: CT alone (axial, coronal, sagittal through the right lung) | the same with overlays."""
-    from .generate import generate
+    from .compose import generate
     from .grid import Grid
 
     rows = []

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .findings import EFFUSION_SIZES, Findings
-from .generate import Phantom, generate
+from .compose import Phantom, generate
 
 
 def _dilate_mm(mask: np.ndarray, spacing_zyx, mm: float) -> np.ndarray:
@@ -23,7 +23,7 @@ def dependent_pleural_space(phantom: Phantom, side: str, ml: float = EFFUSION_SI
     """The dependent (posterior, basal) pleural space of one side: where an effusion of ``ml`` mL would lie in this
     phantom (the same seed and anatomy rebuilt with that effusion), grown by ``margin_mm`` and kept on that side.
 
-    side: "right" or "left". The phantom must come from :func:`~.generate.generate` (its truth names the seed).
+    side: "right" or "left". The phantom must come from :func:`~.compose.generate` (its truth names the seed).
     """
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")

@@ -22,7 +22,7 @@ import SimpleITK as sitk  # noqa: E402
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 from .dataset import write_case  # noqa: E402
-from .generate import generate  # noqa: E402
+from .compose import generate  # noqa: E402
 from .grid import Grid  # noqa: E402
 from .measure import measure_all  # noqa: E402
 from .report import render_report  # noqa: E402

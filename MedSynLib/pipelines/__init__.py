@@ -5,7 +5,7 @@ The names load on first use, so that the command line's parsers (:mod:`.cli`) do
 
 from ..lazy import lazy_exports
 
-_EXPORTS = {"GenerationResult": "generate", "generate": "generate", "segment": "generate"}
+_EXPORTS = {"GenerationResult": "generation", "generate": "generation", "segment": "generation"}
 __all__ = list(_EXPORTS)
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

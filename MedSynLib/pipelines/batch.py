@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io.files import atomic_write
-from .generate import GenerationResult
+from .generation import GenerationResult
 from .outputs import SIDECAR, write_result
 
 MANIFEST = "manifest.csv"

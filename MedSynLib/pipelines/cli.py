@@ -1,4 +1,5 @@
-"""``medsyn generate``, ``medsyn segment``, ``medsyn edit`` and ``medsyn batch``: argument parsing, progress, cancellation, errors.
+"""``medsyn generate``, ``medsyn segment``, ``medsyn edit`` and ``medsyn batch``: argument parsing, progress,
+cancellation, errors.
 
 Exit codes (:mod:`MedSynLib.errors`): 0 done; 2 bad input or setting (a message says what to fix; batch: some case
 failed); 3 out of memory (a message says what to change); 4 segmentation not trusted (it does not fit the CT's own
@@ -190,7 +191,7 @@ def _guarded(reporter: Reporter, work) -> int:
 
 def _run(args) -> int:
     from ..io.images import read_image
-    from .generate import generate, segment
+    from .generation import generate, segment
     from .outputs import model_info, result_folder, write_result
 
     reporter = Reporter(args.progress)
@@ -271,7 +272,7 @@ def _run_edit(args) -> int:
 
 def _run_batch(args) -> int:
     from .batch import MANIFEST, read_prompts, run_batch
-    from .generate import CONDITION_CHANNELS, generate, sampling_settings
+    from .generation import CONDITION_CHANNELS, generate, sampling_settings
     from .outputs import model_info
 
     reporter = Reporter(args.progress)

@@ -1,11 +1,11 @@
 """``edit(ct, region, report, model)``: replace a region of a CT by what the model generates for a report.
 
-The CT goes into model space exactly as for :func:`~.generate.segment`, through :func:`.placement.place_ct`
-(grid models: the box placed on the lungs; atlas models: the affine alignment). There every channel is held outside the region (the CT, and any
-anatomy masks given to keep); inside it the model generates CT, lobes, airway and vessels that follow the report
-(:class:`~MedSynLib.diffusion.HeldChannels` with a voxel mask, in both stages). The generated CT goes back onto
-the input's own grid and replaces only the region, with a linear blend over a narrow margin inside the region's
-border; every voxel outside the region keeps the input's value and pixel type bit for bit.
+The CT goes into model space exactly as for :func:`~.generation.segment`, through :func:`.placement.place_ct` (grid
+models: the box placed on the lungs; atlas models: the affine alignment). There every channel is held outside the
+region (the CT, and any anatomy masks given to keep); inside it the model generates CT, lobes, airway and vessels
+that follow the report (:class:`~MedSynLib.diffusion.HeldChannels` with a voxel mask, in both stages). The generated
+CT goes back onto the input's own grid and replaces only the region, with a linear blend over a narrow margin inside
+the region's border; every voxel outside the region keeps the input's value and pixel type bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..io.alignment import resample
 from ..io.codecs import hu_to_model
 from ..io.images import Geometry
 from ..modelstore.bundle import LoadedModel
-from .generate import (
+from .generation import (
     CONDITION_CHANNELS,
     Progress,
     _decode,
@@ -188,7 +188,8 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
     masks = {name: np.where(inside, placement.to_patient(getattr(generated, name), target, source), 0)
              .astype(np.uint8) for name in ("lobes", "airway", "vessels")}
     metadata = {**generated.metadata, **placement.metadata, "warnings": placement.warnings, "mode": "edit",
-                "edited": True, "held_channels": held_channels, "held": "outside the region", "kept_anatomy": sorted(keep), "resamples": resamples,
+                "edited": True, "held_channels": held_channels, "held": "outside the region",
+                "kept_anatomy": sorted(keep), "resamples": resamples,
                 "blend_mm": margin, "region": _region_extent(inside, ct), "sr_tiles": tiles,
                 "timings_s": dict(run.timings)}
     difference = np.where(inside, edited.astype(np.float32) - values.astype(np.float32), 0).astype(np.float32)

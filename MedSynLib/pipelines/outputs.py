@@ -21,7 +21,7 @@ from .. import __version__
 from ..io.files import OutputFolder
 from ..io.images import SYNTHETIC_DESCRIPTION, to_image, write_image, write_segmentation
 from ..modelstore.bundle import LoadedModel
-from .generate import GenerationResult
+from .generation import GenerationResult
 
 SIDECAR = "medsyn.json"
 SEGMENTATION_PREVIEW = "MedSyn segmentation (model output) over the input CT - not for clinical use"
