@@ -83,11 +83,12 @@ def test_freed_memory_is_reused_without_new_page_faults():
     def last_evaluation_faults(mode):
         run = subprocess.run([sys.executable, "-c", EVALUATIONS, mode], capture_output=True, text=True, cwd=REPO,
                              timeout=120, env={"PYTHONPATH": str(REPO), "PATH": ""})
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         applied, faults = run.stdout.split()
         return applied, int(faults)
 
     pages = 64 * 2**20 // 4096  # of one activation
     applied, reused = last_evaluation_faults("reuse")
     _, fresh = last_evaluation_faults("default")
-    assert fresh > 4 * pages  # glibc maps blocks this large afresh each time: all five fault again
-    assert applied == "True" and reused < pages / 20
+    assert fresh > 4 * pages, (fresh, pages)  # glibc maps blocks this large afresh each time: all five fault again
+    assert applied == "True" and reused < pages / 20, (applied, reused, pages)
