@@ -2,6 +2,7 @@
 the choice is tested on any machine) and the ``MEDSYN_PRECISION`` pin, which the test suite sets to fp32 (conftest);
 and the sampling commands' reuse of freed memory."""
 
+import statistics
 import subprocess
 import sys
 
@@ -67,28 +68,31 @@ import resource, sys, torch
 from MedSynLib.runtime import reuse_freed_memory
 applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
 faults = []
-for _ in range(4):  # network evaluations: a chain of 64 MiB activations, each freed once the next is made
+for _ in range(7):  # network evaluations: a chain of 64 MiB activations, each freed once the next is made
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(16 * 2**20)
     for _ in range(4):
         x = x * 2
     del x
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(applied, faults[-1])
+print(applied, *faults)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
 def test_freed_memory_is_reused_without_new_page_faults():
-    def last_evaluation_faults(mode):
+    def later_evaluation_faults(mode):
+        """Whether reuse applied, and the median page faults of the last 3 of 7 evaluations (with reuse the heap
+        grows over the first few evaluations, by how many depends on where it lies, until it holds the chain's
+        peak)."""
         run = subprocess.run([sys.executable, "-c", EVALUATIONS, mode], capture_output=True, text=True, cwd=REPO,
                              timeout=120, env={"PYTHONPATH": str(REPO), "PATH": ""})
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-        applied, faults = run.stdout.split()
-        return applied, int(faults)
+        applied, *faults = run.stdout.split()
+        return applied, statistics.median(int(f) for f in faults[-3:]), faults
 
     pages = 64 * 2**20 // 4096  # of one activation
-    applied, reused = last_evaluation_faults("reuse")
-    _, fresh = last_evaluation_faults("default")
-    assert fresh > 4 * pages, (fresh, pages)  # glibc maps blocks this large afresh each time: all five fault again
-    assert applied == "True" and reused < pages / 20, (applied, reused, pages)
+    applied, reused, reused_all = later_evaluation_faults("reuse")
+    _, fresh, fresh_all = later_evaluation_faults("default")
+    assert fresh > 4 * pages, (fresh_all, pages)  # glibc maps blocks this large afresh each time: all five fault again
+    assert applied == "True" and reused < pages / 20, (applied, reused_all, pages)
