@@ -37,12 +37,13 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedSynLib")) and \
         os.path.isdir(os.path.join(_SOURCE_ROOT, "MedSynLib")) and _SOURCE_ROOT not in sys.path:
     sys.path.append(_SOURCE_ROOT)
 
-from MedSynSlicerLib import device, models, progress, results  # noqa: E402
+from MedSynSlicerLib import dialogs, models, sceneutil  # noqa: E402
 from MedSynSlicerLib.examples import DEFAULT_REPORT, EXAMPLE_REPORTS  # noqa: E402
 from MedSynSlicerLib.job import default_output_root  # noqa: E402
 from MedSynSlicerLib.logic import LOBE_FIELDS, OFFICIAL_MODEL_NAME, Device, MedSynSlicerLogic  # noqa: E402,F401
+from MedSynSlicerLib.runs import PROGRESS_RANGE, PanelRuns  # noqa: E402
+from MedSynSlicerLib.selftest import SelfTestCases  # noqa: E402
 
-LICENSE_SETTINGS_KEY = "MedSyn/AcceptedModelLicenses"
 LOBE_SELECTORS = ("leftUpperLobeSelector", "leftLowerLobeSelector", "rightUpperLobeSelector",
                   "rightMiddleLobeSelector", "rightLowerLobeSelector")
 """Segment selectors of the lobes, in the order of LOBE_FIELDS."""
@@ -147,11 +148,12 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._conditionSegmentationShown = None
         self._regionObserved = None
         self._updatingGui = False
-        self.job = None
-        self.importProcess = None
-        self.deviceProbe = None
-        self.deviceText = ""
-        self.jobStarted = 0.0
+        self.runs: Optional[PanelRuns] = None
+
+    @property
+    def job(self):
+        """The running job (None between runs)."""
+        return self.runs.job if self.runs is not None else None
 
     # --- setup -------------------------------------------------------------------------------------------------
 
@@ -164,6 +166,9 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSynSlicerLogic(MedSynSlicerParameterNode)
+        self.runs = PanelRuns(self.logic, lambda: self._parameterNode)
+        self.runs.modelsChanged = self.refreshModels
+        self.runs.waitCursor = slicer.util.WaitCursor
 
         self.ui.exampleReportComboBox.addItem("Choose an example...")
         for title in EXAMPLE_REPORTS:
@@ -186,9 +191,10 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.generateButton.clicked.connect(self.onGenerate)
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.settingsCollapsibleButton.contentsCollapsed.connect(self.onSettingsToggled)
-        self.ui.progressBar.setRange(0, 1000)
+        self.ui.progressBar.setRange(0, PROGRESS_RANGE)
         self.ui.progressBar.setFormat("%p%")
         self.ui.cancelButton.enabled = False
+        self.runs.view.device_text = self.ui.deviceInfoLabel.text
 
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(200)
@@ -200,10 +206,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-        if self.importProcess is not None and self.importProcess.running:
-            self.importProcess.cancel()
+        self.runs.stopAll()
         self.pollTimer.stop()
         self.removeObservers()
 
@@ -350,14 +353,11 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.generateButton.text = text
         self.ui.generateButton.enabled = not why and not busy
         self.ui.generateButton.toolTip = why or tooltip
-        cancelling = (self.job is not None and self.job.cancelling) or \
-            (self.importProcess is not None and self.importProcess.cancelling)
-        self.ui.cancelButton.enabled = busy and not cancelling
+        self.ui.cancelButton.enabled = busy and not self.runs.cancelling
         self.ui.importWeightsButton.enabled = not busy
 
     def isBusy(self) -> bool:
-        return (self.job is not None and self.job.running) or \
-            (self.importProcess is not None and self.importProcess.running)
+        return self.runs.busy
 
     def onRandomSeed(self) -> None:
         self._parameterNode.seed = random.randint(0, 2**31 - 1)
@@ -409,83 +409,33 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.model = self.ui.modelComboBox.itemData(index)  # its defaults follow (applyModelDefaults)
 
     def onSettingsToggled(self, collapsed: bool) -> None:
-        if not collapsed and self.deviceProbe is None and not self.deviceText:
-            try:
-                self.deviceProbe = self.logic.startDeviceProbe()
-            except Exception as e:  # noqa: BLE001
-                self.ui.deviceInfoLabel.text = f"GPU detection failed: {e}"
-                return
-            self.ui.deviceInfoLabel.text = "detecting GPU..."
+        if not collapsed and self.runs.startDeviceProbe():
             self.pollTimer.start()
-
-    def licenseAccepted(self, info) -> bool:
-        """Ask once per model whose licence needs acceptance (e.g. CC-BY-NC weights); remembered in settings."""
-        import qt
-
-        if info is None or not info.requires_license_acceptance:
-            return True
-        settings = qt.QSettings()
-        accepted = settings.value(LICENSE_SETTINGS_KEY) or []
-        if isinstance(accepted, str):
-            accepted = [accepted]
-        if info.name in accepted:
-            return True
-        text = (f"The model '{info.title}' is licensed {info.license or 'non-commercially'}.\n\n"
-                "You may use it, and what it generates, for non-commercial research only. "
-                "Generated images are synthetic and not for clinical use.\n\nDo you accept this licence?")
-        if not slicer.util.confirmYesNoDisplay(text, windowTitle="MedSyn - model licence"):
-            return False
-        settings.setValue(LICENSE_SETTINGS_KEY, list(accepted) + [info.name])
-        return True
+        self.showRuns()
 
     def onImportWeights(self) -> None:
-        import qt
-
-        window = slicer.util.mainWindow()
-        path = qt.QFileDialog.getExistingDirectory(
-            window, "Official MedSyn model folder (results_* checkpoint folders and pretrained_lm)")
-        if not path:
+        chosen = dialogs.ask_official_weights()
+        if chosen is None:
             return
-        text_encoder = qt.QFileDialog.getExistingDirectory(
-            window, "Local CXR-BERT folder (microsoft/BiomedVLP-CXR-BERT-specialized: config.json, vocab.txt, weights)")
-        if not text_encoder:
-            return
-        atlas = qt.QFileDialog.getOpenFileName(
-            window, "Optional: the official atlas lung mask (needed to segment real CTs)", "",
-            "NIfTI (*.nii *.nii.gz);;All files (*)")
         official = models.ModelInfo(name=OFFICIAL_MODEL_NAME, title="MedSyn official weights",
                                     license="CC-BY-NC-4.0", requires_license_acceptance=True)
-        if not self.licenseAccepted(official):
+        if not dialogs.license_accepted(official) or not self.ensureDependencies():
             return
-        if not self.ensureDependencies():
-            return
+        path, text_encoder, atlas = chosen
         with slicer.util.tryWithErrorDisplay("Could not start the weights import.", waitCursor=True):
-            self.importProcess = self.logic.startImportWeights(path, text_encoder, OFFICIAL_MODEL_NAME, atlas or None)
-            self.ui.statusLabel.text = f"Importing weights from {path}..."
+            self.runs.startImport(path, text_encoder, OFFICIAL_MODEL_NAME, atlas)
             self.pollTimer.start()
-            self.updateButtons()
+        self.showRuns()
+        self.updateButtons()
 
     # --- run -----------------------------------------------------------------------------------------------------
 
     def ensureDependencies(self) -> bool:
-        def confirm(text: str) -> bool:
-            return slicer.util.confirmOkCancelDisplay(text, windowTitle="MedSyn - install Python packages")
-
-        try:
-            status = self.logic.ensureDependencies(confirm)
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            slicer.util.errorDisplay(f"Installing the Python packages MedSyn needs failed.\n\n{e}",
-                                     windowTitle="MedSyn")
-            return False
-        if status == "declined":
-            self.ui.statusLabel.text = "MedSyn needs these packages to run."
-            return False
-        if status == "restart":
-            if slicer.util.confirmYesNoDisplay("Packages were updated that Slicer had already loaded. "
-                                               "Restart 3D Slicer now?", windowTitle="MedSyn"):
-                slicer.util.restart()
-            return False
-        return True
+        ready, status = dialogs.dependencies_ready()
+        if status:
+            self.runs.view.status = status
+            self.showRuns()
+        return ready
 
     def onGenerate(self) -> None:
         p = self._parameterNode
@@ -493,103 +443,42 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not self.ensureDependencies():
             return
-        if not self.licenseAccepted(self.logic.modelInfo(p.model)):
+        if not dialogs.license_accepted(self.logic.modelInfo(p.model)):
             return
         try:
             with slicer.util.WaitCursor():
-                self.job = self.logic.start(p)
+                self.runs.startJob(p, RUN_BUTTON[p.mode][2])
         except Exception as e:  # noqa: BLE001 - reason and fix in one dialog
             slicer.util.errorDisplay(str(e), windowTitle="MedSyn")
             return
-        self.jobStarted = time.monotonic()
-        self.ui.statusLabel.text = f"{RUN_BUTTON[p.mode][2]} (seed {p.seed})..."
-        self.ui.progressBar.value = 0
-        self.ui.progressLabel.text = "Starting (loading the model)..."
         self.pollTimer.start()
+        self.showRuns()
         self.updateButtons()
 
     def onCancel(self) -> None:
-        """Ask the running job (or import) to stop; the button stays disabled until it has stopped."""
-        requested = False
-        if self.importProcess is not None:
-            requested |= self.importProcess.request_cancel()
-        if self.job is not None:
-            requested |= self.job.request_cancel()
-        if requested:
-            self.ui.statusLabel.text = "Cancelling..."
+        self.runs.requestCancel()
+        self.showRuns()
         self.updateButtons()
 
     def onPoll(self) -> None:
-        """QTimer slot: drain events of the running job, import and device probe (never blocks)."""
-        if self.deviceProbe is not None and any(e.kind == "exit" for e in self.deviceProbe.poll()):
-            probe, self.deviceProbe = self.deviceProbe, None
-            try:
-                self.deviceText = device.describe_device(device.probe_result(probe))
-            except Exception as e:  # noqa: BLE001 - shown; tried again when Settings is opened again
-                self.deviceText = ""
-                self.ui.deviceInfoLabel.text = str(e)
-            else:
-                self.ui.deviceInfoLabel.text = self.deviceText
-        if self.importProcess is not None:
-            for event in self.importProcess.poll():
-                if event.kind == "progress":
-                    self.ui.progressLabel.text = progress.describe_progress(event.data)
-                elif event.kind == "exit":
-                    self.onImportFinished(self.importProcess)
-        if self.job is not None:
-            for event in self.job.process.poll():
-                if event.kind == "progress" and not self.job.cancelling:
-                    self.ui.progressBar.value = int(1000 * progress.overall_fraction(event.data,
-                                                                                     self.job.lowres_only))
-                    self.ui.progressLabel.text = progress.describe_progress(event.data)
-                elif event.kind == "log":
-                    logging.debug("medsyn: %s", event.text)
-                elif event.kind == "exit":
-                    self.onJobFinished()
-                    break
-        if not self.isBusy() and self.deviceProbe is None:
+        """QTimer slot: drain the events of the running job, import and device probe (never blocks)."""
+        self.runs.poll()
+        if not self.runs.polling:
             self.pollTimer.stop()
+        self.showRuns()
         self.updateButtons()
 
-    def onImportFinished(self, process) -> None:
-        self.importProcess = None
-        if process.returncode == 0:
-            self.ui.statusLabel.text = "Weights imported."
-            self.refreshModels()
-            if self._parameterNode is not None:
-                self._parameterNode.model = OFFICIAL_MODEL_NAME
-        elif not process.cancelled:
-            message = (process.error or {}).get("message") or "\n".join(list(process.log)[-10:])
-            fix = (process.error or {}).get("fix")
-            slicer.util.errorDisplay(f"Importing the weights failed.\n\n{message}" + (f"\n\nFix: {fix}" if fix else ""),
-                                     windowTitle="MedSyn")
-            self.ui.statusLabel.text = "Import failed."
-        else:
-            self.ui.statusLabel.text = "Import cancelled."
-
-    def onJobFinished(self) -> None:
-        job, self.job = self.job, None
-        elapsed = progress.format_duration(time.monotonic() - self.jobStarted)
-        if job.process.cancelled:
-            job.cleanup()
-            self.ui.statusLabel.text = "Cancelled: nothing was written."
-            self.ui.progressLabel.text = ""
-            self.ui.progressBar.value = 0
-            return
-        try:
-            with slicer.util.WaitCursor():
-                loaded = self.logic.finishJob(job, self._parameterNode)
-        except Exception as e:  # noqa: BLE001
-            self.ui.statusLabel.text = "Failed."
-            self.ui.progressLabel.text = ""
-            slicer.util.errorDisplay(str(e), windowTitle="MedSyn",
-                                     detailedText="\n".join(list(job.process.log)[-40:]))
-            return
-        self.ui.progressBar.value = 1000
-        self.ui.progressLabel.text = f"Done in {elapsed}."
-        self.ui.statusLabel.text = "\n".join(results.summary(loaded))
-        models.record_run_time(loaded.sidecar)
-        self.refreshModels()  # the model description shows the time just measured
+    def showRuns(self) -> None:
+        """Copy what the runs say into the panel, and show the dialogs they queued."""
+        view = self.runs.view
+        self.ui.statusLabel.text = view.status
+        self.ui.progressBar.value = view.progress
+        self.ui.progressLabel.text = view.progress_text
+        self.ui.deviceInfoLabel.text = view.device_text
+        alerts, self.runs.alerts = self.runs.alerts, []
+        for alert in alerts:
+            details = {"detailedText": alert.details} if alert.details else {}
+            slicer.util.errorDisplay(alert.message, windowTitle="MedSyn", **details)
 
     # --- conditions in the Segment Editor ------------------------------------------------------------------------
 
@@ -598,41 +487,25 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor.", waitCursor=True):
             segmentId = self.logic.holdForEditing(p, channel)
-            self.openSegmentEditor(p.conditionSegmentation, segmentId)
+            sceneutil.open_segment_editor(p.conditionSegmentation, segmentId)
 
     def onEditRegion(self) -> None:
         """Draw the edit's region: the Segment Editor on the region segment (created on the CT when missing)."""
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor.", waitCursor=True):
             segmentation, segmentId = self.logic.regionForEditing(p)
-            self.openSegmentEditor(segmentation, segmentId, p.editVolume)
-
-    @staticmethod
-    def openSegmentEditor(segmentation, segmentId: str, source=None) -> None:
-        """Switch to the Segment Editor on ``segmentation`` / ``segmentId``, drawing on ``source`` (default: the
-        segmentation's reference volume)."""
-        slicer.util.selectModule("SegmentEditor")
-        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editor.setSegmentationNode(segmentation)
-        source = source or segmentation.GetNodeReference(
-            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
-        if source is not None:
-            setSource = getattr(editor, "setSourceVolumeNode", None) or getattr(editor, "setMasterVolumeNode")
-            setSource(source)
-        if segmentId:
-            editor.setCurrentSegmentID(segmentId)
+            sceneutil.open_segment_editor(segmentation, segmentId, p.editVolume)
 
 
 #
 # Test
 #
 
-class MedSynSlicerTest(ScriptedLoadableModuleTest):
-    """In-Slicer self-test: the full generate -> load path with the packaged default model, then Segment and Edit.
+class MedSynSlicerTest(SelfTestCases, ScriptedLoadableModuleTest):
+    """In-Slicer self-test (the bodies are in ``MedSynSlicerLib.selftest``): generate -> load with the packaged
+    default model, then Segment and Edit."""
 
-    Needs the packaged demo model and the Python packages (installed on first use); the CPU is enough with the
-    few steps used here.
-    """
+    parameterNodeClass = MedSynSlicerParameterNode
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -644,113 +517,3 @@ class MedSynSlicerTest(ScriptedLoadableModuleTest):
         self.test_SegmentGeneratedCT()
         self.setUp()
         self.test_EditRegionOfGeneratedCT()
-
-    def _logic(self):
-        import tempfile
-
-        logic = MedSynSlicerLogic(MedSynSlicerParameterNode)
-        status = logic.ensureDependencies(confirm=None)
-        self.assertIn(status, ("ok", "restart"))
-        p = logic.getParameterNode()
-        p.model = "default"
-        p.seed = 3
-        p.stepsLowres = 4
-        p.stepsSuperres = 2
-        p.device = Device.AUTO
-        p.lowresOnly = False
-        p.outputFolder = pathlib.Path(tempfile.mkdtemp(prefix="MedSynSelfTest-", dir=slicer.app.temporaryPath))
-        return logic, p
-
-    def _generate(self, logic, p):
-        stages = []
-
-        def onEvent(event):
-            if event.kind == "progress":
-                stages.append(event.data["stage"])
-                slicer.app.processEvents()
-
-        loaded = logic.run(p, timeout_s=3600, progress=onEvent)
-        self.assertIn("lowres", stages)
-        return loaded
-
-    def test_GenerateAndLoad(self):
-        self.delayDisplay("MedSyn: generate from a report")
-        logic, p = self._logic()
-        p.reportText = EXAMPLE_REPORTS["Large bilateral pleural effusions"]
-        loaded = self._generate(logic, p)
-
-        ct, seg = loaded.ct_node, loaded.segmentation_node
-        self.assertEqual(ct.GetName(), "SYNTHETIC MedSyn CT 3")
-        self.assertEqual(ct.GetAttribute("synthetic"), "true")
-        self.assertEqual(ct.GetAttribute("MedSyn.seed"), "3")
-        self.assertEqual(ct.GetAttribute("MedSyn.report"), p.reportText.strip())
-        self.assertTrue(ct.GetAttribute("MedSyn.modelSha256"))
-        self.assertEqual(ct.GetDisplayNode().GetWindow(), 1400)
-        self.assertEqual(ct.GetDisplayNode().GetLevel(), -500)
-        array = slicer.util.arrayFromVolume(ct)
-        self.assertEqual(array.ndim, 3)
-        self.assertGreaterEqual(int(array.min()), -1024)
-        self.assertLessEqual(int(array.max()), 600)
-        names = sorted(seg.GetSegmentation().GetSegment(seg.GetSegmentation().GetNthSegmentID(i)).GetName()
-                       for i in range(seg.GetSegmentation().GetNumberOfSegments()))
-        from MedSynLib.io.segments import SEGMENTS
-        self.assertEqual(names, sorted(s.name for s in SEGMENTS))
-        self.assertIs(seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()), ct)
-        self.assertIs(p.conditionSegmentation, seg)
-        self.assertTrue(os.path.isfile(os.path.join(loaded.folder, "medsyn.json")))
-
-        self.delayDisplay("MedSyn: generate again with the airway held")
-        logic.holdForEditing(p, "airway")
-        self.assertTrue(p.airwaySegmentId)
-        p.seed = 4
-        p.lowresOnly = True
-        again = self._generate(logic, p)
-        self.assertEqual(again.ct_node.GetName(), "SYNTHETIC MedSyn CT 4")
-        self.delayDisplay("Generate test passed")
-
-    def test_SegmentGeneratedCT(self):
-        self.delayDisplay("MedSyn: segment a CT")
-        logic, p = self._logic()
-        p.reportText = EXAMPLE_REPORTS["Normal chest CT"]
-        p.lowresOnly = True
-        ct = self._generate(logic, p).ct_node
-        p.mode = "segment"
-        p.inputVolume = ct
-        p.outputSegmentation = None
-        loaded = logic.run(p, timeout_s=3600)
-        seg = loaded.segmentation_node
-        self.assertIsNone(loaded.ct_node)
-        self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), 7)
-        self.assertIs(seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()), ct)
-        self.assertIs(p.outputSegmentation, seg)
-        self.delayDisplay("Segment test passed")
-
-    def test_EditRegionOfGeneratedCT(self):
-        self.delayDisplay("MedSyn: edit a region of a CT")
-        import numpy as np
-
-        logic, p = self._logic()
-        p.reportText = EXAMPLE_REPORTS["Normal chest CT"]
-        p.lowresOnly = True
-        ct = self._generate(logic, p).ct_node
-        before = slicer.util.arrayFromVolume(ct).copy()
-        p.mode = "edit"
-        p.editVolume = ct
-        self.assertEqual(logic.whyNotReady(p), "Select the region segment to replace, or press Edit to draw it.")
-        segmentation, segmentId = logic.regionForEditing(p)
-        region = np.zeros(before.shape, np.uint8)
-        k, j, i = before.shape
-        region[k // 2 - 4:k // 2 + 4, j // 2 - 4:j // 2 + 4, i // 4 - 4:i // 4 + 4] = 1  # a box in one lung
-        slicer.util.updateSegmentBinaryLabelmapFromArray(region, segmentation, segmentId, ct)
-        p.editReportText = EXAMPLE_REPORTS["Large bilateral pleural effusions"]
-        self.assertEqual(logic.whyNotReady(p), "")
-        loaded = logic.run(p, timeout_s=3600)
-        edited = loaded.ct_node
-        self.assertEqual(edited.GetName(), f"EDITED {ct.GetName()} (MedSyn seed 3)")
-        self.assertEqual(edited.GetAttribute("MedSyn.edited"), "true")
-        self.assertEqual(edited.GetAttribute("synthetic"), "true")  # the input was synthetic
-        array = slicer.util.arrayFromVolume(edited)
-        self.assertTrue((array[region == 0] == before[region == 0]).all())
-        self.assertFalse((array[region > 0] == before[region > 0]).all())
-        self.assertTrue((slicer.util.arrayFromVolume(ct) == before).all())
-        self.delayDisplay("Edit test passed")

@@ -486,7 +486,7 @@ def test_packages_install_through_slicer_packaging_in_testing_mode(panel, slicer
         real_satisfied = dependencies.satisfied
         monkeypatch.setattr(dependencies, "satisfied", lambda r: r in installed or (
             real_satisfied(r) if r.startswith("torch") else False))
-        assert panel.logic.ensureDependencies(confirm=None) == "ok"
+        assert dependencies.ensure(confirm=None) == "ok"
         assert calls == [["medsyn-test-package>=1.0"]]
     finally:
         slicer_harness.set_slicer_packaging(False)

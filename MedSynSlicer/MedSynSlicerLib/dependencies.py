@@ -2,12 +2,17 @@
 
 torch comes from the PyTorch extension (``PyTorchUtils``: a build matching the GPU driver); the others are
 installed with pip. Packages that Slicer ships (SimpleITK, numpy, vtk, requests) are never installed or replaced.
+:func:`ensure` installs what is missing (inside Slicer; ``slicer`` is imported only there).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import logging
 import re
+import sys
+from typing import Callable, Optional
 
 TORCH_REQUIREMENT = "torch>=2.1"
 PIP_REQUIREMENTS: tuple[str, ...] = ("transformers>=4.40", "safetensors>=0.4")
@@ -59,3 +64,64 @@ def describe_missing(missing: dict[str, list[str]]) -> str:
     for r in missing.get("pip", []):
         lines.append(f"• {r} (pip)")
     return "\n".join(lines)
+
+
+def ensure(confirm: Optional[Callable[[str], bool]] = None) -> str:
+    """Install what the command line needs: "ok", "declined" or "restart" (packages were already loaded).
+
+    torch through the PyTorch extension's PyTorchUtils (matching the GPU driver) when present, else pip;
+    other packages with ``slicer.packaging.pip_ensure`` (Slicer >= 5.12) or ``slicer.util.pip_install``;
+    packages that Slicer ships (SimpleITK, numpy, vtk, requests) are never replaced. ``confirm(text)`` asks
+    once for everything (None: install without asking, as the self-test does).
+    """
+    missing = missing_requirements()
+    if not missing["torch"] and not missing["pip"]:
+        return "ok"
+    if confirm is not None and not confirm(
+            "MedSyn needs these Python packages (installed once into Slicer's Python):\n\n"
+            + describe_missing(missing) + "\n\nThis can take several minutes. Install now?"):
+        return "declined"
+    loaded_before = {_name(r) for r in missing["pip"] + missing["torch"]} & set(sys.modules)
+    if missing["torch"]:
+        install_torch()
+    if missing["pip"]:
+        pip_install(missing["pip"])
+    still = missing_requirements()
+    if still["torch"] or still["pip"]:
+        raise RuntimeError("Still missing after installation: " + describe_missing(still)
+                           + "\nFix: restart 3D Slicer and try again; check the Python console for pip errors.")
+    return "restart" if loaded_before else "ok"
+
+
+def install_torch() -> None:
+    """torch through the PyTorch extension (a build for the GPU driver), or pip when that extension is missing."""
+    import slicer
+
+    try:
+        import PyTorchUtils
+    except ImportError:
+        logging.warning("MedSyn: the PyTorch extension is not installed; installing torch with pip")
+        slicer.util.pip_install(TORCH_REQUIREMENT)
+        return
+    torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torch_logic.torchInstalled():
+        torch = torch_logic.installTorch(askConfirmation=False,
+                                         torchVersionRequirement=TORCH_REQUIREMENT[len("torch"):])
+        if torch is None:
+            raise RuntimeError("PyTorch could not be installed. Fix: install it from the PyTorch module "
+                               "(Utilities > PyTorch Utils), then restart 3D Slicer.")
+
+
+def pip_install(requirements: list[str]) -> None:
+    """``slicer.packaging.pip_ensure`` on Slicer >= 5.12 (``slicer/__init__`` does not import it: import it
+    here), else ``slicer.util.pip_install``. The user confirmed already and a restart is offered by the
+    caller, so neither is asked again; the self-test runs in testing mode and must install too."""
+    import slicer
+
+    try:
+        packaging = importlib.import_module("slicer.packaging")
+    except ImportError:  # Slicer < 5.12
+        slicer.util.pip_install(requirements)
+        return
+    packaging.pip_ensure(requirements, skip_packages=list(SHIPPED_WITH_SLICER),
+                         prompt_install=False, prompt_restart=False, skip_in_testing=False, requester="MedSyn")

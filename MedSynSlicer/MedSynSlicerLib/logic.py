@@ -2,24 +2,22 @@
 
 It reads the user's choices from the module's parameter node (``MedSynSlicerParameterNode`` in MedSynSlicer.py,
 or any object with the same attributes) and does: model list and sampler defaults, condition export, starting the
-``medsyn`` process (:class:`.job.MedSynJob`), loading its results into the scene, holding anatomy for editing,
-installing the Python packages the command line needs. One run per tab: :data:`RUNS` maps a mode (the tab) to the
-method that starts it, so a new tab is one entry there and one start method here.
+``medsyn`` process (:class:`.job.MedSynJob`), loading its results into the scene, holding anatomy for editing.
+Installing the Python packages the command line needs is :mod:`.dependencies`' job. One run per tab: :data:`RUNS`
+maps a mode (the tab) to the method that starts it, so a new tab is one entry there and one start method here.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
 import logging
 import os
-import sys
 import time
 from typing import Callable, Optional
 
 import slicer
 
-from . import conditions, dependencies, device, models, results
+from . import conditions, device, models, results
 from .conditions import ConditionSelection
 from .job import MedSynJob, Settings
 from .process import MedSynProcess, child_environment, medsyn_command, python_executable
@@ -249,63 +247,6 @@ class MedSynSlicerLogic:
         command = medsyn_command(models.import_weights_arguments(path, text_encoder, name, atlas),
                                  self.pythonExecutable())
         return MedSynProcess(command, env=child_environment(self.childEnvironment())).start()
-
-    # --- dependencies ---------------------------------------------------------------------------------------------
-
-    def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> str:
-        """Install what the command line needs: "ok", "declined" or "restart" (packages were already loaded).
-
-        torch through the PyTorch extension's PyTorchUtils (matching the GPU driver) when present, else pip;
-        other packages with ``slicer.packaging.pip_ensure`` (Slicer >= 5.12) or ``slicer.util.pip_install``;
-        packages that Slicer ships (SimpleITK, numpy, vtk, requests) are never replaced. ``confirm(text)`` asks
-        once for everything (None: install without asking, as the self-test does).
-        """
-        missing = dependencies.missing_requirements()
-        if not missing["torch"] and not missing["pip"]:
-            return "ok"
-        if confirm is not None and not confirm(
-                "MedSyn needs these Python packages (installed once into Slicer's Python):\n\n"
-                + dependencies.describe_missing(missing) + "\n\nThis can take several minutes. Install now?"):
-            return "declined"
-        loaded_before = {r.split(">")[0].split("=")[0] for r in missing["pip"] + missing["torch"]} & set(sys.modules)
-        if missing["torch"]:
-            self._installTorch()
-        if missing["pip"]:
-            self._pipInstall(missing["pip"])
-        still = dependencies.missing_requirements()
-        if still["torch"] or still["pip"]:
-            raise RuntimeError("Still missing after installation: " + dependencies.describe_missing(still)
-                               + "\nFix: restart 3D Slicer and try again; check the Python console for pip errors.")
-        return "restart" if loaded_before else "ok"
-
-    @staticmethod
-    def _installTorch() -> None:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            logging.warning("MedSyn: the PyTorch extension is not installed; installing torch with pip")
-            slicer.util.pip_install(dependencies.TORCH_REQUIREMENT)
-            return
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            torch = torchLogic.installTorch(askConfirmation=False,
-                                            torchVersionRequirement=dependencies.TORCH_REQUIREMENT[len("torch"):])
-            if torch is None:
-                raise RuntimeError("PyTorch could not be installed. Fix: install it from the PyTorch module "
-                                   "(Utilities > PyTorch Utils), then restart 3D Slicer.")
-
-    @staticmethod
-    def _pipInstall(requirements: list[str]) -> None:
-        """``slicer.packaging.pip_ensure`` on Slicer >= 5.12 (``slicer/__init__`` does not import it: import it
-        here), else ``slicer.util.pip_install``. The user confirmed already and a restart is offered by the
-        caller, so neither is asked again; the self-test runs in testing mode and must install too."""
-        try:
-            packaging = importlib.import_module("slicer.packaging")
-        except ImportError:  # Slicer < 5.12
-            slicer.util.pip_install(requirements)
-            return
-        packaging.pip_ensure(requirements, skip_packages=list(dependencies.SHIPPED_WITH_SLICER),
-                             prompt_install=False, prompt_restart=False, skip_in_testing=False, requester="MedSyn")
 
     # --- runs -----------------------------------------------------------------------------------------------------
 

@@ -168,3 +168,18 @@ def remove_temporary_node(node) -> None:
     for extra in extras:
         if s.IsNodePresent(extra):
             s.RemoveNode(extra)
+
+
+def open_segment_editor(segmentation_node, segment_id: str, source=None) -> None:
+    """Switch to the Segment Editor on ``segmentation_node`` / ``segment_id``, drawing on ``source`` (default: the
+    segmentation's reference volume). Needs the application."""
+    slicer.util.selectModule("SegmentEditor")
+    editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+    editor.setSegmentationNode(segmentation_node)
+    source = source or segmentation_node.GetNodeReference(
+        slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+    if source is not None:
+        set_source = getattr(editor, "setSourceVolumeNode", None) or getattr(editor, "setMasterVolumeNode")
+        set_source(source)
+    if segment_id:
+        editor.setCurrentSegmentID(segment_id)
