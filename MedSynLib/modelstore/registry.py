@@ -1,6 +1,8 @@
-"""Model registry: the packaged models (``Resources/models.json``) and the user's imported ones.
+"""Model registry: the packaged models (``models.json`` with the models it names) and the user's imported ones.
 
-Imported models live in ``$MEDSYN_HOME/models/<name>`` (default ``~/.medsyn/models``).
+The packaged ones are package data: ``MedSynLib/resources`` in an installed wheel (pyproject.toml maps the source
+tree's ``Resources/`` there), ``Resources/`` beside the ``MedSynLib`` package in a source checkout (``pip install -e``
+or ``PYTHONPATH``). Imported models live in ``$MEDSYN_HOME/models/<name>`` (default ``~/.medsyn/models``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,17 @@ from pathlib import Path
 
 from .bundle import read_model_spec
 
-RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
-REGISTRY_FILE = RESOURCES / "models.json"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+RESOURCE_FOLDERS = (PACKAGE_DIR / "resources", PACKAGE_DIR.parent / "Resources")
+"""Where ``models.json`` is looked for, in this order: the installed package's data, then a source checkout's."""
+REGISTRY_FILE = next((folder / "models.json" for folder in RESOURCE_FOLDERS if (folder / "models.json").is_file()),
+                     RESOURCE_FOLDERS[0] / "models.json")
+
+
+GET_A_MODEL = ("the demo model ships inside the medsyn package: reinstall it (`pip install --force-reinstall --no-deps "
+               "medsyn`, or `pip install .` in a checkout), import the official weights with `medsyn models import`, "
+               "or pass --model FOLDER (a folder with model.json)")
+"""How to get a usable model, for messages that find none."""
 
 
 def user_models_dir() -> Path:
@@ -69,6 +80,11 @@ def resolve_model(name_or_path: str | None) -> Path:
             raise FileNotFoundError(
                 f"model {name!r} is not installed (expected at {entry['path']}). "
                 + ("Import the official checkpoints with `medsyn models import`." if not entry.get("packaged")
-                   else "This version ships without it; pass --model PATH to a model folder."))
+                   else f"Its files are missing from this installation. Fix: {GET_A_MODEL}."))
+    known = [e["name"] for e in list_models()]
+    if not known:
+        raise FileNotFoundError(f"unknown model {name!r}: no model is installed (no {REGISTRY_FILE.name} in "
+                                f"{' or '.join(str(f) for f in RESOURCE_FOLDERS)}, nothing in {user_models_dir()}). "
+                                f"Fix: {GET_A_MODEL}.")
     raise FileNotFoundError(f"unknown model {name!r}: not a model folder (with model.json) and not in the registry "
-                            f"({', '.join(e['name'] for e in list_models())}). See `medsyn models list`.")
+                            f"({', '.join(known)}). See `medsyn models list`.")
