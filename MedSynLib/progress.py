@@ -1,7 +1,8 @@
 """Progress of a command: a terminal bar on stderr, or one JSON event per line on stdout (``--progress json``).
 
-The JSON events are what the Slicer module reads: ``{"event": "progress", "stage", "step", "total", "elapsed_s",
-"eta_s"}``, and the commands' own ``error`` / ``warning`` / ``done`` events.
+The JSON events are what the Slicer module reads: ``{"event": "progress", "stage", "step", "total", "unit",
+"elapsed_s", "eta_s"}``, and the commands' own ``error`` / ``warning`` / ``done`` events. A sampling stage counts
+what runs, its network evaluations (``unit``): ``steps + 1`` of them (the official grid evaluates its end point too).
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+
+
+UNITS = {"lowres": "network evaluations", "superres": "network evaluations"}
+"""What a stage's ``step`` counts (others: "steps")."""
 
 
 class Reporter:
@@ -30,16 +35,18 @@ class Reporter:
         print(f"medsyn: warning: {message}", file=sys.stderr, flush=True)
 
     def __call__(self, stage: str, step: int, total: int) -> None:
+        unit = UNITS.get(stage, "steps")
         now = time.perf_counter()
         if step <= 1:
             self.stage_start[stage] = now
         rate = (now - self.stage_start.get(stage, self.start)) / max(step, 1)
         eta = rate * (total - step)
         if self.mode == "json":
-            self.emit({"event": "progress", "stage": stage, "step": step, "total": total,
+            self.emit({"event": "progress", "stage": stage, "step": step, "total": total, "unit": unit,
                        "elapsed_s": round(now - self.start, 3), "eta_s": round(eta, 3), **self.context})
         else:
             bar = "#" * int(30 * step / total)
-            print(f"\r{stage:9s} [{bar:30s}] {step}/{total} ETA {eta:5.0f} s", end="", file=sys.stderr, flush=True)
+            print(f"\r{stage:9s} [{bar:30s}] {step}/{total} {unit} ETA {eta:5.0f} s", end="", file=sys.stderr,
+                  flush=True)
             if step == total:
                 print(file=sys.stderr)

@@ -190,3 +190,18 @@ def test_a_held_mask_that_does_not_fit_is_refused():
         HeldChannels(torch.zeros(1, 4, 2, 2, 2), torch.ones(1, 4, 3, 2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="differs from the volume"):
         hold_channels(torch.zeros(1, 4, 2, 2, 2), [0], where=torch.ones(2, 2, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("steps, resamples", [(12, 0), (2, 0), (4, 2)])
+def test_progress_counts_every_network_evaluation(steps, resamples):
+    evaluations, seen = [], []
+    target = torch.zeros(1, 4, 2, 4, 4)
+
+    def denoise(x, t):
+        evaluations.append(t)
+        return target
+
+    sample(denoise, make_sampler("dpmpp2m", steps), draw_noise(target.shape, seed=1), resamples=resamples,
+           generator=torch.Generator().manual_seed(0), on_step=lambda k, n: seen.append((k + 1, n)))
+    total = (resamples + 1) * steps + 1  # the official grid evaluates its end point t = 0 too
+    assert len(evaluations) == total and seen == [(k, total) for k in range(1, total + 1)]

@@ -183,7 +183,9 @@ def sample(
     ``resamples`` r > 0 (RePaint), every step but the last is then repeated r times from the state jumped back to
     its own noise level (:func:`renoise`, noise from ``generator``), so that held and generated voxels settle on
     each other; r + 1 network evaluations per step. Without resampling ``noise`` is the only random input.
-    ``on_step(i, n)`` is called after each step; ``record`` (if given) receives ``(t, x0_raw, x)`` per step.
+    ``on_step(k, n)`` is called after each network evaluation k (from 0) of the run's n: ``steps + 1`` on the
+    official grid (its end point t = 0 is evaluated too), ``(resamples + 1) * steps + 1`` with resampling.
+    ``record`` (if given) receives ``(t, x0_raw, x)`` per step.
     """
     if resamples < 0:
         raise ValueError(f"resamples must be 0 or more, got {resamples}")
@@ -194,6 +196,7 @@ def sample(
     if held is not None and patch > 1:
         held = held.folded(patch)
     n = len(sampler.timesteps)
+    evaluations, done = n + resamples * (n - 1), 0
     for i, t in enumerate(sampler.timesteps.tolist()):
         for attempt in range(1 + (resamples if i < n - 1 else 0)):
             if attempt:
@@ -202,11 +205,12 @@ def sample(
             x0_raw = x0.clone() if record is not None else None
             x0 = held.apply(x0) if held is not None else x0
             x_next = sampler.step(x0.clamp_(-1.0, 1.0), x, i)
+            if on_step is not None:
+                on_step(done, evaluations)
+            done += 1
         x = x_next
         if record is not None:
             record.append((t, x0_raw, x.clone()))
-        if on_step is not None:
-            on_step(i, n)
     return depth_to_space(x.clamp_(-1.0, 1.0), patch)
 
 
