@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from MedSynLib.io.images import write_image
 from MedSynLib.phantom import Findings, Grid, generate
 from MedSynLib.phantom.dataset import MANIFEST_COLUMNS, read_report, write_dataset
 from MedSynLib.phantom.findings import effusion_size_word, emphysema_grade
@@ -312,7 +313,7 @@ def test_dataset_deterministic_resumable_manifest_and_preview(tmp_path):
     preview_files(str(a / rows[0]["ct"]), str(png), lobes=str(a / rows[0]["lobes"]),
                   airway=str(a / rows[0]["airway"]), vessels=str(a / rows[0]["vessels"]), panel=128)
     out = sitk.ReadImage(str(png))
-    assert out.GetSize() == (3 * 128, 128) and out.GetNumberOfComponentsPerPixel() == 3
+    assert out.GetSize() == (3 * 128, 2 * 128) and out.GetNumberOfComponentsPerPixel() == 3
 
 
 def test_cli_registers_phantoms_and_preview():
@@ -327,3 +328,31 @@ def test_cli_registers_phantoms_and_preview():
     assert callable(b.func)
     from MedSynLib.cli import COMMAND_MODULES
     assert "MedSynLib.phantom.cli" in COMMAND_MODULES
+
+
+def test_a_preview_shows_the_ct_then_the_overlays_on_planes_through_the_lungs(tmp_path):
+    """What the README's caption says: CT planes, then the same planes with the masks; the planes cut the lungs
+    (a sagittal plane through the mid-line would show only mediastinum)."""
+    from MedSynLib.phantom.preview import lung_planes
+
+    ct = np.full((48, 64, 64), 40, np.int16)  # (z, y, x) LPS: soft tissue
+    lobes = np.zeros(ct.shape, np.uint8)
+    lobes[10:40, 20:44, 8:24] = 5  # right lower lobe (low x = patient right), far off the mid-line
+    lobes[30:40, 20:30, 40:56] = 1  # a small left upper lobe
+    ct[lobes > 0] = -850
+    assert lung_planes(lobes, ct.shape) == (26, 31, 16)
+    assert lung_planes(None, ct.shape) == (24, 32, 19)
+    paths = {}
+    for name, array in (("ct", ct), ("lobes", lobes), ("airway", np.zeros_like(lobes)),
+                        ("vessels", np.zeros_like(lobes))):
+        paths[name] = str(tmp_path / f"{name}.nii.gz")
+        write_image(sitk.GetImageFromArray(array), paths[name])
+    rgb = preview_files(paths["ct"], str(tmp_path / "p.png"), lobes=paths["lobes"], airway=paths["airway"],
+                        vessels=paths["vessels"], panel=64)
+    assert rgb.shape == (128, 192, 3)
+    ct_row, overlay_row = rgb[:64].astype(int), rgb[64:].astype(int)
+    assert (ct_row[..., 0] == ct_row[..., 1]).all() and (ct_row[..., 1] == ct_row[..., 2]).all()  # grey: CT only
+    for plane in range(3):  # each plane cuts lung: dark in the CT row, coloured in the overlay row
+        ct_panel, overlay_panel = ct_row[:, 64 * plane:64 * (plane + 1)], overlay_row[:, 64 * plane:64 * (plane + 1)]
+        assert (ct_panel[..., 0] < 100).sum() > 50
+        assert (np.abs(overlay_panel[..., 0] - overlay_panel[..., 2]) > 10).sum() > 50

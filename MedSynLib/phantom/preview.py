@@ -1,4 +1,8 @@
-"""PNG montages of any CT + masks: axial, coronal and sagittal planes through the centre, lung window, overlays.
+"""PNG montages of any CT + masks: axial, coronal and sagittal planes, lung window, coloured mask overlays.
+
+A preview of files (:func:`preview_files`) has two rows: the CT's axial, coronal and sagittal planes, then the same
+planes with the masks over them; the planes go through the lungs (:func:`lung_planes`), not through the volume's
+mid-line, whose sagittal plane shows only the mediastinum.
 
 Works on arrays (z, y, x) in LPS orientation (x R->L, y A->P, z I->S) or on image files of any orientation
 (they are reoriented to LPS first). Images are shown in radiological convention: patient right on the
@@ -19,6 +23,7 @@ from MedSynLib.io.segments import SEGMENTS
 
 LUNG_WINDOW = (1500.0, -600.0)  # width, level (HU)
 _ALPHA = {"lobes": 0.30, "airway": 0.85, "vessels": 0.75}
+RIGHT_LUNG_LABELS = tuple(s.label for s in SEGMENTS if s.channel == "lobes" and s.name.startswith("right "))
 
 
 def _colors(channel: str) -> dict[int, np.ndarray]:
@@ -83,7 +88,7 @@ def write_png(rgb: np.ndarray, path, description: str | None = None) -> None:
     rows = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1)  # filter byte 0 per row
     text = chunk(b"tEXt", b"Description\0" + description.encode("latin-1", "replace")) if description else b""
     atomic_write(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + text
-                 + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
+                 + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + chunk(b"IEND", b""))
 
 
 def read_lps(path, reference: sitk.Image | None = None, label: bool = False) -> tuple[np.ndarray, tuple]:
@@ -101,17 +106,40 @@ def read_lps(path, reference: sitk.Image | None = None, label: bool = False) -> 
     return sitk.GetArrayFromImage(img), (sz, sy, sx)
 
 
+def _centroid(weights: np.ndarray) -> int:
+    return int(round(float((weights * np.arange(weights.size)).sum() / weights.sum())))
+
+
+def lung_planes(lobes: np.ndarray | None, shape_zyx) -> tuple[int, int, int]:
+    """(z, y, x) indices of the planes a preview shows, for a (z, y, x) LPS lobe map (labels 1-5) or None.
+
+    Axial and coronal: through the centre of the lungs; sagittal: through the centre of the right lung (labels 3-5),
+    so that each plane cuts lung. Without lobes (or with an empty map): the volume's centre, the sagittal plane at
+    30 % of the width from the patient's right (through the right lung of a chest centred in the volume).
+    """
+    nz, ny, nx = shape_zyx
+    lungs = None if lobes is None else np.asarray(lobes) > 0
+    if lungs is None or not lungs.any():
+        return nz // 2, ny // 2, int(0.3 * nx)
+    right = np.isin(lobes, RIGHT_LUNG_LABELS)
+    side = right if right.any() else lungs
+    return (_centroid(lungs.sum(axis=(1, 2))), _centroid(lungs.sum(axis=(0, 2))), _centroid(side.sum(axis=(0, 1))))
+
+
 def preview_files(ct: str, out: str, lobes: str | None = None, airway: str | None = None,
-                  vessels: str | None = None, panel: int = 256, description: str | None = None) -> np.ndarray:
-    """Montage of image files (NIfTI, NRRD, ...) -> PNG at ``out`` (``description`` in its metadata); returns the
-    RGB array."""
+                  vessels: str | None = None, panel: int = 256, description: str | None = None,
+                  center: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Preview of image files (NIfTI, NRRD, ...) -> PNG at ``out`` (``description`` in its metadata); returns the
+    RGB array (2 * panel, 3 * panel, 3): the CT's axial, coronal and sagittal planes, then the same planes with the
+    masks. ``center``: the (z, y, x) LPS indices of the planes; default :func:`lung_planes` of the lobes."""
     ref = read_image(ct, "CT")
     arr, sp = read_lps(ct)
     masks = {}
     for name, pth in (("lobes", lobes), ("airway", airway), ("vessels", vessels)):
         if pth:
             masks[name] = read_lps(pth, ref, label=True)[0]
-    rgb = montage(arr, sp, masks, panel)
+    center = center or lung_planes(masks.get("lobes"), arr.shape)
+    rgb = stack_rows([montage(arr, sp, None, panel, center=center), montage(arr, sp, masks, panel, center=center)])
     write_png(rgb, out, description)
     return rgb
 
