@@ -188,5 +188,7 @@ def test_torchrun_shards_write_what_one_process_writes(tiny_model, tmp_path, cap
     # a shard run again (as after a kill) finds its cases finished; a job-array shard of another count too
     for shard, skipped in (("1/2", 3), ("2/3", 2)):
         assert main(["batch", *args, "--shard", shard, "--out", str(tmp_path / "sharded")]) == 0
-        assert capsys.readouterr().err.count(": skipped") == skipped
+        err = capsys.readouterr().err
+        assert err.count(": skipped") == skipped
+        assert f"wrote 0 SYNTHETIC cases to {tmp_path / 'sharded'}; {skipped} finished earlier, kept as they are" in err
     assert tree(tmp_path / "sharded") == b

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from MedSynLib.io.images import Geometry, to_image, write_image
 
-from tiny_model import GRID, build_tiny_model
+from tiny_model import GRID, TINY_STATEMENT, build_tiny_model
 
 REPORT = "FINDINGS: Large bilateral pleural effusions. IMPRESSION: Bilateral effusions."
 
@@ -38,9 +38,11 @@ def test_generate_writes_a_complete_synthetic_result(tiny_model, tmp_path):
     assert r.returncode == 0, r.stderr
     events = _events(r.stdout)
     stages = [(e["stage"], e["step"], e["total"]) for e in events if e["event"] == "progress"]
-    assert ("lowres", 5, 5) in stages and ("superres", 3, 3) in stages
-    assert events[-1]["event"] == "done"
+    assert ("lowres", 5, 5) in stages and ("superres", 3, 3) in stages  # 4 and 2 steps: what runs, each + 1
+    assert {e["unit"] for e in events if e["event"] == "progress"} == {"network evaluations"}
+    assert events[-1]["event"] == "done" and events[-1]["statement"] == TINY_STATEMENT
     sidecar = json.loads((out / "medsyn.json").read_text(encoding="utf-8"))
+    assert sidecar["model"]["statement"] == TINY_STATEMENT  # the model's sentence, shown with every result
     assert sidecar["synthetic"] is True and sidecar["report"] == REPORT and sidecar["seed"] == 3
     assert set(sidecar["model"]["sha256"]) == {"lowres", "superres", "text_encoder"}
     assert {"lowres_s", "superres_s", "text_s"} <= set(sidecar["timings_s"])
@@ -180,3 +182,12 @@ def test_sigterm_stops_and_leaves_nothing(tiny_model, tmp_path):
     assert proc.returncode == 130 and time.time() - t0 < 30
     assert "cancelled" in out and "nothing was written" in err
     assert os.listdir(tmp_path) == []
+
+
+def test_the_terminal_counts_what_runs_and_ends_with_the_models_statement(tiny_model, tmp_path):
+    r = medsyn("generate", "--report", REPORT, "--model", tiny_model, "--lowres-only", "--steps-lowres", "3",
+               "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.replace("\r", "\n").strip().splitlines()
+    assert "4/4 network evaluations" in lines[-3]  # 3 steps evaluate the network 4 times (the end point too)
+    assert lines[-2:] == [f"wrote {tmp_path / 'run'} (SYNTHETIC)", f"model tiny-test: {TINY_STATEMENT}"]

@@ -39,6 +39,9 @@ def ellipsoids(geometry: Geometry, centres, radii, values, background=0, dtype=n
     return out
 
 
+TINY_STATEMENT = "An untrained test model: its outputs are SYNTHETIC noise, not images of anything."
+
+
 def build_tiny_model(folder: Path, seed: int = 0, atlas: bool = False) -> Path:
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -61,5 +64,6 @@ def build_tiny_model(folder: Path, seed: int = 0, atlas: bool = False) -> Path:
         space = {"kind": "atlas", "atlas_mask": "atlas_lung_mask.nii.gz"}
     write_model_spec(folder, name="tiny-test", title="tiny random test model", license="Apache-2.0",
                      grid=ATLAS_GRID if atlas else GRID, space=space,
-                     defaults={"steps_lowres": 4, "steps_sr": 2, "guidance": 1.0, "sampler": "ddim"})
+                     defaults={"steps_lowres": 4, "steps_sr": 2, "guidance": 1.0, "sampler": "ddim"},
+                     statement=TINY_STATEMENT)
     return folder

@@ -217,10 +217,12 @@ def _run(args) -> int:
                     reporter.warn(warning)
                 sidecar = write_result(result, output, "segment", model_info(model), preview=args.preview,
                                        source_ct=args.ct)
-        reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
+        info = model_info(model)
+        reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **_statement(info)})
         if args.progress == "text":
             print(f"wrote {args.out} (SYNTHETIC)" if args.mode == "generate" else f"wrote {args.out}",
                   file=sys.stderr)
+            _print_statement(info)
         return 0
 
     return _guarded(reporter, work)
@@ -261,10 +263,12 @@ def _run_edit(args) -> int:
             for warning in result.metadata["warnings"]:
                 reporter.warn(warning)
             sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct, preview=args.preview)
-        reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
+        info = model_info(model)
+        reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **_statement(info)})
         if args.progress == "text":
             print(f"wrote {args.out} (EDITED: {result.metadata['region']['volume_ml']:.1f} mL replaced)",
                   file=sys.stderr)
+            _print_statement(info)
         return 0
 
     return _guarded(reporter, work)
@@ -290,7 +294,10 @@ def _run_batch(args) -> int:
                    "model_sha256": dict(model.sha256)}
         label = f"shard {shard} " if shard.count > 1 else ""
 
+        statuses = {}
+
         def on_case(index, count, case, status, error):
+            statuses[case.folder] = status
             reporter.context = {"case": case.folder, "case_index": index, "cases": count}
             event = {"event": "case", "status": status, "id": case.id, "k": case.k, "seed": case.seed,
                      "folder": case.folder, "index": index, "total": count, "shard": str(shard)}
@@ -310,13 +317,31 @@ def _run_batch(args) -> int:
                            "finished cases are kept"})
             print(f"medsyn: error: {label}{message}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        written = sum(status == "done" for status in statuses.values())
         reporter.emit({"event": "done", "out": str(args.out), "manifest": manifest, "cases": len(rows),
-                       "shard": str(shard)})
+                       "written": written, "skipped": len(rows) - written, "shard": str(shard),
+                       **_statement(model_info(model))})
         if args.progress == "text":
-            print(f"{label}wrote {len(rows)} SYNTHETIC cases to {args.out}", file=sys.stderr)
+            print(f"{label}wrote {written} SYNTHETIC case{'s' * (written != 1)} to {args.out}"
+                  + (f"; {len(rows) - written} finished earlier, kept as they are" if written < len(rows) else ""),
+                  file=sys.stderr)
+            _print_statement(model_info(model))
         return 0
 
     return _guarded(reporter, work)
+
+
+def _statement(info: dict) -> dict:
+    """The model's statement for a ``done`` event (nothing for a model without one)."""
+    return {"statement": info["statement"]} if info.get("statement") else {}
+
+
+def _print_statement(info: dict) -> None:
+    """The model's statement as a command's last line (a model without one prints nothing)."""
+    from .outputs import statement_line
+
+    if statement_line(info):
+        print(statement_line(info), file=sys.stderr)
 
 
 def _read_report(path: Path) -> str:

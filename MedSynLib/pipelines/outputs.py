@@ -5,7 +5,7 @@ The folder is claimed, locked and written through :class:`~MedSynLib.io.files.Ou
 only an earlier result is ever replaced, and only with ``overwrite``. Names and metadata say SYNTHETIC.
 The sidecar ``medsyn.json`` holds: ``synthetic: true``, mode, report, seed, settings (steps, guidance, sampler),
 held channels, device, precision, SR tiles, model space (and the atlas alignment of a segmented CT), timings per
-stage, model (name, title, path, sha256 of each stage), geometry, file names and software versions.
+stage, model (name, title, path, sha256 of each stage, its statement), geometry, file names and software versions.
 """
 
 from __future__ import annotations
@@ -36,9 +36,18 @@ def _versions() -> dict:
 
 
 def model_info(model: LoadedModel) -> dict:
-    """What the sidecar says about the model: name, title, folder, space and the sha256 of each stage's weights."""
+    """What the sidecar says about the model: name, title, folder, space, the sha256 of each stage's weights and
+    the model's ``statement`` (the sentence shown with every result, e.g. that it was trained on synthetic data),
+    when it has one."""
+    statement = {"statement": model.spec["statement"]} if model.spec.get("statement") else {}
     return {"name": model.name, "title": model.spec.get("title", model.name), "path": str(model.folder),
-            "space": model.space, "license": model.spec.get("license", "unknown"), "sha256": dict(model.sha256)}
+            "space": model.space, "license": model.spec.get("license", "unknown"), "sha256": dict(model.sha256),
+            **statement}
+
+
+def statement_line(info: dict) -> str | None:
+    """The line a command prints last about the model of :func:`model_info` ``info``: its statement, if any."""
+    return f"model {info['name']}: {info['statement']}" if info.get("statement") else None
 
 
 def result_folder(out_dir: Path, overwrite: bool = False, inputs=()) -> OutputFolder:
