@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "MedSynLib.train.cli",
     "MedSynLib.train.text_encoder.cli",
     "MedSynLib.phantom.cli",
+    "MedSynLib.io.dicom_send",
 )
 
 COMMAND_GROUPS = {

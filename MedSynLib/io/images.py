@@ -76,8 +76,10 @@ def write_image(image: sitk.Image, path: str | Path, description: str = SYNTHETI
     return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=compress))
 
 
-def read_image(path: str | Path, what: str = "image") -> sitk.Image:
+def read_image(path: str | Path, what: str = "image", series: str | None = None) -> sitk.Image:
     """Read a 3D image (NIfTI, NRRD, .seg.nrrd, MHA ..., or a DICOM series folder) and check it before use.
+
+    ``series``: the Series Instance UID to read from a DICOM folder that holds several (they are listed otherwise).
 
     Refused with a message naming the file and the fix (ValueError; :class:`InputTooLargeError`, a MemoryError,
     when it would not fit in memory): a missing or unreadable file, a file shorter than its header says (a
@@ -87,7 +89,10 @@ def read_image(path: str | Path, what: str = "image") -> sitk.Image:
     """
     path = Path(path)
     if path.is_dir():
-        return _validated(_read_dicom_series(path, what), path, what)
+        return _validated(_read_dicom_series(path, what, series), path, what)
+    if series is not None:
+        raise ValueError(f"--series chooses a series of a DICOM folder, but {what} {path} is a file. Fix: give the "
+                         "DICOM folder, or leave out --series")
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     if path.stat().st_size == 0:
@@ -141,8 +146,11 @@ def _check_memory(size, components: int, pixel: str, path: Path, what: str) -> N
                                  "crop it to the chest or resample it to a coarser grid (e.g. 1 mm) first")
 
 
-def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
-    """The one DICOM series in ``folder`` (read with ITK's series reader, slices sorted by position)."""
+def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -> sitk.Image:
+    """The one DICOM series in ``folder``, or the series ``series_uid`` of several (read with ITK's series reader,
+    slices sorted by position)."""
+    from .dicom import list_series, series_listing
+
     fix = (f"Fix: convert it to one file first, e.g. `python -c \"import SimpleITK as s; r = s.ImageSeriesReader(); "
            f"r.SetFileNames(s.ImageSeriesReader.GetGDCMSeriesFileNames('{folder}', SERIES)); "
            f"s.WriteImage(r.Execute(), 'ct.nii.gz')\"` or with dcm2niix / 3D Slicer's DICOM module")
@@ -153,9 +161,13 @@ def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
     if not series:
         raise ValueError(f"{what} {folder} is a folder without a DICOM series; give a NIfTI/NRRD file or a folder "
                          "holding one DICOM series")
-    if len(series) > 1:
-        raise ValueError(f"{what} folder {folder} holds {len(series)} DICOM series ({', '.join(series[:5])}); "
-                         f"MedSyn reads a folder of exactly one. {fix.replace('SERIES', repr(series[0]))}")
+    if series_uid is not None and series_uid not in series:
+        raise ValueError(f"{what} folder {folder} holds no DICOM series {series_uid}; it holds:\n"
+                         f"{series_listing(list_series(folder))}\nFix: give one of these UIDs with --series")
+    if series_uid is None and len(series) > 1:
+        raise ValueError(f"{what} folder {folder} holds {len(series)} DICOM series:\n"
+                         f"{series_listing(list_series(folder))}\nFix: choose one with --series UID")
+    series = [series_uid] if series_uid is not None else series
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)

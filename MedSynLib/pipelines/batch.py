@@ -39,8 +39,8 @@ SHARDS = "shards"
 LOCK = ".manifest.lock"
 COLUMNS = ("id", "k", "seed", "report", "folder", "ct", "segmentation", "status", "error")
 SEED_STRIDE = 1000
-CHANGED = ("made from another report, seed, sampler setting, held channel or model than the prompts now ask for "
-           "(see its medsyn.json)")
+CHANGED = ("made from another report, seed, sampler setting, held channel, model or output format (--format) than "
+           "the prompts now ask for (see its medsyn.json)")
 
 
 @dataclass
@@ -132,7 +132,8 @@ def request_of(sidecar: dict) -> dict:
     """What a result was made from, as its sidecar records it: the fields a resumed batch must find unchanged."""
     return {"report": sidecar.get("report"), "seed": sidecar.get("seed"), "settings": sidecar.get("settings"),
             "lowres_only": sidecar.get("lowres_only"), "held_channels": sidecar.get("held_channels"),
-            "model_sha256": (sidecar.get("model") or {}).get("sha256")}
+            "model_sha256": (sidecar.get("model") or {}).get("sha256"),
+            "dicom": "dicom" in (sidecar.get("files") or {})}
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -253,13 +254,14 @@ def remove_partial(out_dir: Path, folders: set[str]) -> list[str]:
 def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], GenerationResult], model_info: dict,
               request: Callable[[Case], dict], preview: bool = False, shard: Shard = Shard(),
               redo_changed: bool = False,
-              on_case: Callable[[int, int, Case, str, str], None] | None = None) -> list[dict]:
+              on_case: Callable[[int, int, Case, str, str], None] | None = None, dicom: bool = False) -> list[dict]:
     """Generate every unfinished case of ``shard`` with ``make(case)`` and write it; returns the shard's rows.
 
     ``request(case)``: what a finished case must have been made from (:func:`request_of`). Cases made from another
     request raise ValueError before anything is written, unless ``redo_changed``.
     ``on_case(position, count, case, status, error)`` (position in the shard's ``count`` cases) is called with
-    status "running", "skipped", "done" or "failed". A ``ValueError`` fails only its case; anything else (cancel,
+    status "running", "skipped", "done" or "failed". ``dicom``: each case also in DICOM (:func:`write_result`).
+    A ``ValueError`` fails only its case; anything else (cancel,
     out of memory) stops the shard, leaving finished cases, the shard's rows and the manifest in place.
     """
     out_dir = Path(out_dir)
@@ -284,7 +286,7 @@ def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], Generatio
         notify(i, len(mine), case, "running", "")
         try:
             write_result(make(case), out_dir / case.folder, "generate", model_info, preview=preview,
-                         overwrite=redo_changed)
+                         overwrite=redo_changed, dicom=dicom)
             rows[i] = folders.row(case)
         except ValueError as exc:
             rows[i] = folders.row(case, "failed", str(exc))

@@ -57,6 +57,9 @@ def _common(p) -> None:
                    help="force N overlapping depth chunks in the super-resolution stage")
     p.add_argument("--preview", action="store_true", help="also write preview.png (three planes, lung window, masks)")
     p.add_argument("--progress", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("files", "dicom"), default="files",
+                   help="dicom: also write DICOM (CT series + Segmentation, marked SYNTHETIC or EDITED; needs the "
+                        "'dicom' extra) beside the NIfTI/NRRD files")
     p.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
 
 
@@ -76,6 +79,24 @@ def _one_result(p, func, mode: str) -> None:
     p.set_defaults(func=func, mode=mode)
 
 
+def _series_arg(p) -> None:
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="the Series Instance UID to read when the --ct folder holds several DICOM series (they are "
+                        "listed otherwise)")
+
+
+def _dicom_source(args):
+    """With ``--format dicom``: the DICOM extra is installed, and a segment/edit ``--ct`` is a DICOM series that the
+    result can reference (checked before any sampling)."""
+    if args.format != "dicom":
+        return
+    from ..io import dicom
+
+    dicom.require()
+    if args.mode in ("segment", "edit"):
+        dicom.source_series(args.ct, args.series)
+
+
 def _report_args(p, what: str) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--report", help=what)
@@ -89,13 +110,15 @@ def add_parser(sub) -> None:
     _one_result(g, _run, "generate")
     s = sub.add_parser("segment", help="segment a real CT by holding the CT channel fixed")
     s.add_argument("--ct", required=True, type=Path,
-                   help="CT in HU (NIfTI/NRRD file, or a folder holding one DICOM series)")
+                   help="CT in HU (NIfTI/NRRD file, or a DICOM folder)")
+    _series_arg(s)
     s.add_argument("--report", default=None, help="optional report text to condition on")
     s.add_argument("--force", action="store_true",
                    help="write the segmentation even when it fails the quality check (exit code 4 otherwise)")
     _one_result(s, _run, "segment")
     e = sub.add_parser("edit", help="replace a region of a CT by what the model generates for a report (marked EDITED)")
-    e.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD, any geometry)")
+    e.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD, any geometry, or a DICOM folder)")
+    _series_arg(e)
     e.add_argument("--region", required=True, type=Path,
                    help="label map of the region to replace (nonzero voxels; any geometry, e.g. a Slicer segment "
                         "exported as a label map)")
@@ -200,6 +223,7 @@ def _run(args) -> int:
         settings = _settings(args, reporter)
         inputs = [getattr(args, n, None) for n in ("report_file", "ct", "reference_ct", *CONDITIONS)]
         with result_folder(args.out, args.overwrite, inputs) as output:
+            _dicom_source(args)
             if args.mode == "generate":
                 report = args.report if args.report is not None else _read_report(args.report_file)
                 conditions = _conditions(args)
@@ -208,15 +232,16 @@ def _run(args) -> int:
                 result = generate(report, model, conditions, seed=args.seed, reference_ct=reference, **settings)
                 for warning in result.metadata["warnings"]:
                     reporter.warn(warning)
-                sidecar = write_result(result, output, "generate", model_info(model), preview=args.preview)
+                sidecar = write_result(result, output, "generate", model_info(model), preview=args.preview,
+                                       dicom=args.format == "dicom")
             else:
-                ct = read_image(args.ct, "CT")
+                ct = read_image(args.ct, "CT", args.series)
                 model = _load(args, reporter)
                 result = segment(ct, model, report=args.report, seed=args.seed, force=args.force, **settings)
                 for warning in result.metadata["warnings"]:
                     reporter.warn(warning)
                 sidecar = write_result(result, output, "segment", model_info(model), preview=args.preview,
-                                       source_ct=args.ct)
+                                       source_ct=args.ct, dicom=args.format == "dicom", series=args.series)
         info = model_info(model)
         reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **_statement(info)})
         if args.progress == "text":
@@ -254,7 +279,8 @@ def _run_edit(args) -> int:
         inputs = [args.report_file, args.ct, args.region, *(getattr(args, n) for n in CONDITIONS)]
         with result_folder(args.out, args.overwrite, inputs) as output:
             report = args.report if args.report is not None else _read_report(args.report_file)
-            ct = read_image(args.ct, "CT")
+            _dicom_source(args)
+            ct = read_image(args.ct, "CT", args.series)
             region = read_image(args.region, "region")
             keep = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
             model = _load(args, reporter)
@@ -262,7 +288,8 @@ def _run_edit(args) -> int:
                           resamples=args.resamples, blend_mm=args.blend_mm, **settings)
             for warning in result.metadata["warnings"]:
                 reporter.warn(warning)
-            sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct, preview=args.preview)
+            sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct, preview=args.preview,
+                                        dicom=args.format == "dicom", series=args.series)
         info = model_info(model)
         reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **_statement(info)})
         if args.progress == "text":
@@ -284,6 +311,7 @@ def _run_batch(args) -> int:
     def work() -> int:
         shard = _batch_shard(args)
         cases = read_prompts(args.prompts, args.per_prompt, args.seed)
+        _dicom_source(args)
         conditions = _conditions(args)
         reference = conditions.pop("reference_ct", None)
         model = _load(args, reporter, {case.id: case.report for case in shard.select(cases)})
@@ -291,7 +319,7 @@ def _run_batch(args) -> int:
         request = {"settings": sampling_settings(model, steps_lowres=args.steps_lowres, steps_sr=args.steps_sr,
                                                  guidance=args.guidance, sampler=args.sampler),
                    "lowres_only": args.lowres_only, "held_channels": sorted(CONDITION_CHANNELS[k] for k in conditions),
-                   "model_sha256": dict(model.sha256)}
+                   "model_sha256": dict(model.sha256), "dicom": args.format == "dicom"}
         label = f"shard {shard} " if shard.count > 1 else ""
 
         statuses = {}
@@ -308,7 +336,8 @@ def _run_batch(args) -> int:
         rows = run_batch(cases, args.out, lambda c: generate(c.report, model, conditions, seed=c.seed,
                                                             reference_ct=reference, **settings),
                          model_info(model), lambda c: {"report": c.report, "seed": c.seed, **request},
-                         preview=args.preview, shard=shard, redo_changed=args.redo_changed, on_case=on_case)
+                         preview=args.preview, shard=shard, redo_changed=args.redo_changed, on_case=on_case,
+                         dicom=args.format == "dicom")
         failed = [r for r in rows if r["status"] == "failed"]
         manifest = str(Path(args.out) / MANIFEST)
         if failed:
