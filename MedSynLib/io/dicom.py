@@ -130,6 +130,10 @@ def source_series(folder: Path, series_uid: str | None = None) -> SourceSeries:
     except Exception as exc:  # pydicom raises several kinds for a damaged file
         raise ValueError(f"cannot read the DICOM headers in {folder} ({exc}). Fix: copy or export the series "
                          "again") from None
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
+        raise ValueError(f"the series {series_uid} in {folder} is multi-frame (e.g. Enhanced CT); DICOM results "
+                         "reference single-frame CT series only. Fix: leave out --format dicom, or convert the "
+                         "series to single-frame images first (e.g. dcm2niix, then --ct the NIfTI file)")
     return SourceSeries(folder, series_uid, files, datasets)
 
 
@@ -194,7 +198,8 @@ def marking(kind: str, model: dict, report: str | None = None, seed: int | None 
     name = model.get("name", "MedSyn")
     statement = model.get("statement") or (f"{model.get('title', name)}: every output of this model is a SYNTHETIC "
                                             "image, not patient data; not for clinical use.")
-    weights = ", ".join(f"{k} sha256 {v}" for k, v in sorted(model.get("sha256", {}).items()))
+    sha256 = model.get("sha256")
+    weights = ", ".join(f"{k} sha256 {v}" for k, v in sorted(sha256.items())) if isinstance(sha256, dict) else ""
     tag = f" seed {seed}" if seed is not None else ""
     if kind == "synthetic":
         return Marking(kind, f"SYNTHETIC CT MedSyn{tag}", f"SYNTHETIC anatomy MedSyn{tag}",
@@ -210,7 +215,7 @@ def marking(kind: str, model: dict, report: str | None = None, seed: int | None 
                    f"use. {weights}", report, statement, model)
 
 
-def _patient_and_study(ds, source, mark: Marking, study_uid: str) -> None:
+def _patient_and_study(ds, source, study_uid: str) -> None:
     """Patient and study of a new series: a synthetic patient and study, or the source's (an edit)."""
     if source is None:
         date, time = _now()
@@ -275,7 +280,7 @@ def write_ct_series(ct_hu: np.ndarray, geometry: Geometry, folder: Path, mark: M
         ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
         ds.SyntheticData = "YES" if mark.synthetic else "NO"
         ds.ContributingEquipmentSequence = [equipment]
-        _patient_and_study(ds, source, mark, study_uid)
+        _patient_and_study(ds, source, study_uid)
         ds.Modality = "CT"
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = 901 if mark.kind == "edited" else 1

@@ -15,28 +15,30 @@ from .dicom import INSTALL_FIX, require
 SEND_TIMEOUT_S = 30
 
 
-def dicom_files(folder: Path) -> list[Path]:
-    """The DICOM files under ``folder`` (a result folder or any folder of DICOM files), sorted by path."""
+def dicom_files(folders: list[Path]) -> list[Path]:
+    """The DICOM files under each of ``folders`` (result folders or any folders of DICOM files), sorted by path."""
     pydicom, _ = require()
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder. Fix: give a result folder written with --format dicom, or a "
-                         "folder of DICOM files")
     found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        except Exception:  # not DICOM: pydicom raises several kinds
-            continue
-        found.append(path)
-    if not found:
-        raise ValueError(f"{folder} holds no DICOM file. Fix: write the result with --format dicom first")
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise ValueError(f"{folder} is not a folder. Fix: give a result folder written with --format dicom, "
+                             "or a folder of DICOM files")
+        files = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            try:
+                pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            except Exception:  # not DICOM: pydicom raises several kinds
+                continue
+            files.append(path)
+        if not files:
+            raise ValueError(f"{folder} holds no DICOM file. Fix: write the result with --format dicom first")
+        found += files
     return found
 
 
-def send(folder: Path, host: str, port: int, called_aet: str = "ANY-SCP", calling_aet: str = "MEDSYN",
+def send(folders: list[Path], host: str, port: int, called_aet: str = "ANY-SCP", calling_aet: str = "MEDSYN",
          on_file=None) -> int:
-    """C-STORE every DICOM file under ``folder`` to the PACS at ``host``:``port`` (AE title ``called_aet``) in one
+    """C-STORE every DICOM file under ``folders`` (in their order) to the PACS at ``host``:``port`` (AE title ``called_aet``) in one
     association; returns the number stored. ``on_file(path, index, count)`` after each. Refused with the fix
     (ValueError): no connection, association rejected, a file the PACS did not store."""
     pydicom, _ = require()
@@ -46,7 +48,7 @@ def send(folder: Path, host: str, port: int, called_aet: str = "ANY-SCP", callin
         raise ValueError(f"sending needs pynetdicom. Fix: {INSTALL_FIX}") from None
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-    files = dicom_files(folder)
+    files = dicom_files(folders)
     classes = sorted({str(pydicom.dcmread(f, stop_before_pixels=True).SOPClassUID) for f in files})
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = SEND_TIMEOUT_S
@@ -76,7 +78,9 @@ def send(folder: Path, host: str, port: int, called_aet: str = "ANY-SCP", callin
 
 def add_parser(sub) -> None:
     p = sub.add_parser("send", help="store a result's DICOM objects in a PACS (DICOM C-STORE)")
-    p.add_argument("folder", type=Path, help="result folder written with --format dicom, or a folder of DICOM files")
+    p.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
+                   help="result folder written with --format dicom, or a folder of DICOM files (e.g. the patient's "
+                        "series, before the segmentation that references it)")
     p.add_argument("--host", required=True, help="the PACS's host name or address")
     p.add_argument("--port", required=True, type=int, help="the PACS's DICOM port (e.g. 104, 4242, 11112)")
     p.add_argument("--aet", default="ANY-SCP", help="the PACS's AE title (called AE)")
@@ -88,7 +92,7 @@ def add_parser(sub) -> None:
 def _run(args) -> int:
     reporter = Reporter(args.progress)
 
-    count = send(args.folder, args.host, args.port, args.aet, args.calling_aet,
+    count = send(args.folders, args.host, args.port, args.aet, args.calling_aet,
                  lambda path, index, count: reporter("send", index + 1, count))
     reporter.emit({"event": "done", "sent": count, "to": f"{args.aet}@{args.host}:{args.port}"})
     if args.progress == "text":
