@@ -20,7 +20,7 @@ import slicer
 
 from MedSynLib.io.segments import SEGMENTS, SegmentInfo, terminology_entry
 
-from . import ATTRIBUTE_PREFIX, SYNTHETIC_ATTRIBUTE, sceneutil
+from . import ATTRIBUTE_PREFIX, SYNTHETIC_ATTRIBUTE, dicomexport, sceneutil
 from .conditions import _norm
 
 SIDECAR_NAME = "medsyn.json"
@@ -295,6 +295,8 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
             sh.SetItemAttribute(loaded.folder_item, SYNTHETIC_ATTRIBUTE, "true")
         sceneutil.put_in_folder(loaded.ct_node, loaded.folder_item)
         sceneutil.put_in_folder(loaded.segmentation_node, loaded.folder_item)
+    dicomexport.tag_series(loaded.ct_node, sidecar, "ct")  # what Slicer's DICOM export writes (docs/slicer.md)
+    dicomexport.tag_series(loaded.segmentation_node, sidecar, "segmentation")
 
     if show:
         sceneutil.show_in_views(loaded.ct_node if loaded.ct_node is not None else input_volume,
@@ -327,9 +329,10 @@ def load_edit_results(folder: str, input_volume=None, show: bool = True) -> Load
                                                                list(REGION_COLOR))
     import_mask(segmentation, (region > 0).astype(np.uint8), ijk_to_ras, region_id)
     loaded.segmentation_node = segmentation
-    for node in (loaded.ct_node, segmentation):
+    for node, what in ((loaded.ct_node, "ct"), (segmentation, "segmentation")):
         set_attributes(node, attributes)
         sceneutil.put_in_folder(node, sceneutil.folder_of(input_volume))
+        dicomexport.tag_series(node, sidecar, what)
     if show:
         sceneutil.show_in_views(loaded.ct_node, segmentation)
     return loaded
