@@ -187,6 +187,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelSelected)
         self.ui.refreshModelsButton.clicked.connect(self.refreshModels)
         self.ui.importWeightsButton.clicked.connect(self.onImportWeights)
+        self.ui.removeLibraryButton.clicked.connect(self.onRemoveLibrary)
         self.ui.randomSeedButton.clicked.connect(self.onRandomSeed)
         self.ui.generateButton.clicked.connect(self.onGenerate)
         self.ui.cancelButton.clicked.connect(self.onCancel)
@@ -355,6 +356,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.generateButton.toolTip = why or tooltip
         self.ui.cancelButton.enabled = busy and not self.runs.cancelling
         self.ui.importWeightsButton.enabled = not busy
+        self.ui.removeLibraryButton.enabled = not busy
 
     def isBusy(self) -> bool:
         return self.runs.busy
@@ -369,6 +371,10 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self.logic.listModels()
             error = ""
+        except ModuleNotFoundError as e:
+            self.logic.models = []
+            error = (f"Could not list models: {e}." if e.name != "MedSynLib" else
+                     "The MedSyn library and its demo model are not installed yet: the first run installs them.")
         except Exception as e:  # noqa: BLE001 - shown in the panel
             self.logic.models = []
             error = f"Could not list models: {e}"
@@ -435,7 +441,16 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if status:
             self.runs.view.status = status
             self.showRuns()
+        if ready and not self.logic.models:
+            self.refreshModels()  # the library and its demo model were just installed
         return ready
+
+    def onRemoveLibrary(self) -> None:
+        status = dialogs.remove_library()
+        if status:
+            self.runs.view.status = status
+            self.showRuns()
+            self.refreshModels()
 
     def onGenerate(self) -> None:
         p = self._parameterNode

@@ -60,6 +60,25 @@ def dependencies_ready() -> tuple[bool, str]:
     return True, ""
 
 
+def remove_library() -> str:
+    """Ask, then uninstall the ``medsyn`` wheel (library and demo model): a status line for the panel, or ""."""
+    version = dependencies.library_installed()
+    if version is None:
+        slicer.util.infoDisplay("The MedSyn library is not installed as a package in Slicer's Python (it comes from a "
+                                "source checkout, or was never installed): nothing to remove.", windowTitle="MedSyn")
+        return ""
+    if not slicer.util.confirmOkCancelDisplay(
+            f"Remove the MedSyn library {version} and its demo model (about 31 MB) from Slicer's Python?\n\n"
+            "Imported models and your results stay. The next run offers to install them again.",
+            windowTitle="MedSyn - remove library"):
+        return ""
+    try:
+        return dependencies.remove_library()
+    except Exception as e:  # noqa: BLE001 - shown to the user
+        slicer.util.errorDisplay(f"Removing the MedSyn library failed.\n\n{e}", windowTitle="MedSyn")
+        return ""
+
+
 def ask_official_weights() -> Optional[tuple[str, str, Optional[str]]]:
     """The folders of the official MedSyn checkpoints and of CXR-BERT, and the optional atlas lung mask:
     (model folder, text encoder folder, atlas file or None); None when the user cancels."""
