@@ -110,9 +110,12 @@ def test_installed_wheel_lists_and_generates_from_another_folder(installed, tmp_
 
 
 def test_without_the_packaged_model_the_list_says_how_to_get_one(installed, tmp_path):
+    """Nothing beside the installed package is read: a Resources/ folder there (a checkout's layout) is ignored."""
     site = next((installed / "lib").glob("python*/site-packages"))
     moved = tmp_path / "resources"
     shutil.move(str(site / "MedSynLib" / "resources"), moved)
+    decoy = site / "Resources"  # where a source checkout keeps them: an installed package never looks there
+    shutil.copytree(moved, decoy)
     try:
         env = user_env(tmp_path / "home")
         listed = run([str(installed / "bin" / "medsyn"), "models", "list"], cwd=tmp_path, env=env).stdout
@@ -125,3 +128,4 @@ def test_without_the_packaged_model_the_list_says_how_to_get_one(installed, tmp_
         assert not (tmp_path / "r").exists()
     finally:
         shutil.move(str(moved), site / "MedSynLib" / "resources")
+        shutil.rmtree(decoy)

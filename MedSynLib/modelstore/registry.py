@@ -15,8 +15,10 @@ from pathlib import Path
 from .bundle import read_model_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-RESOURCE_FOLDERS = (PACKAGE_DIR / "resources", PACKAGE_DIR.parent / "Resources")
-"""Where ``models.json`` is looked for, in this order: the installed package's data, then a source checkout's."""
+RESOURCE_FOLDERS = (PACKAGE_DIR / "resources",) + (
+    (PACKAGE_DIR.parent / "Resources",) if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else ())
+"""Where ``models.json`` is looked for: the installed package's data, and a source checkout's ``Resources/`` (only
+when ``MedSynLib`` sits in a checkout, beside ``pyproject.toml``: an installed package reads nothing beside it)."""
 REGISTRY_FILE = next((folder / "models.json" for folder in RESOURCE_FOLDERS if (folder / "models.json").is_file()),
                      RESOURCE_FOLDERS[0] / "models.json")
 
