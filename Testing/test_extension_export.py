@@ -153,3 +153,45 @@ def test_extensions_index_check_script_passes_offline(exported, tmp_path):
         line = next(line for line in report.splitlines() if check in line)
         for wrong in ("does not match", "No project()", "No EXTENSION_", "not found in repository", "key is missing"):
             assert wrong not in line, line
+
+
+SLICER_CONFIG = """# Stands in for a Slicer build tree's SlicerConfig.cmake: the variables a scripted module needs, then Slicer's and
+# CTK's own macro files (unchanged, from their checkouts). The extension's config and package need a Slicer build.
+set(Slicer_USE_PYTHONQT ON)
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR "lib/Slicer-5.10/qt-scripted-modules")
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR "${Slicer_QTSCRIPTEDMODULES_LIB_DIR}")
+set(CTK_CMAKE_DIR "{ctk}")
+set(Slicer_USE_FILE "${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake")
+set(Slicer_EXTENSION_GENERATE_CONFIG "${CMAKE_CURRENT_LIST_DIR}/NoSlicerBuild.cmake")
+set(Slicer_EXTENSION_CPACK "${CMAKE_CURRENT_LIST_DIR}/NoSlicerBuild.cmake")
+"""
+USE_SLICER = """include({ctk}/ctkMacroCompilePythonScript.cmake)
+include({ctk}/ctkFunctionExtractOptimizedLibrary.cmake)
+include({slicer}/SlicerMacroPythonTesting.cmake)
+include({slicer}/SlicerMacroBuildScriptedModule.cmake)
+"""
+
+
+@pytest.mark.skipif(not (os.environ.get("MEDSYN_SLICER_CMAKE") and os.environ.get("MEDSYN_CTK_CMAKE")),
+                    reason="set MEDSYN_SLICER_CMAKE and MEDSYN_CTK_CMAKE to the CMake folders of Slicer and CTK")
+def test_export_configures_builds_and_installs_with_slicers_cmake_macros(exported, tmp_path):
+    """The export's CMake files with Slicer's slicerMacroBuildScriptedModule and CTK's ctkMacroCompilePythonScript:
+    configure, build (copy and byte-compile) and install give the module's files and nothing else."""
+    slicer_dir = tmp_path / "slicer"
+    slicer_dir.mkdir()
+    dirs = {"ctk": os.environ["MEDSYN_CTK_CMAKE"], "slicer": os.environ["MEDSYN_SLICER_CMAKE"]}
+    (slicer_dir / "SlicerConfig.cmake").write_text(SLICER_CONFIG.replace("{ctk}", dirs["ctk"]))
+    (slicer_dir / "UseSlicer.cmake").write_text(USE_SLICER.format(**dirs))
+    (slicer_dir / "NoSlicerBuild.cmake").write_text("")
+    build, prefix = tmp_path / "build", tmp_path / "install"
+    for command in (["cmake", "-S", str(exported), "-B", str(build), f"-DSlicer_DIR={slicer_dir}",
+                     "-DBUILD_TESTING=OFF", f"-DCMAKE_INSTALL_PREFIX={prefix}"],
+                    ["cmake", "--build", str(build)], ["cmake", "--install", str(build)]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    installed_root = prefix / "lib" / "Slicer-5.10" / "qt-scripted-modules"
+    installed = {p.relative_to(installed_root).as_posix() for p in installed_root.rglob("*") if p.is_file()}
+    module = exported / "MedSynSlicer"
+    shipped = {p.relative_to(module).as_posix() for p in module.rglob("*") if p.is_file()} - {"CMakeLists.txt"}
+    compiled = {p[:-3] + ".pyc" for p in shipped if p.endswith(".py")}
+    assert installed == shipped | compiled, (sorted(shipped | compiled - installed), sorted(installed - shipped))
