@@ -31,7 +31,8 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 _MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 if _MODULE_DIR not in sys.path:
     sys.path.insert(0, _MODULE_DIR)
-# In a source checkout MedSynLib sits next to this folder; in the packaged extension it is copied beside this file.
+# In a source checkout MedSynLib sits next to this folder; the extension installs it from the medsyn wheel on first
+# use (MedSynSlicerLib/dependencies.py).
 _SOURCE_ROOT = os.path.dirname(_MODULE_DIR)
 if not os.path.isdir(os.path.join(_MODULE_DIR, "MedSynLib")) and \
         os.path.isdir(os.path.join(_SOURCE_ROOT, "MedSynLib")) and _SOURCE_ROOT not in sys.path:

@@ -32,7 +32,10 @@ def library_root() -> str:
     """The folder that contains the ``MedSynLib`` package (put on the child's PYTHONPATH)."""
     spec = importlib.util.find_spec("MedSynLib")
     if spec is None or not spec.origin:
-        raise RuntimeError("MedSynLib is not importable: the extension is incomplete. Fix: reinstall MedSyn.")
+        from .dependencies import LIBRARY_REQUIREMENT
+
+        raise RuntimeError("The MedSyn library is not installed. Fix: click Generate and accept the install (or run "
+                           f"slicer.util.pip_install('{LIBRARY_REQUIREMENT}') in Slicer's Python console).")
     return os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))
 
 
