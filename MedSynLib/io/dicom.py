@@ -370,7 +370,7 @@ def write_segmentation(lobes: np.ndarray, airway: np.ndarray, vessels: np.ndarra
         device_serial_number="none", content_description=_text(mark.seg_description, 64),
         content_label="MEDSYN", series_description=_text(mark.seg_description, 64),
         contributing_equipment=[_equipment(mark.model, mark.statement)] if mark.synthetic else None,
-        omit_empty_frames=False)
+        omit_empty_frames=True)  # frames without any voxel of a segment are left out (a SEG a fraction the size)
     seg.SyntheticData = "YES" if synthetic else "NO"
     seg.save_as(path, enforce_file_format=True)
     return seg

@@ -54,7 +54,11 @@ def send(folders: list[Path], host: str, port: int, called_aet: str = "ANY-SCP",
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = SEND_TIMEOUT_S
     for sop_class in classes:
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(host, port, ae_title=called_aet)
+    try:
+        assoc = ae.associate(host, port, ae_title=called_aet)
+    except OSError as exc:  # an unknown host name
+        raise ValueError(f"cannot reach the PACS at {host}:{port} ({exc.strerror or exc}). Fix: check --host and "
+                         "--port") from None
     if not assoc.is_established:
         raise ValueError(f"the PACS at {host}:{port} (AE title {called_aet}) did not accept a connection from "
                          f"{calling_aet}. Fix: check --host, --port and --aet, and that the PACS knows the AE "
@@ -76,13 +80,22 @@ def send(folders: list[Path], host: str, port: int, called_aet: str = "ANY-SCP",
     return stored
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1..65535."""
+    import argparse
+
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1..65535)")
+    return int(text)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("send", help="store a result's DICOM objects in a PACS (DICOM C-STORE)")
     p.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
                    help="result folder written with --format dicom, or a folder of DICOM files (e.g. the patient's "
                         "series, before the segmentation that references it)")
     p.add_argument("--host", required=True, help="the PACS's host name or address")
-    p.add_argument("--port", required=True, type=int, help="the PACS's DICOM port (e.g. 104, 4242, 11112)")
+    p.add_argument("--port", required=True, type=_port, help="the PACS's DICOM port (e.g. 104, 4242, 11112)")
     p.add_argument("--aet", default="ANY-SCP", help="the PACS's AE title (called AE)")
     p.add_argument("--calling-aet", default="MEDSYN", help="this program's AE title, as the PACS knows it")
     p.add_argument("--progress", choices=("text", "json"), default="text")
