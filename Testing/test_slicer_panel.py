@@ -143,9 +143,9 @@ def test_typing_and_editing_a_report(panel, slicer_harness):
 def test_example_report_fills_the_box_and_emptying_it_disables_generate(panel, slicer_harness):
     from MedSynSlicerLib.examples import EXAMPLE_REPORTS
 
-    choose(slicer_harness, panel.ui.exampleReportComboBox, "Cardiomegaly")
-    assert panel.ui.reportTextEdit.toPlainText() == EXAMPLE_REPORTS["Cardiomegaly"]
-    assert panel._parameterNode.reportText == EXAMPLE_REPORTS["Cardiomegaly"]
+    choose(slicer_harness, panel.ui.exampleReportComboBox, "Moderate right pleural effusion")
+    assert panel.ui.reportTextEdit.toPlainText() == EXAMPLE_REPORTS["Moderate right pleural effusion"]
+    assert panel._parameterNode.reportText == EXAMPLE_REPORTS["Moderate right pleural effusion"]
     assert panel.ui.exampleReportComboBox.currentIndex == 0, "the drop-down is a picker, not a state"
     assert panel.ui.generateButton.enabled
     panel.ui.reportTextEdit.clear()

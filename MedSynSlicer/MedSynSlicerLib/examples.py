@@ -1,7 +1,9 @@
 """Example chest CT reports for the report drop-down, written as FINDINGS / IMPRESSION text like real reports.
 
-The report text is the only thing that conditions the model besides the optional held anatomy, so the examples
-describe findings the model was trained to render (effusions, cardiomegaly, emphysema, consolidation).
+The report text is the only thing that conditions the model besides the optional held anatomy, so the examples ask
+only for what the packaged demo model's card says it renders: pleural effusions (its conditioning benchmark: 14x the
+volume of a report without them, p < 0.001) and a normal chest. It follows heart size only weakly and does not
+reproduce emphysema (Testing/test_docs_truth.py ties :data:`EXAMPLE_FINDINGS` to the card's measured tables).
 """
 
 from __future__ import annotations
@@ -15,28 +17,24 @@ EXAMPLE_REPORTS: dict[str, str] = {
     ),
     "Large bilateral pleural effusions": (
         "FINDINGS: Large bilateral pleural effusions, right greater than left, with adjacent compressive "
-        "atelectasis of both lower lobes. No pneumothorax. The heart is mildly enlarged. No pericardial effusion. "
+        "atelectasis of both lower lobes. No pneumothorax. The heart is normal in size. No pericardial effusion. "
         "The central airways are patent.\n"
         "IMPRESSION: Large bilateral pleural effusions with bibasilar compressive atelectasis."
     ),
-    "Cardiomegaly": (
-        "FINDINGS: The heart is markedly enlarged with a cardiothoracic ratio above 0.6. No pericardial effusion. "
-        "The main pulmonary artery is mildly dilated. The lungs are clear. No pleural effusion.\n"
-        "IMPRESSION: Cardiomegaly. No acute pulmonary abnormality."
-    ),
-    "Emphysema with bullae": (
-        "FINDINGS: Severe centrilobular and paraseptal emphysema with upper lobe predominance. Large bullae in both "
-        "apices, the largest in the right upper lobe. Bronchial wall thickening. No consolidation or pleural "
-        "effusion. The heart is normal in size.\n"
-        "IMPRESSION: Severe upper lobe predominant emphysema with apical bullae."
-    ),
-    "Right lower lobe consolidation": (
-        "FINDINGS: Dense consolidation in the right lower lobe with air bronchograms. Small right pleural effusion. "
-        "The left lung is clear. The heart is normal in size. Mildly enlarged right hilar lymph nodes, likely "
-        "reactive.\n"
-        "IMPRESSION: Right lower lobe consolidation compatible with pneumonia. Small right pleural effusion."
+    "Moderate right pleural effusion": (
+        "FINDINGS: There is a moderate right pleural effusion with compressive atelectasis of the right lower lobe. "
+        "No left pleural effusion. No pneumothorax. The heart is normal in size. The central airways are patent.\n"
+        "IMPRESSION: Moderate right pleural effusion."
     ),
 }
 """Title -> report text, in drop-down order; the first is the default report."""
+
+EXAMPLE_FINDINGS: dict[str, frozenset[str]] = {
+    "Normal chest CT": frozenset(),
+    "Large bilateral pleural effusions": frozenset({"effusion"}),
+    "Moderate right pleural effusion": frozenset({"effusion"}),
+}
+"""Title -> the findings its report asks for (names of the conditioning benchmark's tables: effusion, cardiomegaly,
+emphysema)."""
 
 DEFAULT_REPORT = EXAMPLE_REPORTS["Normal chest CT"]
