@@ -45,12 +45,24 @@ def test_trained_runs_become_an_installed_model_that_generates(runs, tmp_path, m
     monkeypatch.setenv("MEDSYN_HOME", str(tmp_path / "home"))
     parts = ["--text-encoder", str(runs / "text"), "--lowres", str(runs / "lowres"), "--superres",
              str(runs / "superres")]
-    assert main(["models", "package", *parts, "--name", "my-own", "--install", "--license", "Apache-2.0",
-                 "--title", "my tiny model", "--steps-lowres", "2", "--steps-sr", "1", "--guidance", "1.5"]) == 0
+    options = ["--name", "my-own", "--install", "--license", "Apache-2.0", "--title", "my tiny model",
+               "--steps-lowres", "2", "--steps-sr", "1", "--guidance", "1.5"]
+    # neither the data nor all sampler defaults are known: refused, naming what to give
+    assert main(["models", "package", *parts, *options]) == 2
+    assert "sampler defaults are not given (--sampler)" in capsys.readouterr().err
+    assert main(["models", "package", *parts, *options, "--official-sampler-defaults"]) == 2
+    assert "Fix: pass --training-data TEXT" in capsys.readouterr().err
+    assert not (tmp_path / "home" / "models" / "my-own").exists()
+    assert main(["models", "package", *parts, *options, "--sampler", "ddim", "--dataset", "ellipsoids",
+                 "--training-data", "3 ellipsoid test cases (Testing/train_cases.py); no patient data.",
+                 "--statement", "A test model: its outputs are SYNTHETIC."]) == 0
+    assert "sampler defaults: steps_lowres 2, steps_sr 1, guidance 1.5, sampler ddim; statement: A test" in (
+        capsys.readouterr().out)
     folder = tmp_path / "home" / "models" / "my-own"
     spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert spec["name"] == "my-own" and spec["grid"] == GRID and spec["space"] == {"kind": "grid"}
     assert spec["defaults"] == {"steps_lowres": 2, "steps_sr": 1, "guidance": 1.5, "sampler": "ddim"}
+    assert spec["statement"] == "A test model: its outputs are SYNTHETIC." and not spec.get("synthetic_training_data")
     loaded = {p.relative_to(folder).as_posix() for part in ("text_encoder", "lowres", "superres")
               for p in (folder / part).iterdir()}
     assert set(spec["files"]) == loaded  # every file the model loads, with its hash
@@ -65,6 +77,7 @@ def test_trained_runs_become_an_installed_model_that_generates(runs, tmp_path, m
         assert section in card, section
     assert "| low-res | 2 |" in card and "| super-resolution | 2 |" in card and "| text encoder | 3 |" in card
     assert 'MedSynLib.load_model("my-own", "cpu")' in card and "${" not in card
+    assert "## Training data\n3 ellipsoid test cases" in card and "datasets:\n- ellipsoids\n" in card
 
     capsys.readouterr()
     assert main(["models", "list", "--json"]) == 0
@@ -85,7 +98,7 @@ def test_trained_runs_become_an_installed_model_that_generates(runs, tmp_path, m
 
 def test_package_refuses_what_it_must_not_replace(runs, tmp_path, capsys):
     parts = ["--text-encoder", str(runs / "text" / "text_encoder"), "--lowres", str(runs / "lowres"),
-             "--superres", str(runs / "superres")]
+             "--superres", str(runs / "superres"), "--training-data", "test cases", "--official-sampler-defaults"]
     out = tmp_path / "model"
     assert main(["models", "package", *parts, "--name", "a", "--out", str(out)]) == 0
     before = (out / "model.json").read_text(encoding="utf-8")
@@ -99,7 +112,7 @@ def test_package_refuses_what_it_must_not_replace(runs, tmp_path, capsys):
     assert main(["models", "package", *parts, "--name", "../escape", "--out", str(tmp_path / "x")]) == 2
     assert "not a plain model name" in capsys.readouterr().err and not (tmp_path / "x").exists()
     swapped = ["--text-encoder", str(runs / "text"), "--lowres", str(runs / "superres"), "--superres",
-               str(runs / "lowres")]
+               str(runs / "lowres"), *parts[6:]]
     assert main(["models", "package", *swapped, "--name", "a", "--out", str(tmp_path / "y")]) == 2
     assert "not the lowres stage" in capsys.readouterr().err and not (tmp_path / "y").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
@@ -130,3 +143,16 @@ def test_the_parser_offers_every_storage_dtype_packaging_knows():
     from MedSynLib.train.package import DTYPES
 
     assert sorted(STORAGE_DTYPES) == sorted(DTYPES)
+
+
+def test_a_manifest_of_synthetic_cases_is_what_the_card_and_statement_say(tmp_path):
+    from MedSynLib.phantom.dataset import MANIFEST_COLUMNS
+    from MedSynLib.train.package import manifest_facts
+
+    manifest = tmp_path / "manifest.csv"
+    rows = [",".join("1" if c == "synthetic" else f"case{i}" for c in MANIFEST_COLUMNS) for i in range(3)]
+    manifest.write_text(",".join(MANIFEST_COLUMNS) + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert manifest_facts({"manifest": str(manifest)}) == {"manifest": str(manifest), "cases": 3, "synthetic": True}
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace(",1\n", ",0\n", 1), encoding="utf-8")
+    assert manifest_facts({"manifest": str(manifest)})["synthetic"] is False  # one real case: not synthetic
+    assert manifest_facts({"manifest": str(tmp_path / "moved.csv")}) == {} == manifest_facts({})

@@ -91,10 +91,22 @@ def add_actions(actions) -> None:
     p.add_argument("--license", default="unknown", help="licence of the weights, e.g. Apache-2.0")
     p.add_argument("--grid", type=Path, default=None, help="an image on the model's full-resolution grid (only when "
                                                            "the low-res part is a stage folder without its config)")
+    p.add_argument("--training-data", default=None, metavar="TEXT",
+                   help="what the model was trained on (source, number of cases, patient data or not), for the model "
+                        "card; required unless the low-res run's manifest marks every case synthetic (medsyn "
+                        "phantoms), which the card then says")
+    p.add_argument("--statement", default=None, metavar="TEXT",
+                   help="the sentence shown with every result (medsyn.json, the command's last line, Slicer); "
+                        "default for a model trained on synthetic data only: that it is not a clinical model")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME",
+                   help="a training data set's name or URL for the card's metadata (repeat for several)")
     p.add_argument("--steps-lowres", type=int, default=None, help="default low-res sampler steps of the model")
     p.add_argument("--steps-sr", type=int, default=None, help="default super-resolution sampler steps")
     p.add_argument("--guidance", type=float, default=None, help="default classifier-free guidance scale")
-    p.add_argument("--sampler", default=None, help="default sampler: ddim or dpmpp2m")
+    p.add_argument("--sampler", default=None, choices=("ddim", "dpmpp2m"), help="default sampler")
+    p.add_argument("--official-sampler-defaults", action="store_true",
+                   help="take the official DDIM 50 / 20 steps, guidance 1.0 for the sampler defaults not given "
+                        "(without it all four are required)")
     p.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                    help="storage precision of the stage weights taken from training runs (float16 halves them)")
     p.add_argument("--card-notes", type=Path, default=None,
@@ -116,11 +128,16 @@ def _package(args) -> int:
         grid = Geometry.of(read_image(args.grid, "grid image")) if args.grid else None
         notes = args.card_notes.read_text(encoding="utf-8") if args.card_notes else None
         package_training_outputs(target, args.text_encoder, args.lowres, args.superres, name=args.name,
-                                 title=args.title, license=args.license, defaults=defaults, grid=grid,
-                                 dtype=args.dtype, notes=notes, overwrite=args.overwrite)
+                                 title=args.title, license=args.license, defaults=defaults,
+                                 official_defaults=args.official_sampler_defaults, training_data=args.training_data,
+                                 statement=args.statement, datasets=args.dataset, grid=grid, dtype=args.dtype,
+                                 notes=notes, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"medsyn models package: error: {exc}", file=sys.stderr)
         return 2
+    spec = json.loads((Path(target) / "model.json").read_text(encoding="utf-8"))
     print(f"packaged {args.name} into {target}" + (" (installed: use --model " + args.name + ")"
                                                    if args.install else ""))
+    print("sampler defaults: " + ", ".join(f"{k} {v}" for k, v in spec["defaults"].items())
+          + ("; statement: " + spec["statement"] if spec.get("statement") else ""))
     return 0

@@ -9,6 +9,7 @@ from the low-res run's config (or a stage folder's provenance, or ``--grid IMAGE
 
 from __future__ import annotations
 
+import csv
 import json
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from ..io.images import Geometry
 from ..models.unet import UNetConfig, build_unet
+from ..modelstore.bundle import DEFAULTS
 from ..modelstore.package import package_model
 from ..modelstore.registry import user_model_folder
 from ..modelstore.store import read_stage_config, save_stage
@@ -81,13 +83,52 @@ def text_part(source: Path) -> tuple[Path, dict]:
     return source, {}
 
 
+SYNTHETIC_STATEMENT = ("Trained on SYNTHETIC data only; it is NOT a clinical model and its outputs are synthetic "
+                       "images that must never be used as patient data.")
+"""The statement of a model whose training manifest marks every case synthetic, unless another is given."""
+OFFICIAL_DEFAULTS_TEXT = "DDIM {steps_lowres} / {steps_sr} steps, guidance {guidance}".format(**DEFAULTS)
+
+
+def manifest_facts(config: dict) -> dict:
+    """What a training run's manifest (``config["manifest"]``) says about its data: ``{"manifest", "cases",
+    "synthetic"}`` (synthetic: every row's ``synthetic`` column is 1, as ``medsyn phantoms`` writes it), or {}
+    when there is no readable manifest."""
+    path = Path(config.get("manifest") or "")
+    if not config.get("manifest") or not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    synthetic = bool(rows) and all(str(r.get("synthetic") or "").strip().lower() in ("1", "true") for r in rows)
+    return {"manifest": str(path), "cases": len(rows), "synthetic": synthetic}
+
+
+def _checked_defaults(defaults: dict | None, official_defaults: bool) -> dict:
+    missing = [k for k in DEFAULTS if k not in (defaults or {})]
+    if missing and not official_defaults:
+        raise ValueError("the model's sampler defaults are not given (" + ", ".join(
+            "--" + k.replace("_", "-") for k in missing) + "). Fix: give the settings you checked its results with "
+            f"(--steps-lowres, --steps-sr, --guidance, --sampler), or --official-sampler-defaults to use the "
+            f"official ones ({OFFICIAL_DEFAULTS_TEXT}) for those not given")
+    return {**DEFAULTS, **(defaults or {})}
+
+
 def package_training_outputs(target: Path, text_encoder: Path, lowres: Path, superres: Path, *, name: str,
                              title: str | None = None, license: str = "unknown", defaults: dict | None = None,
-                             grid: Geometry | None = None, dtype: str = "float32", notes: str | None = None,
-                             card_fields: dict | None = None, datasets: list[str] | None = None,
-                             hardware: str | None = None, overwrite: bool = False, **spec) -> Path:
-    """Package training outputs (see the module docstring) as the model folder ``target``; returns it."""
+                             official_defaults: bool = False, training_data: str | None = None,
+                             statement: str | None = None, grid: Geometry | None = None, dtype: str = "float32",
+                             notes: str | None = None, card_fields: dict | None = None,
+                             datasets: list[str] | None = None, hardware: str | None = None, overwrite: bool = False,
+                             **spec) -> Path:
+    """Package training outputs (see the module docstring) as the model folder ``target``; returns it.
+
+    defaults: the sampler defaults, all four (steps_lowres, steps_sr, guidance, sampler) unless
+    ``official_defaults`` fills the missing ones with the official DDIM settings. training_data: the card's
+    "Training data" text; needed unless ``notes`` has that section or the low-res run's manifest marks every case
+    synthetic (:func:`manifest_facts`), which also makes :data:`SYNTHETIC_STATEMENT` the default ``statement``
+    (the sentence shown with every result) and sets ``synthetic_training_data``.
+    """
     user_model_folder(name)  # the name check of the model store, before any work
+    defaults = _checked_defaults(defaults, official_defaults)
     with tempfile.TemporaryDirectory(prefix=".medsyn-package-", dir=Path(target).parent
                                      if Path(target).parent.is_dir() else None) as scratch:
         text_dir, text_metrics = text_part(text_encoder)
@@ -98,6 +139,22 @@ def package_training_outputs(target: Path, text_encoder: Path, lowres: Path, sup
                 raise ValueError(f"the grid of {lowres} is unknown (no training config). Fix: pass --grid IMAGE, an "
                                  "image on the full-resolution grid the model was trained on")
             grid = Geometry.from_dict(low_config["grid"])
+        facts = manifest_facts(low_config)
+        if training_data is None and "## Training data" not in (notes or ""):
+            if not facts.get("synthetic"):
+                raise ValueError(f"what {name} was trained on is not known" + (
+                    f" ({facts['manifest']} does not mark its cases synthetic)" if facts else "") + ". Fix: pass "
+                    "--training-data TEXT (the data: source, number of cases, whether patient data), which the "
+                    "model card shows")
+            training_data = (f"{facts['cases']} SYNTHETIC cases ({facts['manifest']}: every case marked "
+                             "synthetic, as `medsyn phantoms` writes them). No patient data.")
+        if facts.get("synthetic"):
+            spec.setdefault("synthetic_training_data", True)
+            statement = statement or SYNTHETIC_STATEMENT
+        if statement:
+            spec["statement"] = statement
+        if training_data is not None:
+            notes = f"## Training data\n{training_data}\n\n" + (notes or "")
         training = {"text_encoder": {k: text_metrics.get(k) for k in ("steps", "wall_time_s", "heldout", "corpus")}
                     if text_metrics else {},
                     "lowres": low_summary, "superres": sr_summary, **({"hardware": hardware} if hardware else {})}
