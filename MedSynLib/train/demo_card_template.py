@@ -45,8 +45,9 @@ by up to 8 mm from the packaged run's and gives other weights (docs/experiments.
   held-out templates, 0.068 in training ones; the training phantoms with cardiomegaly have CTR 0.56-0.63). The text
   encoder is small and trained from scratch on phantom reports.
 - Effusion volume from the CT is measured on one grid of about 4 mm whatever the CT's resolution (`analysis_grid`,
-  block means of the CT): the quick-start sample reads 1,027 mL on its 64³ result and 1,515 mL on its 256³ result.
-  On the native 1 mm grid the generated fluid's voxel texture falls in and out of the fluid HU range (18 mL).
+  block means of the CT): the README's quick-start sample (large bilateral effusions, seed 1) reads 1,314 mL on its
+  64³ result and 1,638 mL on its 256³ result. On the native 1 mm grid the generated fluid's voxel texture falls in
+  and out of the fluid HU range (7 mL by the same rules).
 - Lobe maps: the official single lobe channel passes through the labels in between wherever a lobe meets the
   background or a lobe two labels away, so rounding alone leaves rims of wrong labels along the lung border and the
   fissures, and noise in the channel leaves specks of lobe labels outside the lungs. The pipeline drops lung pieces
