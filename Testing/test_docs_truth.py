@@ -1,5 +1,7 @@
 """What the project tells a user agrees with what was measured.
 
+- Every figure a doc quotes as ``NUMBER UNIT<!-- measured: NAME -->`` is docs/measurements.json's figure NAME (rounded
+  to the digits quoted), every figure there is quoted, and the pages that give the demo's speed quote the same one.
 - The panel's example reports, and the README's quick-start report, ask only for findings the packaged demo model's
   card says it renders: the tables of its conditioning benchmark (the JSON beside the card) with the finding
   rendered significantly more than without it.
@@ -19,6 +21,15 @@ DEMO = REPO / "Resources" / "Models" / "medsyn-demo"
 CARD_TABLES = DEMO / "eval_lowres_heldout_tablesII-V_8seeds.json"
 """The demo card's conditioning benchmark on held-out report wordings (Tables II-IV: effusion, cardiomegaly,
 emphysema)."""
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+MEASUREMENTS = json.loads((REPO / "docs" / "measurements.json").read_text(encoding="utf-8"))["figures"]
+NUMBER = r"\d[\d,]*(?:\.\d+)?"
+QUOTE = re.compile(rf"(?P<low>{NUMBER})(?:\s*[–-]\s*(?P<high>{NUMBER}))?\s*(?P<unit>[A-Za-z%]+)\**"
+                   r"<!-- measured: (?P<name>[\w.-]+) -->")
+MARKER = re.compile(r"<!-- measured: ([\w.-]+) -->")
+SPEED_PAGES = ("README.md", "docs/cli.md", "docs/slicer.md", "docs/performance.md")
+"""The pages that say how long the demo takes: each quotes the same measured figure."""
 
 FINDING_WORDS = {
     "effusion": r"pleural effusion",
@@ -82,3 +93,50 @@ def test_the_demo_title_is_the_same_in_the_registry_and_its_model_json():
     entry = next(e for e in list_models() if e["name"] == "medsyn-demo")
     spec = json.loads((Path(entry["path"]) / "model.json").read_text(encoding="utf-8"))
     assert entry["title"] == spec["title"]
+
+
+def _quotes() -> list[tuple[str, re.Match | None, str]]:
+    """(doc, the quote before a marker or None, the marker's figure name) for every marker in the docs."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for marker in MARKER.finditer(text):
+            quote = QUOTE.search(text, max(0, marker.start() - 40), marker.end())
+            found.append((str(doc.relative_to(REPO)), quote if quote and quote.end() == marker.end() else None,
+                          marker.group(1)))
+    return found
+
+
+def _agrees(quoted: str, value: float) -> bool:
+    digits = len(quoted.split(".")[1]) if "." in quoted else 0
+    return float(quoted.replace(",", "")) == round(value, digits)
+
+
+def test_every_quoted_figure_is_the_measured_one():
+    wrong = []
+    for doc, quote, name in _quotes():
+        figure = MEASUREMENTS.get(name)
+        if figure is None or quote is None:
+            wrong.append(f"{doc}: {name}: " + ("no such figure in docs/measurements.json" if figure is None
+                                               else "no 'NUMBER UNIT' right before the marker"))
+            continue
+        values = figure["value"] if isinstance(figure["value"], list) else [figure["value"]] * 2
+        quoted = [quote["low"], quote["high"] or quote["low"]]
+        if quote["unit"] != figure["unit"] or not all(map(_agrees, quoted, values)):
+            wrong.append(f"{doc}: {name} is quoted as {quote.group(0).split('<!--')[0]!r} but measured "
+                         f"{figure['value']} {figure['unit']}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_measured_figure_is_quoted_and_the_speed_pages_agree():
+    quoted = {(doc, name) for doc, _, name in _quotes()}
+    assert set(MEASUREMENTS) <= {name for _, name in quoted}, "figures no doc quotes: remove them or quote them"
+    assert all((page, "demo_run_wall") in quoted for page in SPEED_PAGES)
+
+
+def test_a_figure_that_drifted_is_caught():
+    text = "About 18 s<!-- measured: demo_run_wall --> and 3.6 GiB<!-- measured: demo_run_max_rss -->"
+    quotes = [QUOTE.search(text, m.start() - 40 if m.start() > 40 else 0, m.end()) for m in MARKER.finditer(text)]
+    assert [q["low"] for q in quotes] == ["18", "3.6"]
+    assert not _agrees("18", MEASUREMENTS["demo_run_wall"]["value"]) and _agrees("17", 16.93)
+    assert _agrees("3.6", MEASUREMENTS["demo_run_max_rss"]["value"]) and not _agrees("3.5", 3.59)
