@@ -5,14 +5,17 @@
 - The panel's example reports, and the README's quick-start report, ask only for findings the packaged demo model's
   card says it renders: the tables of its conditioning benchmark (the JSON beside the card) with the finding
   rendered significantly more than without it.
+- The README's count of the tests that skip without ../shared (golden fixtures, Slicer harness) is right.
 - The demo's title is the same in the registry (`medsyn models list`) and in its model.json (every medsyn.json).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -140,3 +143,33 @@ def test_a_figure_that_drifted_is_caught():
     assert [q["low"] for q in quotes] == ["18", "3.6"]
     assert not _agrees("18", MEASUREMENTS["demo_run_wall"]["value"]) and _agrees("17", 16.93)
     assert _agrees("3.6", MEASUREMENTS["demo_run_max_rss"]["value"]) and not _agrees("3.5", 3.59)
+
+
+NEEDS_SHARED = {"golden_dir", "slicer_harness", "mrml_scene"}
+"""The fixtures that skip their tests without ../shared beside the checkout (Testing/conftest.py,
+Testing/test_slicer_panel.py)."""
+COUNTER_PLUGIN = """
+import os
+
+
+def pytest_collection_finish(session):
+    count = sum(1 for item in session.items if set({names}) & set(getattr(item, "fixturenames", ())))
+    with open(os.environ["NEEDS_SHARED_COUNT"], "w") as f:
+        f.write(str(count))
+"""
+
+
+def test_the_readme_says_how_many_tests_skip_without_the_shared_folder(request, tmp_path):
+    said = int(re.search(r"(\d+)<!-- count: tests that skip without \.\./shared -->",
+                         (REPO / "README.md").read_text(encoding="utf-8")).group(1))
+    items = request.session.items
+    if any(item.nodeid.startswith("Testing/test_golden.py") for item in items):  # the whole suite (CI): count here
+        count = sum(1 for item in items if NEEDS_SHARED & set(getattr(item, "fixturenames", ())))
+    else:  # this file alone: collect the suite in another process (about 15 s of CPU)
+        (tmp_path / "count_shared.py").write_text(COUNTER_PLUGIN.format(names=sorted(NEEDS_SHARED)), encoding="utf-8")
+        env = {**os.environ, "NEEDS_SHARED_COUNT": str(tmp_path / "count"),
+               "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "count_shared", "Testing"],
+                       capture_output=True, env=env, cwd=REPO, timeout=600)
+        count = int((tmp_path / "count").read_text())
+    assert said == count, f"README.md says {said} tests skip without ../shared; {count} do"
