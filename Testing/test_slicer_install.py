@@ -6,9 +6,16 @@ pip itself is replaced by a recorder (no network in tests); what is asked, insta
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from test_slicer_panel import medsyn_home, mrml_scene, panel, slicer_harness  # noqa: F401  (fixtures)
+
+MODULE_DIR = str(Path(__file__).resolve().parents[1] / "MedSynSlicer")
+if MODULE_DIR not in sys.path:
+    sys.path.insert(0, MODULE_DIR)
 
 
 def test_first_run_installs_the_library_with_one_confirmation_then_lists_its_models(panel, monkeypatch):
@@ -26,6 +33,7 @@ def test_first_run_installs_the_library_with_one_confirmation_then_lists_its_mod
     assert "not installed yet: the first run installs them" in panel.ui.modelInfoLabel.text
 
     installed, asked = [], []
+    monkeypatch.delitem(sys.modules, "MedSynLib", raising=False)  # never imported: it was not installed
     monkeypatch.setattr(dependencies, "library_missing",
                         lambda: [] if installed else [dependencies.LIBRARY_REQUIREMENT])
     monkeypatch.setattr(dependencies, "satisfied", lambda requirement: True)  # torch, transformers, safetensors
@@ -72,3 +80,18 @@ def test_remove_library_from_a_checkout_removes_nothing(panel, monkeypatch):
     monkeypatch.setattr(slicer.util, "pip_uninstall", removed.append, raising=False)
     panel.ui.removeLibraryButton.click()
     assert removed == [] and "nothing to remove" in shown[0]
+
+
+def test_replacing_a_loaded_library_release_offers_a_restart(monkeypatch):
+    """An older medsyn wheel whose MedSynLib this Slicer session already imported: after the upgrade the module says
+    a restart is needed (the panel would otherwise keep the old code)."""
+    import MedSynLib  # noqa: F401  (imported by this session, as the panel's model list does)
+    from MedSynSlicerLib import dependencies
+
+    installed = []
+    monkeypatch.setattr(dependencies, "satisfied", lambda requirement: True)
+    monkeypatch.setattr(dependencies, "library_missing",
+                        lambda: [] if installed else [dependencies.LIBRARY_REQUIREMENT])
+    monkeypatch.setattr(dependencies, "pip_install", installed.extend)
+    assert dependencies.ensure(confirm=None) == "restart"
+    assert installed == [dependencies.LIBRARY_REQUIREMENT]

@@ -108,7 +108,8 @@ def ensure(confirm: Optional[Callable[[str], bool]] = None) -> str:
             "MedSyn needs these Python packages (installed once into Slicer's Python):\n\n"
             + describe_missing(missing) + "\n\nThis can take several minutes. Install now?"):
         return "declined"
-    loaded_before = {_name(r) for r in missing["pip"] + missing["torch"]} & set(sys.modules)
+    loaded_before = {"MedSynLib" if r == LIBRARY_REQUIREMENT else _name(r)  # an older wheel's MedSynLib too
+                     for r in missing["pip"] + missing["torch"]} & set(sys.modules)
     if missing["torch"]:
         install_torch()
     if missing["pip"]:
