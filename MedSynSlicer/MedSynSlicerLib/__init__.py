@@ -7,6 +7,7 @@ only the ``slicer-core`` wheel: no ``slicer.app``, no ``qt``, no ``slicer.module
 - :mod:`.examples`      example chest CT reports offered in the panel
 - :mod:`.conditions`    segments of a segmentation -> condition label maps in the segmentation's reference geometry
 - :mod:`.results`       a ``medsyn`` results folder -> CT volume + segmentation with names, colours, terminology
+- :mod:`.dicomexport`   what Slicer's own DICOM export reads from a result: SYNTHETIC / EDITED series, patient, study
 - :mod:`.models`        the models to choose from: title, licence, size, sampler defaults, measured times
 - :mod:`.job`           a Generate / Segment run: settings, arguments, work folder, results folder
 - :mod:`.process`       one ``medsyn`` process: start, stream events, cancel the whole process tree
