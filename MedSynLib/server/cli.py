@@ -1,0 +1,149 @@
+"""``medsyn serve``: the GPU server (FastAPI on uvicorn; ``pip install "medsyn-slicer[server]"``).
+
+Binds 127.0.0.1 unless told otherwise; a token is required (``--token-file``, or ``$MEDSYN_SERVER_TOKEN``) unless
+``--no-token`` on a loopback address. See docs/server.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import EXIT_BAD_INPUT
+
+MARKER = ".medsyn-server"
+MIN_TOKEN = 16
+GPU_PROBE = ("import json, torch\n"
+             "print(json.dumps([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]"
+             " if torch.cuda.is_available() else []))")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run generate/segment/edit for other machines (a GPU server; docs/server.md)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="file holding the token clients must send (readable by you only); default: "
+                        "$MEDSYN_SERVER_TOKEN")
+    p.add_argument("--no-token", action="store_true", help="accept requests without a token (loopback --host only)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="where jobs' inputs and results are kept (default: $MEDSYN_HOME/server, i.e. "
+                        "~/.medsyn/server); a folder the server creates or made before")
+    p.add_argument("--gpus", default="auto", help="auto (every CUDA GPU), none (CPU only), or indices: 0,1")
+    p.add_argument("--cpu-workers", type=int, default=1, help="jobs run at once when there is no GPU")
+    p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest upload (all files of a job)")
+    p.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are refused (503)")
+    p.add_argument("--max-run-minutes", type=float, default=60.0, help="a job running longer is stopped")
+    p.add_argument("--keep-hours", type=float, default=24.0,
+                   help="a finished job's result is removed this long after it ends (or when its client has "
+                        "downloaded it)")
+    p.set_defaults(func=_serve)
+
+
+def _token(args) -> str | None:
+    from ..remote import TOKEN_ENV, is_loopback
+
+    if args.no_token:
+        if not is_loopback(args.host):
+            raise ValueError(f"--no-token is allowed on a loopback address only, not on {args.host}. Fix: give a "
+                             "--token-file (e.g. `umask 077; python -c 'import secrets; print(secrets.token_urlsafe"
+                             "(32))' > token`)")
+        return None
+    if args.token_file is not None:
+        mode = args.token_file.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ValueError(f"the token file {args.token_file} is readable by others. Fix: chmod 600 "
+                             f"{args.token_file}")
+        token = args.token_file.read_text(encoding="utf-8").strip()
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ValueError("medsyn serve needs a token. Fix: --token-file FILE (e.g. `umask 077; python -c 'import "
+                         f"secrets; print(secrets.token_urlsafe(32))' > FILE`), or set {TOKEN_ENV}")
+    if len(token) < MIN_TOKEN:
+        raise ValueError(f"the token is shorter than {MIN_TOKEN} characters. Fix: use a random one, e.g. "
+                         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    return token
+
+
+def _work_dir(path: Path | None) -> Path:
+    """The server's folder: created with its marker, or one that has the marker; job folders an earlier run left
+    are removed (the jobs were forgotten when it stopped)."""
+    from ..remote import JOB_ID
+
+    root = (path or Path(os.environ.get("MEDSYN_HOME", Path.home() / ".medsyn")) / "server").expanduser().resolve()
+    if root.exists() and not (root / MARKER).is_file():
+        if not root.is_dir() or any(root.iterdir()):
+            raise ValueError(f"{root} is not a MedSyn server folder (no {MARKER}) and not empty; the server never "
+                             "writes into a folder it did not make. Fix: give a new --work-dir")
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (root / MARKER).write_text("MedSyn server work folder: job inputs and results, removed by the server\n",
+                               encoding="utf-8")
+    import re
+    import shutil
+
+    for entry in root.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and re.fullmatch(JOB_ID, entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+    return root
+
+
+def _workers(gpus: str, cpu_workers: int):
+    from .jobs import Worker
+
+    if gpus == "none":
+        names = []
+    else:
+        probe = subprocess.run([sys.executable, "-c", GPU_PROBE], capture_output=True, text=True, timeout=300)
+        names = json.loads(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 and probe.stdout else []
+        if gpus != "auto":
+            try:
+                chosen = [int(i) for i in gpus.split(",")]
+            except ValueError:
+                raise ValueError(f"--gpus {gpus!r}: use auto, none or indices such as 0,1") from None
+            missing = [i for i in chosen if not 0 <= i < len(names)]
+            if missing:
+                raise ValueError(f"--gpus: no GPU {missing} here (this machine has {len(names)})")
+            names = {i: names[i] for i in chosen}
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if names:
+        return [Worker(f"cuda:{i}", name, "cuda", {"CUDA_VISIBLE_DEVICES": str(i)}) for i, name in names.items()]
+    if cpu_workers < 1:
+        raise ValueError("--cpu-workers must be at least 1")
+    label = "CPU" if cpu_workers == 1 else f"CPU, {cpu_workers} jobs at once"
+    return [Worker("cpu" if cpu_workers == 1 else f"cpu:{i}", label, "cpu", {"CUDA_VISIBLE_DEVICES": ""})
+            for i in range(cpu_workers)]
+
+
+def _serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        print(f"medsyn: error: medsyn serve needs the server extra ({exc.name} is missing)\n"
+              '  fix: pip install "medsyn-slicer[server]"', file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from .jobs import Limits
+
+    token = _token(args)
+    for name in ("max_upload_mb", "max_run_minutes", "keep_hours"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number")
+    if args.max_queue < 1:
+        raise ValueError("--max-queue must be at least 1")
+    root = _work_dir(args.work_dir)
+    workers = _workers(args.gpus, args.cpu_workers)
+    limits = Limits(args.max_upload_mb, args.max_queue, args.max_run_minutes, args.keep_hours)
+    app = create_app(root, workers, limits, token, socket.gethostname())
+    print(f"medsyn serve: http://{args.host}:{args.port} ({', '.join(f'{w.name} {w.label}' for w in workers)}; "
+          f"{'NO TOKEN' if token is None else 'token required'}; jobs in {root})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_keep_alive=30,
+                limit_concurrency=256, server_header=False)
+    return 0
