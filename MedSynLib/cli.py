@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "MedSynLib.train.text_encoder.cli",
     "MedSynLib.phantom.cli",
     "MedSynLib.io.dicom_send",
+    "MedSynLib.server.cli",
 )
 
 COMMAND_GROUPS = {

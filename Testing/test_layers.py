@@ -25,7 +25,9 @@ ALLOWED = {
     "data": BASE | {"io"},
     "phantom": BASE | {"io", "data"},
     "official": BASE | {"io", "models", "diffusion", "modelstore"},
-    "pipelines": BASE | {"io", "models", "diffusion", "modelstore", "phantom"},
+    "pipelines": BASE | {"io", "models", "diffusion", "modelstore", "phantom", "remote"},
+    "remote": BASE | {"io"},  # the server's client (standard library only): --server runs, the Python API
+    "server": BASE | {"modelstore", "pipelines", "remote"},  # medsyn serve: the command line's parser and jobs
     "recipes": set(),  # shipped training configs (data only)
     "train": BASE | {"io", "models", "diffusion", "modelstore", "data", "phantom", "recipes"},
     "eval": BASE | {"io", "models", "diffusion", "modelstore", "data", "phantom", "pipelines"},

@@ -76,7 +76,10 @@ def _one_result(p, func, mode: str) -> None:
     _common(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier MedSyn result in --out (any other existing folder is refused)")
-    p.set_defaults(func=func, mode=mode)
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="run on a MedSyn server (`medsyn serve`, docs/server.md); the token comes from "
+                        "$MEDSYN_SERVER_TOKEN or ~/.medsyn/server-token")
+    p.set_defaults(func=func, mode=mode, command_parser=p)
 
 
 def _series_arg(p) -> None:
@@ -212,7 +215,15 @@ def _guarded(reporter: Reporter, work) -> int:
         return failure.code
 
 
+def _remote(args) -> int:
+    from ..remote import run_command
+
+    return run_command(args, args.command_parser)
+
+
 def _run(args) -> int:
+    if args.server:
+        return _remote(args)
     from ..io.images import read_image
     from .generation import generate, segment
     from .outputs import model_info, result_folder, write_result
@@ -268,6 +279,8 @@ def _batch_shard(args) -> Shard:
 
 
 def _run_edit(args) -> int:
+    if args.server:
+        return _remote(args)
     from ..io.images import read_image
     from .edit import edit
     from .outputs import model_info, result_folder, write_edit_result
