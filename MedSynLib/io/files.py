@@ -173,7 +173,11 @@ class _Partial:
     def __init__(self, target: Path):
         self.path = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL_INFIX}", dir=target.parent))
         _plain_permissions(self.path, folder=True)
-        self.fd = _lock(self.path / PARTIAL_MARKER)
+        # locked under another name, then renamed: a run clearing stale partials in the same parent never sees
+        # the marker unlocked (between its creation and its flock) and takes the folder for a dead run's
+        fresh = self.path / f"{PARTIAL_MARKER}.new"
+        self.fd = _lock(fresh)
+        os.rename(fresh, self.path / PARTIAL_MARKER)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
