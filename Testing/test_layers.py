@@ -37,9 +37,10 @@ ALLOWED = {
 }
 """Part -> the parts it may import. A part is a sub-package (``modelstore``) or a top-level module (``cli``)."""
 SLICER_ALLOWED = {"MedSynLib", "MedSynLib.io.segments", "MedSynLib.io.files", "MedSynLib.modelstore.registry",
-                  "MedSynLib.modelstore.bundle", "MedSynLib.modelstore.jsonfiles", "MedSynLib.io.dicom"}
+                  "MedSynLib.modelstore.bundle", "MedSynLib.modelstore.jsonfiles", "MedSynLib.io.dicom",
+                  "MedSynLib.remote"}
 """What the Slicer module may import from MedSynLib: the parts that import no torch (segment definitions, safe file
-writing, the model list and model.json, the DICOM marking); generation and everything heavy run through ``medsyn``."""
+writing, the model list and model.json, the DICOM marking, the server's client); generation and everything heavy run through ``medsyn``."""
 
 
 def _imports(path: Path, package: str) -> list[tuple[int, str]]:
