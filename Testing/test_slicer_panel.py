@@ -263,8 +263,9 @@ def test_generate_watch_progress_then_generate_again_with_the_airway_held(panel,
     assert panel.job is not None and not ui.generateButton.enabled and ui.cancelButton.enabled
     pump_until(slicer_harness, watch, what="the first run")
     progress_texts = {text for text, *_ in seen}
-    assert any(t.startswith("Low-resolution sampling: step") and "left)" in t for t in progress_texts), seen
-    assert all(not generate and cancel for text, value, generate, cancel in seen if "step" in text)
+    assert any(t.startswith("Low-resolution sampling: network evaluation") and "left)" in t  # what runs: steps + 1
+               for t in progress_texts), seen
+    assert all(not generate and cancel for text, value, generate, cancel in seen if "evaluation" in text)
     values = [value for _, value, *_ in seen]
     assert 0 < max(values) <= 1000
     assert ui.progressBar.value == 1000 and ui.progressLabel.text.startswith("Done in ")

@@ -109,6 +109,8 @@ def test_progress_fraction_and_text():
                  for s in progress.STAGES for i in range(5)]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == pytest.approx(1.0)
     assert progress.overall_fraction({"stage": "lowres", "step": 4, "total": 4}, lowres_only=True) > 0.85
+    assert progress.describe_progress({"stage": "lowres", "step": 13, "total": 13, "unit": "network evaluations"}) \
+        == "Low-resolution sampling: network evaluation 13 of 13"  # 12 steps: what runs is counted, and named
     text = progress.describe_progress({"stage": "superres", "step": 7, "total": 20, "eta_s": 95})
     assert text == "Super-resolution: step 7 of 20 (about 1 min 35 s left)"
 

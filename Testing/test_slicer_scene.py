@@ -221,7 +221,8 @@ def make_results_folder(folder, mode="generate", ijk_to_ras=None, with_seg_nrrd=
             slicer.mrmlScene = saved
     sidecar = {
         "synthetic": True, "mode": mode, "report": "FINDINGS: Clear lungs." if mode == "generate" else None,
-        "seed": seed, "model": {"name": "tiny-test", "sha256": {"lowres": "ab" * 32, "sr": "cd" * 32}},
+        "seed": seed, "model": {"name": "tiny-test", "sha256": {"lowres": "ab" * 32, "sr": "cd" * 32},
+                                "statement": "A test model's statement."},
         "settings": {"steps_lowres": 5, "steps_sr": 3, "guidance": 1.0}, "timings_s": {"total": 1.5},
         "files": files,
     }
@@ -332,6 +333,7 @@ def test_segment_results_show_the_quality_check(scene, tmp_path, passed):
     with open(path, "w") as f:
         json.dump({**sidecar, "quality": quality}, f)
     loaded = results.load_results(folder)
+    assert results.summary(loaded)[-2] == "Model: A test model's statement."  # shown with every result
     line = results.summary(loaded)[1]
     assert f"Dice {quality['lung_dice']:.2f} (needs 0.85)" in line and "88 % of the trachea" in line
     assert line.endswith("passed.") if passed else "FAILED" in line

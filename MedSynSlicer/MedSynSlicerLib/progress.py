@@ -69,9 +69,11 @@ def overall_fraction(data: dict, lowres_only: bool = False) -> float:
 
 
 def describe_progress(data: dict) -> str:
-    """Human text for a progress event: stage, step and ETA."""
+    """Human text for a progress event: stage, what it counts (its ``unit``: a sampling stage counts network
+    evaluations, steps + 1), and ETA."""
     stage = STAGE_TITLES.get(data.get("stage", ""), str(data.get("stage", "")))
-    text = f"{stage}: step {data.get('step', 0)} of {data.get('total', 0)}"
+    what = str(data.get("unit") or "steps").removesuffix("s")
+    text = f"{stage}: {what} {data.get('step', 0)} of {data.get('total', 0)}"
     eta = data.get("eta_s")
     if eta is not None:
         text += f" (about {format_duration(float(eta))} left)"

@@ -349,10 +349,13 @@ def quality_line(quality: dict) -> str:
 
 
 def summary(loaded: LoadedResults) -> list[str]:
-    """Lines the panel shows after a run: what was loaded, a segmentation's quality check, where its files are."""
+    """Lines the panel shows after a run: what was loaded, a segmentation's quality check, the model's statement
+    (the sentence it asks to be shown with every result), where its files are."""
     node = loaded.ct_node if loaded.ct_node is not None else loaded.segmentation_node
     quality = loaded.sidecar.get("quality")
     region = (loaded.sidecar.get("region") or {}) if loaded.sidecar.get("edited") else {}
+    statement = (loaded.sidecar.get("model") or {}).get("statement")
     return [f"Loaded '{node.GetName()}'.", *([quality_line(quality)] if quality else []),
             *([f"Replaced {region['volume_ml']:.1f} mL; every voxel outside the region is the input's."]
-              if "volume_ml" in region else []), f"Files: {loaded.folder}"]
+              if "volume_ml" in region else []), *([f"Model: {statement}"] if statement else []),
+            f"Files: {loaded.folder}"]
