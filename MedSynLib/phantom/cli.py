@@ -45,9 +45,12 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_phantoms)
 
     q = subparsers.add_parser(
-        "preview", help="PNG montage (axial, coronal, sagittal) of a CT with optional mask overlays",
-        description="Axial, coronal and sagittal planes through the centre, lung window W1500/L-600, "
-                    "coloured overlays for lobes, airway and vessels.")
+        "preview", help="PNG of a CT's axial, coronal and sagittal planes through the lungs, then the same planes "
+             "with the masks given",
+        description="Two rows: the CT's axial, coronal and sagittal planes (lung window W1500/L-600), then the "
+                    "same planes with coloured overlays for lobes, airway and vessels. The planes go through the "
+                    "lungs of --lobes (the sagittal through the right lung); without lobes through the volume's "
+                    "centre, the sagittal at 30 % of its width from the patient's right.")
     q.add_argument("--ct", required=True, help="CT image (NIfTI, NRRD, ...)")
     q.add_argument("--lobes", help="lobe label map (1..5)")
     q.add_argument("--airway", help="binary airway mask")

@@ -55,7 +55,9 @@ def _common(p) -> None:
                         "(default on CUDA: the GPU's free memory)")
     p.add_argument("--sr-tiles", type=int, default=None, metavar="N",
                    help="force N overlapping depth chunks in the super-resolution stage")
-    p.add_argument("--preview", action="store_true", help="also write preview.png (three planes, lung window, masks)")
+    p.add_argument("--preview", action="store_true",
+                   help="also write preview.png (axial, coronal and sagittal planes through the lungs, then the same "
+                        "with the masks)")
     p.add_argument("--progress", choices=("text", "json"), default="text")
     p.add_argument("--format", choices=("files", "dicom"), default="files",
                    help="dicom: also write DICOM (CT series + Segmentation, marked SYNTHETIC or EDITED; needs the "
