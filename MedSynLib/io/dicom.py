@@ -149,6 +149,9 @@ def _now() -> tuple[str, str]:
 
 
 def _text(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters; up to 1024 (LO, ST) without backslashes, which DICOM reads as a value
+    separator in LO and highdicom refuses in ST (LT, 10240, keeps them)."""
+    value = value.replace("\\", "/") if limit <= 1024 else value
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
