@@ -238,7 +238,7 @@ class MedSynServer:
             archive.unlink()
             sidecar = tmp / SIDECAR
             record = json.loads(sidecar.read_text(encoding="utf-8"))
-            server_inputs = {job["inputs"][name]: str(Path(path).resolve())
+            server_inputs = {job["inputs"][name]: str(path)
                              for name, path in local_inputs.items() if name in job.get("inputs", {})}
             record = _replace_strings(record, server_inputs)
             record["ran_on"] = {"server": self.url, **job.get("ran_on", {}), "job": job_id}
@@ -390,7 +390,11 @@ def run_command(args, parser) -> int:
         reporter.emit(failure.event())
         print(failure.text(), file=sys.stderr)
         return failure.code
-    reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar)})
+    model = json.loads(sidecar.read_text(encoding="utf-8")).get("model", {})
+    statement = {"statement": model["statement"]} if model.get("statement") else {}
+    reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **statement})
     if args.progress == "text":
         print(f"wrote {args.out}" + (" (SYNTHETIC)" if args.command == "generate" else ""), file=sys.stderr)
+        if statement:  # the model's statement, the last line as in a local run
+            print(f"model {model['name']}: {statement['statement']}", file=sys.stderr)
     return 0

@@ -327,3 +327,21 @@ def test_the_python_api_reports_the_commands_error(server, tmp_path):
                                 lowres_only=True)
     assert caught.value.failure.code == 2 and "nonsense" in str(caught.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-token elsewhere", "--no-token is allowed on a loopback address only"),
+    ("open token file", "is readable by others. Fix: chmod 600"),
+    ("short token", "shorter than 16 characters"),
+    ("no token", "medsyn serve needs a token"),
+])
+def test_serve_refuses_to_start_without_a_safe_token(tmp_path, case, message):
+    token = tmp_path / "token"
+    token.write_text("short" if case == "short token" else TOKEN, encoding="utf-8")
+    token.chmod(0o644 if case == "open token file" else 0o600)
+    args = {"no-token elsewhere": ["--no-token", "--host", "192.0.2.1"],  # TEST-NET: refused before any bind
+            "no token": []}.get(case, ["--token-file", token])
+    env = {k: v for k, v in os.environ.items() if k != "MEDSYN_SERVER_TOKEN"}
+    r = medsyn("serve", *args, "--work-dir", tmp_path / "work", "--gpus", "none", env=env, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "work").exists()
