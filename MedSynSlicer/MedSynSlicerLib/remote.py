@@ -5,12 +5,11 @@ the child's environment, never on its command line).
 A remote run is the same ``medsyn generate|segment|edit`` process as a local one, run with ``--server``: it
 uploads the inputs, relays the server's progress as the same JSON events, cancels the server's job on SIGTERM and
 writes the same result folder, which the panel loads as it loads a local result. Qt-free; the client is
-:mod:`MedSynLib.remote` (standard library only).
+:mod:`MedSynLib.remote` (standard library only), imported when used: the module loads before the library is
+installed.
 """
 
 from __future__ import annotations
-
-from MedSynLib.remote import TOKEN_ENV, MedSynServer, RemoteError
 
 URL_KEY = "MedSyn/RemoteServerURL"
 TOKEN_KEY = "MedSyn/RemoteServerToken"
@@ -32,6 +31,8 @@ def run_arguments(arguments: list[str], url: str) -> list[str]:
 
 def run_environment(env: dict[str, str], token: str) -> dict[str, str]:
     """The child's environment with the server's token."""
+    from MedSynLib.remote import TOKEN_ENV
+
     if not token.strip():
         raise ValueError("Remote server: no token. Fix: enter the token your IT department gave you under Device")
     return {**env, TOKEN_ENV: token.strip()}
@@ -39,6 +40,8 @@ def run_environment(env: dict[str, str], token: str) -> dict[str, str]:
 
 def server_info(url: str, token: str, timeout: float = 10.0) -> dict:
     """The server's ``info`` (version, models, workers, limits); raises ValueError with the reason and fix."""
+    from MedSynLib.remote import MedSynServer, RemoteError
+
     try:
         return MedSynServer(url, token.strip() or None, timeout=timeout).info()
     except RemoteError as exc:
