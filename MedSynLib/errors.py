@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 from dataclasses import dataclass
 
 EXIT_DONE, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
@@ -25,6 +26,24 @@ OS_FIXES = {
     errno.EPERM: "check the permissions, or use a folder you may write to",
     errno.ENOENT: "check the path",
 }
+BAD_INPUT_FIX = "correct the input or option named above and run again (`medsyn COMMAND --help` lists the options)"
+"""The fix of a refusal whose message names no fix of its own."""
+FIX_MARK = re.compile(r"[\s.;,]*\bFix:\s*")
+
+
+class MedSynError(ValueError):
+    """A refusal that carries its ``fix`` apart from the problem (both shown to the user; exit code 2)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}. Fix: {fix}" if fix else problem)
+        self.problem, self.fix = problem, fix
+
+
+def split_fix(text: str) -> tuple[str, str]:
+    """``"<problem>. Fix: <what to do>"`` -> (problem, fix); a text without one ``Fix:`` (none, or one per listed
+    problem) -> (text, "")."""
+    parts = FIX_MARK.split(text.strip())
+    return (parts[0].strip(), parts[1].strip()) if len(parts) == 2 else (text.strip(), "")
 
 
 @dataclass(frozen=True)
@@ -40,7 +59,8 @@ class Failure:
         return {"event": "error", "message": self.message, "fix": self.fix, "kind": self.kind}
 
     def text(self) -> str:
-        return f"medsyn: error: {self.message}" + (f"\n  fix: {self.fix}" if self.fix else "")
+        """``medsyn: error: <problem>`` and, on its own line, ``fix: <what to do>``."""
+        return f"medsyn: error: {self.message}" + (f"\nfix: {self.fix}" if self.fix else "")
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -52,8 +72,17 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> Failure:
-    """The exit code and message for ``exc`` (anything but KeyboardInterrupt / SystemExit)."""
+    """The exit code, message and fix for ``exc`` (anything but KeyboardInterrupt / SystemExit). The fix is never
+    empty: the one the message names after ``Fix:``, else the one of its kind."""
+    failure = _describe(exc)
+    message, fix = (failure.message, "") if failure.fix else split_fix(failure.message)
+    return Failure(failure.code, message, failure.fix or fix or BAD_INPUT_FIX, failure.kind)
+
+
+def _describe(exc: BaseException) -> Failure:
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MedSynError):
+        return Failure(EXIT_BAD_INPUT, exc.problem, exc.fix)
     if out_of_memory(exc):
         if "Fix:" in str(exc):  # our own estimates say what to change
             return Failure(EXIT_OUT_OF_MEMORY, str(exc), "", "out_of_memory")
@@ -65,8 +94,10 @@ def describe(exc: BaseException) -> Failure:
     if isinstance(exc, pickle.UnpicklingError):
         return Failure(EXIT_BAD_INPUT, f"a weights file holds more than tensors and is not loaded: {first}",
                        "use safetensors or a plain state_dict saved with torch.save")
+    if isinstance(exc, FileNotFoundError):  # our own "... not found: PATH"
+        return Failure(EXIT_BAD_INPUT, str(exc).strip(), "check the path", "os_error")
     if isinstance(exc, (ValueError, OSError, RuntimeError)):
-        fix = "use --device cpu" if "CUDA" in str(exc) else ""
+        fix = "use --device cpu" if "CUDA" in str(exc) and "Fix:" not in str(exc) else ""
         return Failure(EXIT_BAD_INPUT, str(exc).strip() or type(exc).__name__, fix)
     return Failure(EXIT_INTERNAL, f"internal error ({type(exc).__name__}: {first})",
                    f"run again with {DEBUG_ENV}=1 for the traceback and report it", "internal")

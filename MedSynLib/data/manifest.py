@@ -10,9 +10,10 @@ This is the layout ``medsyn phantoms`` writes.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..io.text import read_csv_rows, read_text
 
 REQUIRED = ("case_id", "ct", "lobes", "airway", "vessels")
 
@@ -51,7 +52,7 @@ def report_paths(column: str | None, base: Path) -> list[Path]:
 def read_report_file(path: Path, case_id: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"case {case_id}: report file not found: {path}")
-    return strip_comments(path.read_text(encoding="utf-8"))
+    return strip_comments(read_text(path, f"case {case_id}: report file"))
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,8 @@ def read_report_rows(path: str | Path) -> list[ReportRow]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or ())
-        rows = list(reader)
-    if not {"report", "report_text"} & columns:
+    columns, rows = read_csv_rows(path, "manifest")
+    if not {"report", "report_text"} & set(columns):
         raise ValueError(f"manifest {path} has no 'report' (path to a text file) or 'report_text' column")
     out = []
     for line, row in enumerate(rows, start=2):

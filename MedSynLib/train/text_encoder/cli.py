@@ -8,17 +8,25 @@ import signal
 import sys
 from pathlib import Path
 
+from ... import arguments
+from ...io.files import check_collection_folder
 from ...recipes import read_config
+from .checkpoint import ENCODER_DIR, METRICS_FILE, checkpoint_dir
 from .config import TextTrainConfig
 
 
-OPTIONS = (("steps", int, "optimisation steps (default 300)"), ("epochs", float, "or passes over the reports"),
-           ("batch_size", int, "reports per step (default 16)"),
-           ("lr", float, "peak learning rate (default 1e-4 with --init, 5e-4 from scratch)"),
-           ("vocab_size", int, "WordPiece vocabulary learnt from scratch (default 3000)"),
-           ("hidden", int, "from scratch: hidden size (default 128)"), ("layers", int, "from scratch: layers (2)"),
-           ("heads", int, "from scratch: attention heads (4)"), ("seed", int, "seed of everything (0)"),
-           ("max_length", int, "word pieces per example (256)"), ("device", str, "cpu (default), auto, cuda[:N]"))
+OPTIONS = (("steps", arguments.count(1), "optimisation steps (default 300)"),
+           ("epochs", arguments.number(0.0, low_open=True), "or passes over the reports"),
+           ("batch_size", arguments.count(1, 4096), "reports per step (default 16)"),
+           ("lr", arguments.number(0.0, 1.0, low_open=True),
+            "peak learning rate (default 1e-4 with --init, 5e-4 from scratch)"),
+           ("vocab_size", arguments.count(200, 1_000_000), "WordPiece vocabulary learnt from scratch (default 3000)"),
+           ("hidden", arguments.count(8, 8192), "from scratch: hidden size (default 128)"),
+           ("layers", arguments.count(1, 64), "from scratch: layers (2)"),
+           ("heads", arguments.count(1, 128), "from scratch: attention heads (4)"),
+           ("seed", arguments.seed, "seed of everything (0)"),
+           ("max_length", arguments.count(16, 512), "word pieces per example (256)"),
+           ("device", arguments.device, "cpu (default), auto, cuda[:N]"))
 
 
 def add_parser(sub) -> None:
@@ -60,11 +68,8 @@ def _run(args) -> int:
     from .loop import train_text_encoder  # torch and transformers: loaded by the command, not by its parser
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = config_from_args(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"medsyn train-text: {err}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)  # a bad option ends as `medsyn: error:` and `fix:` (MedSynLib.errors)
+    check_collection_folder(args.out, _is_text_run, [args.reports, args.init], what="text-encoder training folder")
     interrupted = []
 
     def request_stop(signum, frame):
@@ -77,9 +82,6 @@ def _run(args) -> int:
     try:
         metrics = train_text_encoder(args.reports, args.out, config, resume=args.resume, progress=_print_progress,
                                      stop=lambda: bool(interrupted))
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"medsyn train-text: {err}", file=sys.stderr)
-        return 2
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -88,6 +90,12 @@ def _run(args) -> int:
     summary = {k: metrics[k] for k in ("text_encoder", "steps", "wall_time_s", "heldout")}
     print(json.dumps({"event": "done", **summary}), flush=True)
     return 0
+
+
+def _is_text_run(folder: Path) -> bool:
+    """Whether ``folder`` is an earlier ``train-text`` output (its metrics, checkpoint or text encoder)."""
+    return (folder / METRICS_FILE).is_file() or checkpoint_dir(folder) is not None or \
+        (folder / ENCODER_DIR / "config.json").is_file()
 
 
 def _print_progress(event: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ...data.manifest import read_report_rows
+from ...io.text import read_text
 from .config import TextTrainConfig, draw_generator
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def load_corpus(source: str | Path | Sequence[str], skip_bad: bool = False) -> t
             files = sorted(path.rglob("*.txt"))
             if not files:
                 raise FileNotFoundError(f"no *.txt report in {path}")
-            items = [(str(f), f.read_text(encoding="utf-8"), "") for f in files]
+            items = [(str(f), read_text(f, "report file"), "") for f in files]
         elif path.is_file() and path.suffix.lower() == ".csv":
             # a case's several reports (paraphrases) share the row as their group
             items = [(source_name, text, row.name) for row in read_report_rows(path)
