@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from .environment import PRECISION_ENV, PRECISIONS, pinned_precision
+
 if TYPE_CHECKING:  # imported by the functions: the command line's parsers read PRECISIONS without torch
     import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """"auto" -> the first CUDA GPU if one is usable, else the CPU; otherwise "cpu", "cuda" or "cuda:N"."""
     import torch
 
+    from .arguments import DEVICE_PATTERN
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_PATTERN.fullmatch(name):  # torch would list its 20 device types
+        raise ValueError(f"unsupported device {name!r}. Fix: use auto, cpu, cuda or cuda:N")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was requested but no CUDA GPU is usable here; use --device cpu")
+        raise RuntimeError(f"device {name!r} was requested but no CUDA GPU is usable here. Fix: use --device cpu")
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise ValueError(f"unsupported device {name!r}. Fix: use auto, cpu, cuda or cuda:N")
     return device
-
-
-PRECISION_ENV = "MEDSYN_PRECISION"
-"""Environment variable that pins what "auto" means (fp32, bf16 or fp16), e.g. fp32 for the same numbers on every
-machine; the test suite sets it to fp32."""
 
 
 def cpu_runs_bf16_fast(capabilities: Mapping[str, object] | None = None) -> bool:
@@ -54,11 +53,7 @@ def resolve_precision(precision: str, device: torch.device,
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision == "auto":
-        pinned = os.environ.get(PRECISION_ENV, "auto")
-        if pinned not in PRECISIONS:
-            raise ValueError(f"{PRECISION_ENV}={pinned!r} is not a precision. Fix: set it to one of "
-                             f"{', '.join(PRECISIONS)}, or unset it")
-        precision = pinned
+        precision = pinned_precision()
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -67,10 +62,16 @@ def resolve_precision(precision: str, device: torch.device,
 
 
 def precision_warning(precision: str, device: torch.device) -> str | None:
-    """A warning for a precision that is much slower than fp32 on ``device`` (fp16 on the CPU), else None."""
-    if precision == "fp16" and device.type == "cpu":
+    """A warning for a precision that is much slower than fp32 on ``device`` (fp16 on the CPU, asked for with
+    ``--precision fp16`` or pinned by ``MEDSYN_PRECISION=fp16``), else None."""
+    if device.type != "cpu":
+        return None
+    if precision == "fp16":
         return ("--precision fp16 on the CPU is emulated and many times slower than fp32 (15x measured on the demo "
                 "model). Fix: use --precision fp32 or auto, or fp16 only on a GPU")
+    if precision == "auto" and pinned_precision() == "fp16":
+        return (f"{PRECISION_ENV}=fp16 on the CPU is emulated and many times slower than fp32 (15x measured on the "
+                f"demo model). Fix: unset {PRECISION_ENV} or set it to fp32 or bf16, or use fp16 only on a GPU")
     return None
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "MedSynLib"
 
-BASE = {"__init__", "runtime", "seeding", "progress", "errors", "lazy", "settings"}
+BASE = {"__init__", "runtime", "seeding", "progress", "errors", "lazy", "settings", "arguments", "environment"}
 """Modules every part may use: the package's constants, device/precision, seeds, progress events, error kinds and
-exit codes, names exported on first use, settings read from JSON."""
+exit codes, names exported on first use, settings read from JSON, option value types, the environment reader."""
 ALLOWED = {
     "__init__": {"modelstore"},  # MedSynLib.load_model, the public entry point (imported inside the function)
-    "runtime": set(), "seeding": set(), "progress": set(), "errors": set(), "lazy": set(), "settings": set(),
+    "runtime": {"environment", "arguments"}, "seeding": set(), "progress": set(), "errors": set(), "lazy": set(), "settings": set(),
+    "arguments": set(), "environment": {"errors"},
     "io": BASE,
     "models": BASE,
     "diffusion": BASE | {"models"},

@@ -8,10 +8,10 @@ or ``PYTHONPATH``). Imported models live in ``$MEDSYN_HOME/models/<name>`` (defa
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
+from ..environment import medsyn_home
 from .bundle import read_model_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ GET_A_MODEL = ("the demo model ships inside the medsyn package: reinstall it (`p
 
 
 def user_models_dir() -> Path:
-    return Path(os.environ.get("MEDSYN_HOME", Path.home() / ".medsyn")) / "models"
+    return medsyn_home() / "models"
 
 
 def user_model_folder(name: str) -> Path:

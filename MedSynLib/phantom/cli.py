@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from .. import arguments
 
 
 def _phantoms(args) -> int:
@@ -16,10 +19,16 @@ def _phantoms(args) -> int:
 
 
 def _preview(args) -> int:
-    from .preview import preview_files
+    from ..io.files import check_output_file
+    from ..io.images import Provenance, read_image
+    from .preview import is_preview, preview_files
 
+    inputs = [args.ct, args.lobes, args.airway, args.vessels]
+    check_output_file(args.out, is_preview, args.overwrite, inputs, what="preview", suffix=".png")
+    mark = Provenance.of(read_image(args.ct, "CT"))
+    description = ", ".join(["SYNTHETIC"] * mark.synthetic + ["EDITED"] * mark.edited + ["MedSyn preview"])
     rgb = preview_files(args.ct, args.out, lobes=args.lobes, airway=args.airway, vessels=args.vessels,
-                        panel=args.panel)
+                        panel=args.panel, description=f"{description} of {Path(args.ct).name}")
     print(f"wrote {args.out} ({rgb.shape[1]}x{rgb.shape[0]})")
     return 0
 
@@ -29,17 +38,17 @@ def add_parser(subparsers) -> None:
         "phantoms", help="write synthetic chest CT phantoms (CT, lobes, airway, vessels, report, truth)",
         description="Procedural chest CT phantoms with lobes, airways, vessels, findings and matching reports. "
                     "Every file is SYNTHETIC. Resumable: complete cases are kept.")
-    p.add_argument("--n", type=int, required=True, help="number of cases")
+    p.add_argument("--n", type=arguments.count(1), required=True, help="number of cases")
     p.add_argument("--out", required=True, help="output folder (manifest.csv + case_NNNNNN/)")
-    p.add_argument("--size", type=int, default=256, help="voxels per axis (default 256)")
-    p.add_argument("--spacing", type=float, default=1.0, help="mm per voxel (default 1.0; e.g. 64 at 4.0)")
-    p.add_argument("--seed", type=int, default=0, help="master seed (case i uses a seed derived from it)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--size", type=arguments.count(16, 512), default=256, help="voxels per axis (default 256)")
+    p.add_argument("--spacing", type=arguments.millimetres, default=1.0, help="mm per voxel (default 1.0; e.g. 64 at 4.0)")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="master seed (case i uses a seed derived from it)")
+    p.add_argument("--workers", type=arguments.count(1, 256), default=1, help="worker processes")
     p.add_argument("--no-measure", action="store_true", help="skip the measurements in truth.json")
     p.add_argument("--wording", choices=("all", "train", "heldout"), default="all",
                    help="report templates: all, or the train / held-out halves (train a model on 'train' reports "
                         "and test it on 'heldout' prompts it never saw)")
-    p.add_argument("--report-variants", type=int, default=1, metavar="K",
+    p.add_argument("--report-variants", type=arguments.count(1, 100), default=1, metavar="K",
                    help="reports per case: report.txt and K-1 paraphrases in other templates of the same wording "
                         "(training draws one per step; added to cases already written)")
     p.set_defaults(func=_phantoms)
@@ -55,8 +64,9 @@ def add_parser(subparsers) -> None:
     q.add_argument("--lobes", help="lobe label map (1..5)")
     q.add_argument("--airway", help="binary airway mask")
     q.add_argument("--vessels", help="binary vessel mask")
-    q.add_argument("--out", required=True, help="output PNG")
-    q.add_argument("--panel", type=int, default=256, help="pixels per panel (default 256)")
+    q.add_argument("--out", required=True, help="output PNG (new, or an earlier preview with --overwrite)")
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier MedSyn preview at --out")
+    q.add_argument("--panel", type=arguments.count(16, 4096), default=256, help="pixels per panel (default 256)")
     q.set_defaults(func=_preview)
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import arguments
 from ..recipes import read_config, recipe_names
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def add_parser(sub) -> None:
         p.add_argument("--config", help=f"JSON file of TrainConfig fields, or a shipped recipe: {', '.join(recipes)}")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (JSON value), e.g. --set steps=2000 --set lr=2e-4")
-        p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
+        p.add_argument("--stop-after", type=arguments.count(1), default=None, help="stop after this many steps in this run")
         p.add_argument("--export", type=Path, default=None, help="write the EMA weights as a stage folder at the end")
         p.set_defaults(func=_run, stage=stage)
 
@@ -100,9 +101,10 @@ def add_actions(actions) -> None:
                         "default for a model trained on synthetic data only: that it is not a clinical model")
     p.add_argument("--dataset", action="append", default=[], metavar="NAME",
                    help="a training data set's name or URL for the card's metadata (repeat for several)")
-    p.add_argument("--steps-lowres", type=int, default=None, help="default low-res sampler steps of the model")
-    p.add_argument("--steps-sr", type=int, default=None, help="default super-resolution sampler steps")
-    p.add_argument("--guidance", type=float, default=None, help="default classifier-free guidance scale")
+    p.add_argument("--steps-lowres", type=arguments.steps, default=None,
+                   help="default low-res sampler steps of the model")
+    p.add_argument("--steps-sr", type=arguments.steps, default=None, help="default super-resolution sampler steps")
+    p.add_argument("--guidance", type=arguments.guidance, default=None, help="default classifier-free guidance scale")
     p.add_argument("--sampler", default=None, choices=("ddim", "dpmpp2m"), help="default sampler")
     p.add_argument("--official-sampler-defaults", action="store_true",
                    help="take the official DDIM 50 / 20 steps, guidance 1.0 for the sampler defaults not given "

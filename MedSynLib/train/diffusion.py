@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.manifest import read_manifest
 from ..data.preprocess import TextFeatureCache, VolumeCache, encode_volume
 from ..diffusion.schedule import TIME_SCALE, add_noise, x0_loss
+from ..environment import distributed
 from ..io.files import atomic_write
 from ..io.images import Geometry
 from ..models.text_encoder import ReportEncoder
@@ -215,7 +215,8 @@ class DiffusionTrainer:
         config.validate()
         self.config = config
         self.out = Path(config.out)
-        self.distributed = dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        layout = distributed()
+        self.distributed = dist.is_available() and layout.active
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self.rank = dist.get_rank() if self.distributed else 0
@@ -223,7 +224,7 @@ class DiffusionTrainer:
         if config.batch_size % self.world:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.world} processes")
         if torch.cuda.is_available():
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            self.device = torch.device("cuda", layout.local_rank)
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
