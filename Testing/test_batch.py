@@ -98,6 +98,7 @@ def test_batch_writes_every_case_and_resumes(tiny_model, tmp_path, capsys):
     (out / "prompt0001_1").rmdir()
     (out / ".prompt0001_1.partial-x1y2").mkdir()
     (out / ".prompt0001_1.partial-x1y2" / "junk.nii.gz").write_bytes(b"half")
+    (out / ".prompt0001_1.partial-x1y2" / ".medsyn-partial").write_bytes(b"")  # the marker a killed run leaves
     (out / "notes").mkdir()  # not a case: left alone
     code, events = batch(capsys, tiny_model, tmp_path / "prompts.csv", out)
     assert code == 0
@@ -132,7 +133,7 @@ def test_resume_refuses_cases_whose_report_or_seed_changed(tiny_model, tmp_path,
     (tmp_path / "edited.csv").write_text(PROMPTS.replace("Lungs are clear.", "Small right pleural effusion."), encoding="utf-8")
     code, events = batch(capsys, tiny_model, tmp_path / "edited.csv", out)
     assert code == 2 and "2 finished cases were made from another report" in events[-1]["message"]
-    assert "prompt0001_0, prompt0001_1" in events[-1]["message"] and "--redo-changed" in events[-1]["message"]
+    assert "prompt0001_0, prompt0001_1" in events[-1]["message"] and "--redo-changed" in events[-1]["fix"]
     assert tree(out) == before  # nothing written, the manifest still describes the images on disk
 
     # another --seed changes the seeds of the rows without a seed column

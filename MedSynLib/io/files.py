@@ -5,7 +5,14 @@ one output-folder mechanism.
 - :class:`OutputFolder`: a result folder (generate, segment, a batch case, a model, a stage) is claimed before any
   work: it must not exist, be an empty folder, or be an earlier result of the same kind (it holds the ``marker``
   file, e.g. ``medsyn.json``), which is replaced only with ``overwrite``. The input's own folder (or one above an
-  input), the working directory (or one above it), a file and a link are refused. A lock file beside the target
+  input), the working directory (or one above it), a file and a link are refused.
+- :func:`check_collection_folder`: a folder a command adds to over several runs (``batch``, ``phantoms``,
+  ``train-text``, a training run) follows the same rule, except that an earlier folder of the same command (its
+  ``is_own`` test) is continued, never replaced; the command writes only its own names inside it.
+- :func:`check_output_file`: a single output file (``preview``) must be new, or an earlier output of the same kind
+  (``is_own``), replaced only with ``overwrite``; never an input, a folder or a link.
+
+Every path is compared with links resolved (``os.path.realpath``): a link to the input's folder is that folder. A lock file beside the target
   (``.<name>.medsyn-lock``, ``flock``: released by the kernel when its process dies) makes a concurrent run into the
   same folder fail at once. The result is written into a ``.<name>.partial-*`` folder that holds a
   ``.medsyn-partial`` marker locked by its writer; the next run into the same parent removes such folders and lock
@@ -76,28 +83,42 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _real(path: str | Path) -> Path:
+    """``path`` absolute with every link resolved (also in a part that does not exist yet)."""
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def _check_place(target: str | Path, inputs: Iterable[str | Path | None], kind: str) -> Path:
+    """``target`` made absolute; refused when it is a link, holds (or is) an input, or holds the working directory."""
+    target = Path(os.path.abspath(Path(target).expanduser()))
+    if target.is_symlink():
+        raise OutputError(f"{target} is a link. Fix: give a new {kind} name")
+    real = _real(target)
+    for source in inputs:
+        if source is not None and _is_within(_real(source), real):
+            raise OutputError(f"{target} {'is' if _real(source) == real else 'holds'} an input of this run "
+                              f"({source}); writing there would replace it. Fix: give a new {kind} name for the "
+                              "result")
+    if kind == "folder" and _is_within(_real(Path.cwd()), real):
+        raise OutputError(f"{target} is the working directory (or above it); a result folder replaces its "
+                          "target. Fix: give a new folder name, e.g. --out results/run1")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise OutputError(f"cannot create {target}: {target.parent} is a file, not a folder. Fix: give a path in a "
+                          "folder")
+    return target
+
+
 def check_output_folder(target: str | Path, marker: str, overwrite: bool = False,
                         inputs: Iterable[str | Path | None] = (), what: str = "result") -> Path:
     """The absolute output folder ``target`` if it may be written, else :class:`OutputError` naming the fix.
 
     See the module docstring for the rule; ``inputs`` are the files the run reads.
     """
-    target = Path(os.path.abspath(Path(target).expanduser()))
-    if target.is_symlink():
-        raise OutputError(f"{target} is a link; give a new folder name")
-    for source in inputs:
-        if source is not None and _is_within(Path(os.path.abspath(source)), target):
-            raise OutputError(f"{target} holds an input of this run ({source}); writing there would replace "
-                              "it. Fix: give a new folder name for the result")
-    if _is_within(Path.cwd(), target):
-        raise OutputError(f"{target} is the working directory (or above it); a result folder replaces its "
-                          "target. Fix: give a new folder name, e.g. --out results/run1")
+    target = _check_place(target, inputs, "folder")
     if not target.exists():
-        if target.parent.exists() and not target.parent.is_dir():
-            raise OutputError(f"cannot create {target}: {target.parent} is a file, not a folder")
         return target
     if not target.is_dir():
-        raise OutputError(f"{target} is an existing file; give a new folder name")
+        raise OutputError(f"{target} is an existing file. Fix: give a new folder name")
     if (target / marker).is_file():
         if overwrite:
             return target
@@ -106,6 +127,41 @@ def check_output_folder(target: str | Path, marker: str, overwrite: bool = False
     if any(target.iterdir()):
         raise OutputError(f"{target} is an existing folder that is not a MedSyn {what} (no {marker}); it is "
                           "never replaced. Fix: give a new folder name")
+    return target
+
+
+def check_collection_folder(target: str | Path, is_own: Callable[[Path], bool],
+                            inputs: Iterable[str | Path | None] = (), what: str = "output folder") -> Path:
+    """The absolute folder ``target`` that a command adds to (see the module docstring), else
+    :class:`OutputError`: it must be new, empty, or pass ``is_own`` (an earlier folder of this command)."""
+    target = _check_place(target, inputs, "folder")
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise OutputError(f"{target} is an existing file. Fix: give a new folder name")
+    if any(target.iterdir()) and not is_own(target):
+        raise OutputError(f"{target} is an existing folder that is not a MedSyn {what}; nothing in it is replaced. "
+                          "Fix: give a new folder name (or an empty folder)")
+    return target
+
+
+def check_output_file(target: str | Path, is_own: Callable[[Path], bool], overwrite: bool = False,
+                      inputs: Iterable[str | Path | None] = (), what: str = "output", suffix: str = "") -> Path:
+    """The absolute file ``target`` if it may be written (see the module docstring), else :class:`OutputError`.
+    ``suffix``: the file name must end with it (the format written)."""
+    target = _check_place(target, inputs, "file")
+    if suffix and not target.name.lower().endswith(suffix):
+        raise OutputError(f"{target} does not end with {suffix}; a {what} is written as {suffix}. Fix: give a file "
+                          f"name ending with {suffix}")
+    if target.is_dir():
+        raise OutputError(f"{target} is a folder. Fix: give a new file name")
+    if target.exists():
+        if not is_own(target):
+            raise OutputError(f"{target} is an existing file that is not a MedSyn {what}; it is never replaced. "
+                              "Fix: give a new file name")
+        if not overwrite:
+            raise OutputError(f"{target} holds an earlier {what}. Fix: pass --overwrite to replace it, or give a "
+                              "new file name")
     return target
 
 

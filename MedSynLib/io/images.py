@@ -58,6 +58,24 @@ class Geometry:
                         self.origin, self.direction)
 
 
+DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "content")
+"""Where a file's header holds its description: NIfTI ``descrip``, ITK's own notes, NRRD ``content``."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What an image's header says it is: ``synthetic`` (made by a generator: SYNTHETIC in its description) and
+    ``edited`` (a scan with a region replaced: EDITED). A result inherits its input's marks (docs/failure-modes.md)."""
+
+    synthetic: bool = False
+    edited: bool = False
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Provenance":
+        text = " ".join(image.GetMetaData(k) for k in DESCRIPTION_KEYS if image.HasMetaDataKey(k)).upper()
+        return cls("SYNTHETIC" in text, "EDITED" in text)
+
+
 def to_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     """(z, y, x) array -> SimpleITK image on ``geometry`` (checks the size)."""
     if tuple(array.shape[::-1]) != tuple(geometry.size):
@@ -112,9 +130,20 @@ def read_image(path: str | Path, what: str = "image", series: str | None = None)
             raise ValueError(f"cannot read {what} {path}: not an image format this program reads. Fix: give a NIfTI "
                              "(.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha, .mhd) file or a folder holding one "
                              "DICOM series") from exc
+        if "spacing" in reason.lower():  # ITK refuses a zero spacing in an NRRD / MetaImage header
+            raise ValueError(f"{what} {path} has a voxel spacing that is not positive ({reason[:120]}). Fix: set the "
+                             "true voxel size in the file's header") from exc
+        if any(k in reason for k in TRUNCATED_REASONS):  # ITK's words for data shorter than the header says
+            raise ValueError(f"cannot read {what} {path}: it is truncated or corrupted (its data is shorter than its "
+                             "header says). Fix: copy or download it again") from exc
         raise ValueError(f"cannot read {what} {path}: {reason[:200]}. Fix: check that the file is complete (copy "
                          "or export it again)") from exc
     return _validated(image, path, what)
+
+
+TRUNCATED_REASONS = ("No such file or directory", "fread got only", "not read completely", "Read failed",
+                     "ran out of data", "premature end")
+"""What ITK's readers say (MetaImage: "No such file", for a file that exists) when the data stops early."""
 
 
 class InputTooLargeError(MemoryError):

@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..data.manifest import REPORT_SEPARATOR, strip_comments
-from ..io.files import atomic_write
+from ..io.files import atomic_write, check_collection_folder
 from ..io import images
 from .compose import SYNTHETIC_NOTE, Phantom, generate
 from .grid import Grid
@@ -171,6 +171,16 @@ def write_manifest(out: str) -> Path:
     return path
 
 
+def is_phantom_set(folder: Path) -> bool:
+    """Whether ``folder`` is a phantom data set this command wrote: its ``manifest.csv`` has the phantom columns,
+    or (a run stopped before its manifest) it holds only case folders."""
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        with open(manifest, encoding="utf-8", errors="replace") as f:
+            return f.readline().strip() == ",".join(MANIFEST_COLUMNS)
+    return all(p.is_dir() and p.name.startswith(("case_", ".tmp-case_")) for p in folder.iterdir())
+
+
 def _work(args):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
@@ -188,7 +198,9 @@ def write_dataset(out: str, n: int, size: int = 256, spacing: float = 1.0, seed:
     phrase_pool(wording)  # validate before any work
     if report_variants < 1:
         raise ValueError(f"report_variants must be >= 1, got {report_variants}")
-    outp = Path(out)
+    if n < 1 or size < 16 or not spacing > 0:
+        raise ValueError(f"need n >= 1, size >= 16 voxels and a spacing > 0 mm, got {n}, {size}, {spacing}")
+    outp = check_collection_folder(out, is_phantom_set, what="phantom data set")
     outp.mkdir(parents=True, exist_ok=True)
     for stale in outp.glob(".tmp-case_*"):
         shutil.rmtree(stale, ignore_errors=True)

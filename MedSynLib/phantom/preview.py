@@ -91,6 +91,14 @@ def write_png(rgb: np.ndarray, path, description: str | None = None) -> None:
                  + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + chunk(b"IEND", b""))
 
 
+def is_preview(path) -> bool:
+    """Whether the file ``path`` is a PNG that MedSyn wrote (its ``Description`` names MedSyn)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    start = head.find(b"tEXtDescription\0")
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and start > 0 and b"MedSyn" in head[start:start + 200]
+
+
 def read_lps(path, reference: sitk.Image | None = None, label: bool = False) -> tuple[np.ndarray, tuple]:
     """Read an image, resample it onto ``reference`` if given (nearest neighbour for labels), reorient to LPS.
 

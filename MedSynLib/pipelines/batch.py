@@ -24,13 +24,15 @@ import io
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io.files import atomic_write
+from ..arguments import SEED_MAX
+from ..environment import distributed
+from ..io.files import atomic_write, check_collection_folder, remove_stale_partials
+from ..io.text import read_csv_rows
 from .generation import GenerationResult
 from .outputs import SIDECAR, write_result
 
@@ -78,8 +80,10 @@ class Shard:
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> "Shard":
-        """RANK / WORLD_SIZE as torchrun sets them; shard 0/1 outside torchrun."""
-        return cls(int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)))
+        """RANK / WORLD_SIZE as torchrun sets them (checked: :func:`~MedSynLib.environment.distributed`); shard 0/1
+        outside torchrun."""
+        layout = distributed(environ)
+        return cls(layout.rank, layout.world_size)
 
     def select(self, cases: list[Case]) -> list[Case]:
         return cases[self.index::self.count]
@@ -95,12 +99,10 @@ class Shard:
 def read_prompts(path: Path, per_prompt: int, base_seed: int = 0) -> list[Case]:
     """The cases of a prompts CSV (see the module docstring); one error names every bad row and its fix."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file not found: {path}")
     if not 1 <= per_prompt <= SEED_STRIDE:
         raise ValueError(f"--per-prompt must be between 1 and {SEED_STRIDE}, got {per_prompt}")
-    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    if not rows or "report" not in rows[0]:
+    columns, rows = read_csv_rows(path, "prompts file")
+    if not rows or "report" not in columns:
         raise ValueError(f"{path} needs a header with a 'report' column (optional 'id' and 'seed') and at least "
                          "one row")
     cases, seen, errors = [], set(), []
@@ -120,6 +122,10 @@ def read_prompts(path: Path, per_prompt: int, base_seed: int = 0) -> list[Case]:
                 row_seed = int(seed_text)
             except ValueError:
                 errors.append(f"{where}: seed {seed_text!r} is not an integer")
+            if row_seed is not None and not 0 <= row_seed <= SEED_MAX - per_prompt:
+                errors.append(f"{where}: seed {seed_text} is out of range. Fix: use a seed from 0 to "
+                              f"{SEED_MAX - per_prompt}")
+                row_seed = None
         for k in range(per_prompt):
             seed = row_seed + k if row_seed is not None else base_seed + SEED_STRIDE * r + k
             cases.append(Case(name, k, seed, report))
@@ -238,17 +244,20 @@ class CaseFolders:
         return rows
 
 
-def remove_partial(out_dir: Path, folders: set[str]) -> list[str]:
-    """Delete half-written case folders among ``folders``: their temporary ``.<folder>.partial-*`` siblings and
-    case folders without a sidecar. Nothing else in ``out_dir`` is touched."""
-    removed = []
-    for entry in sorted(Path(out_dir).iterdir()):
-        partial = ".partial-" in entry.name and entry.name[1:].split(".partial-")[0] in folders
-        unfinished = entry.name in folders and not (entry / SIDECAR).is_file()
-        if entry.is_dir() and (partial or unfinished):
-            shutil.rmtree(entry)
-            removed.append(entry.name)
-    return removed
+def is_batch_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a batch output this command wrote: its ``manifest.csv`` has the batch columns, or it
+    holds the shards' records."""
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        with open(manifest, encoding="utf-8", errors="replace") as f:
+            return f.readline().strip() == ",".join(COLUMNS)
+    return (folder / SHARDS).is_dir() and all(p.name.startswith("shard-") for p in (folder / SHARDS).iterdir())
+
+
+def claim_batch_folder(out_dir: Path, inputs=()) -> Path:
+    """``out_dir`` checked before any work (:func:`~MedSynLib.io.files.check_collection_folder`): new, empty, or an
+    earlier batch output (continued); never a folder holding an input (the prompts file included)."""
+    return check_collection_folder(out_dir, is_batch_folder, inputs, what="batch output")
 
 
 def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], GenerationResult], model_info: dict,
@@ -274,7 +283,7 @@ def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], Generatio
                          f"{shown}. Fix: restore the prompts and options of the first run, write to a new --out, "
                          "or add --redo-changed to make these cases again (their folders are replaced)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_partial(out_dir, {c.folder for c in mine})
+    remove_stale_partials(out_dir)  # what killed runs left: marked partial folders whose process is gone
     rows = [folders.row(c) for c in mine]
     _write_csv(out_dir / shard.file, rows)
     folders.merge()
