@@ -11,14 +11,15 @@ as ``warning`` events.
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, debugging, describe
+from .. import arguments
+from ..environment import distributed
+from ..errors import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, Failure, MedSynError,
+                      debugging, describe, split_fix)
 from ..progress import Reporter
 from ..runtime import PRECISIONS, precision_warning, resolve_device, reuse_freed_memory
 
@@ -28,32 +29,24 @@ if TYPE_CHECKING:  # the commands import the pipeline (torch) when they run; the
 CONDITIONS = ("lobes", "airway", "vessels")
 
 
-def finite_float(text: str) -> float:
-    """An argparse type: a finite number (``nan`` and ``inf`` are refused with a usage message, exit code 2)."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
 def _common(p) -> None:
     p.add_argument("--model", default=None, help="registry name or model folder (default: the packaged demo model)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps-lowres", type=int, default=None,
+    p.add_argument("--seed", type=arguments.seed, default=0)
+    p.add_argument("--steps-lowres", type=arguments.steps, default=None,
                    help="low-res sampler steps (default: the model's, from its model.json)")
-    p.add_argument("--steps-sr", type=int, default=None, help="super-resolution sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=finite_float, default=None,
+    p.add_argument("--steps-sr", type=arguments.steps, default=None, help="super-resolution sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=arguments.guidance, default=None,
                    help="classifier-free guidance scale (1 = none; default: the model's)")
     p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m (default: the model's)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", type=arguments.device, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = bf16 (fp16 on older GPUs) on CUDA; on the CPU bf16 where it has AMX-BF16, else fp32 "
                         "($MEDSYN_PRECISION pins what auto means)")
     p.add_argument("--lowres-only", action="store_true", help="stop after the 64³ stage (fast preview)")
-    p.add_argument("--max-gpu-memory", type=finite_float, default=None, metavar="GB",
+    p.add_argument("--max-gpu-memory", type=arguments.gigabytes, default=None, metavar="GB",
                    help="memory budget: the super-resolution stage is split into as many depth chunks as needed "
                         "(default on CUDA: the GPU's free memory)")
-    p.add_argument("--sr-tiles", type=int, default=None, metavar="N",
+    p.add_argument("--sr-tiles", type=arguments.count(1, 256), default=None, metavar="N",
                    help="force N overlapping depth chunks in the super-resolution stage")
     p.add_argument("--preview", action="store_true",
                    help="also write preview.png (axial, coronal and sagittal planes through the lungs, then the same "
@@ -127,21 +120,21 @@ def add_parser(sub) -> None:
     e.add_argument("--region", required=True, type=Path,
                    help="label map of the region to replace (nonzero voxels; any geometry, e.g. a Slicer segment "
                         "exported as a label map)")
-    e.add_argument("--region-label", type=int, default=None, help="use only the voxels with this label")
+    e.add_argument("--region-label", type=arguments.count(1), default=None, help="use only the voxels with this label")
     _report_args(e, "report text describing the edited scan")
     for name in CONDITIONS:
         e.add_argument(f"--{name}", type=Path, help=f"{name} label map of this CT to keep outside the region")
-    e.add_argument("--resamples", type=int, default=0, metavar="R",
+    e.add_argument("--resamples", type=arguments.count(0, 100), default=0, metavar="R",
                    help="RePaint resampling: repeat each step R times from its own noise level (R + 1 times the "
                         "network evaluations)")
-    e.add_argument("--blend-mm", type=float, default=None,
+    e.add_argument("--blend-mm", type=arguments.blend_mm, default=None,
                    help="blend width inside the region's border (default: one voxel of the model grid)")
     _one_result(e, _run_edit, "edit")
     b = sub.add_parser("batch", help="K SYNTHETIC CTs for each report of a CSV file (resumable, with a manifest)")
     b.add_argument("--prompts", required=True, type=Path,
                    help="CSV with a 'report' column, optional 'id' and 'seed' columns")
-    b.add_argument("--per-prompt", type=int, default=1, metavar="K", help="samples per report")
-    b.add_argument("--shard", default=None, metavar="I/N",
+    b.add_argument("--per-prompt", type=arguments.count(1, 1000), default=1, metavar="K", help="samples per report")
+    b.add_argument("--shard", type=arguments.shard, default=None, metavar="I/N",
                    help="make only shard I (from 0) of N: cases I, I+N, I+2N, ... (job arrays, e.g. "
                         "--shard $SLURM_ARRAY_TASK_ID/8 with --array=0-7); under torchrun the shard is "
                         "RANK/WORLD_SIZE and each process uses GPU LOCAL_RANK")
@@ -203,16 +196,16 @@ def _guarded(reporter: Reporter, work) -> int:
         print("medsyn: cancelled; nothing was written for the unfinished run", file=sys.stderr)
         return EXIT_CANCELLED
     except UntrustedSegmentation as exc:
-        reporter.emit({"event": "error", "message": str(exc), "kind": "untrusted_segmentation",
-                       "quality": exc.quality})
-        print(f"medsyn: error: {exc}\n  nothing was written", file=sys.stderr)
+        failure = Failure(EXIT_UNTRUSTED, *split_fix(str(exc)), "untrusted_segmentation")
+        reporter.emit({**failure.event(), "quality": exc.quality})
+        print(f"{failure.text()}\nnothing was written", file=sys.stderr)
         return EXIT_UNTRUSTED
     except Exception as exc:
         if debugging():
             raise
         failure = describe(exc)
         reporter.emit(failure.event())
-        print(failure.text() + ("\n  nothing was written" if failure.code == EXIT_OUT_OF_MEMORY else ""),
+        print(failure.text() + ("\nnothing was written" if failure.code == EXIT_OUT_OF_MEMORY else ""),
               file=sys.stderr)
         return failure.code
 
@@ -272,18 +265,18 @@ def _batch_shard(args) -> Shard:
 
     from .batch import Shard
 
-    under_torchrun = int(os.environ.get("WORLD_SIZE", 1)) > 1
-    if args.shard is not None and under_torchrun:
-        raise ValueError("--shard and torchrun both split the cases; use one of them")
-    if under_torchrun and args.device in ("auto", "cuda") and torch.cuda.is_available():
-        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    layout = distributed()
+    if args.shard is not None and layout.active:
+        raise MedSynError("--shard and torchrun both split the cases", "use one of them")
+    if layout.active and args.device in ("auto", "cuda") and torch.cuda.is_available():
+        args.device = f"cuda:{layout.local_rank}"
     return Shard.parse(args.shard) if args.shard is not None else Shard.from_environment()
 
 
 def _run_edit(args) -> int:
     if args.server:
         return _remote(args)
-    from ..io.images import read_image
+    from ..io.images import Provenance, read_image
     from .edit import edit
     from .outputs import model_info, result_folder, write_edit_result
 
@@ -304,7 +297,8 @@ def _run_edit(args) -> int:
             for warning in result.metadata["warnings"]:
                 reporter.warn(warning)
             sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct, preview=args.preview,
-                                        dicom=args.format == "dicom", series=args.series)
+                                        dicom=args.format == "dicom", series=args.series,
+                                        source=Provenance.of(ct))
         info = model_info(model)
         reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **_statement(info)})
         if args.progress == "text":
@@ -317,7 +311,7 @@ def _run_edit(args) -> int:
 
 
 def _run_batch(args) -> int:
-    from .batch import MANIFEST, read_prompts, run_batch
+    from .batch import MANIFEST, claim_batch_folder, read_prompts, run_batch
     from .generation import CONDITION_CHANNELS, generate, sampling_settings
     from .outputs import model_info
 
@@ -325,6 +319,7 @@ def _run_batch(args) -> int:
 
     def work() -> int:
         shard = _batch_shard(args)
+        claim_batch_folder(args.out, [args.prompts, args.reference_ct, *(getattr(args, n) for n in CONDITIONS)])
         cases = read_prompts(args.prompts, args.per_prompt, args.seed)
         _dicom_source(args)
         conditions = _conditions(args)
@@ -357,9 +352,10 @@ def _run_batch(args) -> int:
         manifest = str(Path(args.out) / MANIFEST)
         if failed:
             message = f"{len(failed)} of {len(rows)} cases failed (see {manifest}); first: {failed[0]['error']}"
-            reporter.emit({"event": "error", "message": message, "fix": "correct those rows and run again: "
-                           "finished cases are kept"})
-            print(f"medsyn: error: {label}{message}", file=sys.stderr)
+            failure = Failure(EXIT_BAD_INPUT, f"{label}{message}",
+                              "correct those rows and run again: finished cases are kept")
+            reporter.emit(failure.event())
+            print(failure.text(), file=sys.stderr)
             return EXIT_BAD_INPUT
         written = sum(status == "done" for status in statuses.values())
         reporter.emit({"event": "done", "out": str(args.out), "manifest": manifest, "cases": len(rows),
@@ -389,12 +385,6 @@ def _print_statement(info: dict) -> None:
 
 
 def _read_report(path: Path) -> str:
-    if path.is_dir():
-        raise ValueError(f"report file {path} is a folder. Fix: give the text file that holds the report")
-    if not path.is_file():
-        raise FileNotFoundError(f"report file not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"report file {path} is not UTF-8 text (byte {exc.start} cannot be decoded). Fix: save it "
-                         "as UTF-8, e.g. `iconv -f latin1 -t utf-8 OLD > NEW`") from None
+    from ..io.text import read_text
+
+    return read_text(path, "report file")

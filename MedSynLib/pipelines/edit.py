@@ -24,6 +24,7 @@ from .generation import (
     CONDITION_CHANNELS,
     Progress,
     _decode,
+    _encode_report,
     _placed,
     _Run,
     _sample_both_stages,
@@ -33,6 +34,7 @@ from .generation import (
     sampling_settings,
 )
 from .placement import place_ct
+from .result_check import check_blend, check_edit_changed, check_region_share
 
 EDITED_DESCRIPTION = "EDITED by MedSyn: a region replaced by generated content; not the original scan"
 """Header description of an edited CT (NIfTI keeps its first 79 characters)."""
@@ -77,9 +79,7 @@ def region_on_ct(region: sitk.Image, ct: sitk.Image, label: int | None = None) -
     if not on_ct.any():
         raise ValueError("the region lies outside the CT's field of view: draw it on this CT (or give the label "
                          "map that belongs to it)")
-    if on_ct.all():
-        raise ValueError("the region covers the whole CT, so nothing would be kept: draw a smaller region, or use "
-                         "'medsyn generate' for a whole new synthetic CT")
+    check_region_share(values, on_ct, label)
     return on_ct
 
 
@@ -142,7 +142,7 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
     unknown = set(keep) - set(CONDITION_CHANNELS)
     if unknown:
         raise ValueError(f"unknown anatomy mask {sorted(unknown)}; use lobes, airway, vessels")
-    if blend_mm is not None and not blend_mm > 0:
+    if blend_mm is not None and not (np.isfinite(blend_mm) and blend_mm > 0):
         raise ValueError(f"the blend margin must be a positive number of mm, got {blend_mm}")
     if resamples < 0:
         raise ValueError(f"resamples must be 0 or more, got {resamples}")
@@ -154,6 +154,11 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
     placement = _placed(run, place_ct, ct, model)
     grid, transform = placement.grid, placement.transform
     target, inverse = Geometry.of(ct), transform.GetInverse()
+    generated_grid = grid.subsampled(model.lowres_factor) if lowres_only else grid
+    margin = float(max(generated_grid.spacing)) if blend_mm is None else float(blend_mm)
+    weight = blend_weight(inside, target, margin)
+    if blend_mm is not None:  # before any sampling (the default margin is one voxel of the grid generated on)
+        check_blend(weight, margin)
     region_image = target.apply(sitk.GetImageFromArray(inside.astype(np.uint8)))
     outside_box = inside & ~placement.to_patient(np.ones(grid.size[::-1], np.uint8), target).astype(bool)
     if outside_box.any():
@@ -177,21 +182,21 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
     held_channels = [0] + sorted(CONDITION_CHANNELS[k] for k in keep)
     held = hold_channels(torch.from_numpy(known).to(device), held_channels, where=torch.from_numpy(~free))
     tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
-    text = run.stage("text", lambda: model.text_encoder([report]))
+    text = _encode_report(model, run, report)
     x64, x256 = _sample_both_stages(model, text, held, seed, settings, run, lowres_only, tiles, resamples)
     generated = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, [], with_ct=True)
     source = generated.geometry
     generated_hu = resample(source.apply(sitk.GetImageFromArray(generated.ct_hu.astype(np.float32))), target,
                             sitk.sitkLinear, -1024.0, inverse)
-    margin = float(max(source.spacing)) if blend_mm is None else float(blend_mm)
-    edited = paste(values, generated_hu, blend_weight(inside, target, margin))
+    edited = paste(values, generated_hu, weight)
     masks = {name: np.where(inside, placement.to_patient(getattr(generated, name), target, source), 0)
              .astype(np.uint8) for name in ("lobes", "airway", "vessels")}
-    metadata = {**generated.metadata, **placement.metadata, "warnings": placement.warnings, "mode": "edit",
+    metadata = {**generated.metadata, **placement.metadata, "warnings": [*placement.warnings, *run.warnings], "mode": "edit",
                 "edited": True, "held_channels": held_channels, "held": "outside the region",
                 "kept_anatomy": sorted(keep), "resamples": resamples,
                 "blend_mm": margin, "region": _region_extent(inside, ct), "sr_tiles": tiles,
                 "timings_s": dict(run.timings)}
     difference = np.where(inside, edited.astype(np.float32) - values.astype(np.float32), 0).astype(np.float32)
+    check_edit_changed(difference)
     return EditResult(edited, inside.astype(np.uint8), masks["lobes"], masks["airway"], masks["vessels"],
                       difference, target, metadata)

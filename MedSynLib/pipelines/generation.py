@@ -39,6 +39,7 @@ from ..io.codecs import (
     model_to_lobes,
     model_to_mask,
 )
+from ..errors import MedSynError
 from ..io.alignment import resample
 from ..io.images import Geometry
 from ..io.lobes import LOBE_ISLAND_ML, LOBE_VOTE_MM, decode_generated_lobes
@@ -46,6 +47,7 @@ from ..modelstore.bundle import LoadedModel
 from ..runtime import autocast, resolve_precision
 from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles
 from .placement import Placement, UntrustedSegmentation, place_ct, place_masks, segmentation_quality
+from .result_check import check_generated_ct
 
 CONDITION_CHANNELS = {"lobes": 1, "airway": 2, "vessels": 3}
 Progress = Callable[[str, int, int], None]
@@ -182,6 +184,11 @@ def check_finite(values: torch.Tensor, source: str, fix: str) -> None:
 
 
 def _encode_report(model: LoadedModel, run: "_Run", report: str) -> torch.Tensor:
+    """The text states of ``report``; refuses a report without one word-piece (only control, zero-width or other
+    characters the tokenizer drops) and adds the report's warnings (too long, mostly unknown words) to ``run``."""
+    if not model.text_encoder.tokenizer.tokenize(report):
+        raise MedSynError("the report has no word the text encoder can read (only control characters, zero-width "
+                          "spaces or other characters it drops)", "write the Findings / Impression as plain text")
     run.warnings += model.text_encoder.report_warnings(report)
     text = run.stage("text", lambda: model.text_encoder([report]))
     check_finite(text, "the text encoder", "its weights are damaged: restore or re-import the model")
@@ -296,9 +303,8 @@ def _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, he
     """The sampled volumes as a result on ``grid`` (the model grid as placed) or its low-res subsample."""
     final = x64 if lowres_only else x256
     vol = final[0].cpu()
-    if with_ct and float(vol[0].max()) == float(vol[0].min()):
-        raise ValueError(f"the generated CT is blank (every voxel {float(vol[0].max()):.3g} in model units), so there "
-                         f"is no result to write. Fix: {NETWORK_FIX}")
+    if with_ct:
+        check_generated_ct(vol[0].numpy(), NETWORK_FIX)
     lowres_grid = grid.subsampled(model.lowres_factor)
     geometry = lowres_grid if lowres_only else grid
     held_lobes = CONDITION_CHANNELS["lobes"] in held  # held lobes come back exactly as given

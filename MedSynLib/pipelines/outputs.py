@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..io.files import OutputFolder
-from ..io.images import SYNTHETIC_DESCRIPTION, to_image, write_image, write_segmentation
+from ..io.images import SYNTHETIC_DESCRIPTION, Provenance, to_image, write_image, write_segmentation
 from ..modelstore.bundle import LoadedModel
 from .generation import GenerationResult
 
@@ -113,12 +113,14 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, mode: s
 
 def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, source_ct: Path | None = None,
                       preview: bool = False, overwrite: bool = False, dicom: bool = False,
-                      series: str | None = None) -> Path:
+                      series: str | None = None, source: Provenance = Provenance()) -> Path:
     """Write an :class:`~.edit.EditResult` folder like :func:`write_result`; returns the sidecar path.
 
-    Every file is marked EDITED in its name and header (never SYNTHETIC: the CT is the input scan with one region
-    replaced); the sidecar records the region (volume, bounding box) and ``files.ct`` names the edited CT.
-    preview: also write ``preview.png`` of the edited CT with the region's generated masks.
+    Every file is marked EDITED in its name and header; the edited CT is the input scan with one region replaced,
+    so it is SYNTHETIC (name, header, sidecar) exactly when the input was (``source``: what the input's header
+    says, :class:`~MedSynLib.io.images.Provenance`). The sidecar records the region (volume, bounding box) and
+    ``files.ct`` names the edited CT. preview: also write ``preview.png`` of the edited CT with the region's
+    generated masks.
     dicom: also write the edited CT as a new EDITED series of the patient's study, referencing ``source_ct`` (the
     DICOM folder it was made from; ``series`` its Series Instance UID), with a Segmentation of the region's anatomy.
     """
@@ -126,12 +128,14 @@ def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, so
 
     output = out_dir if isinstance(out_dir, OutputFolder) else result_folder(out_dir, overwrite, [source_ct])
     tag = f"seed{result.metadata.get('seed')}"
-    files = {"ct": f"EDITED_MedSyn_CT_{tag}.nii.gz", "region": "EDITED_MedSyn_region.nii.gz",
-             "difference": f"EDITED_MedSyn_difference_HU_{tag}.nii.gz",
-             "segmentation": f"EDITED_MedSyn_region_anatomy_{tag}.seg.nrrd"}
-    description = "MedSyn edit: anatomy generated inside the edited region"
+    mark = "SYNTHETIC_EDITED" if source.synthetic else "EDITED"
+    files = {"ct": f"{mark}_MedSyn_CT_{tag}.nii.gz", "region": f"{mark}_MedSyn_region.nii.gz",
+             "difference": f"{mark}_MedSyn_difference_HU_{tag}.nii.gz",
+             "segmentation": f"{mark}_MedSyn_region_anatomy_{tag}.seg.nrrd"}
+    ct_description = ("SYNTHETIC, " if source.synthetic else "") + EDITED_DESCRIPTION
+    description = ("SYNTHETIC " if source.synthetic else "") + "MedSyn edit: anatomy generated inside the edited region"
     with output.writing() as tmp:
-        write_image(to_image(result.ct, result.geometry), tmp / files["ct"], description=EDITED_DESCRIPTION)
+        write_image(to_image(result.ct, result.geometry), tmp / files["ct"], description=ct_description)
         write_image(to_image(result.region, result.geometry), tmp / files["region"],
                     description="MedSyn edit: the region that was replaced")
         write_image(to_image(result.difference_hu, result.geometry), tmp / files["difference"],
@@ -139,24 +143,26 @@ def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, so
         write_segmentation(result.lobes, result.airway, result.vessels, result.geometry, tmp / files["segmentation"],
                            description=description)
         for name in ("lobes", "airway", "vessels"):
-            files[name] = f"EDITED_MedSyn_region_{name}_{tag}.nii.gz"
+            files[name] = f"{mark}_MedSyn_region_{name}_{tag}.nii.gz"
             write_image(to_image(getattr(result, name), result.geometry), tmp / files[name], description=description)
         if preview:
             from ..phantom.preview import preview_files
 
             preview_files(str(tmp / files["ct"]), str(tmp / "preview.png"),
-                          **{name: str(tmp / files[name]) for name in ("lobes", "airway", "vessels")})
+                          **{name: str(tmp / files[name]) for name in ("lobes", "airway", "vessels")},
+                          description=ct_description)
             files["preview"] = "preview.png"
         if dicom:
             files["dicom"], dicom_record = _write_dicom(result, tmp, "edit", model_info, source_ct, series)
-        sidecar = {"synthetic": False, "edited": True, **result.metadata,
+        sidecar = {"synthetic": source.synthetic, "edited": True, **result.metadata,
                    "source_ct": str(source_ct) if source_ct is not None else None, "model": model_info,
                    "geometry": result.geometry.to_dict(), "files": files, "versions": _versions(),
-                   "notice": "EDITED CT: the input scan with the region above replaced by content MedSyn generated "
-                             "for the report; not the original scan, not for clinical use"}
+                   "notice": ("SYNTHETIC " if source.synthetic else "") + "EDITED CT: the input scan with the region "
+                             "above replaced by content MedSyn generated for the report; not the original scan, not "
+                             "for clinical use"}
         if dicom:
             sidecar["dicom"] = dicom_record
-        (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+        (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2, allow_nan=False), encoding="utf-8")
     return output.path / SIDECAR
 
 

@@ -1,0 +1,232 @@
+"""Every command keeps the promises of docs/failure-modes.md (issue #28), one test per class of broken promise:
+the output-folder rule in every command that writes, links resolved, the synthetic mark carried from input to
+output, garbage refused as a result, reports the model cannot read, DICOM series with gaps, model folders trusted
+only as far as they are hashed, and bad input ending as exit code 2 with a structured fix (never 1, never a signal).
+Each case changed nothing outside its output (the folder tree is hashed before and after).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MedSynLib.cli import main
+from MedSynLib.io.images import Geometry, to_image, write_image
+
+from test_bad_inputs import FAST, REPORT, chest, ct_volume, tiny_model, tree  # noqa: F401 (tiny_model: a fixture)
+from tiny_model import GRID, ellipsoids
+
+
+def run(capsys, *args, env: dict | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    """``medsyn ARGS`` in this process: (exit code, stderr, stdout); argparse refusals included (exit code 2)."""
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.err, captured.out
+
+
+def refused(capsys, root, *args, expect: str, **kwargs) -> str:
+    """Run ``args``: exit code 2, ``expect`` in the message, a ``fix:`` line, and the tree under ``root`` unchanged."""
+    before = tree(root)
+    code, err, _ = run(capsys, *args, **kwargs)
+    assert code == 2, err
+    assert expect in err, err
+    assert "\nfix: " in err or "usage:" in err, err
+    assert tree(root) == before
+    return err
+
+
+def right_lung_ball(geometry: Geometry = GRID, radius: float = 12.0) -> np.ndarray:
+    return ellipsoids(geometry, [(-24.0, 0.0, 0.0)], [(radius, radius, radius)], [1], dtype=np.uint8)
+
+
+# --- 1. the output-folder rule in every command that writes ---------------------------------------------------------
+def test_preview_writes_over_no_input_and_no_users_file(tmp_path, capsys):
+    ct = ct_volume(tmp_path)
+    (tmp_path / "holiday.png").write_bytes(b"\x89PNG\r\n\x1a\nmine")
+    refused(capsys, tmp_path, "preview", "--ct", ct, "--out", ct, expect="input of this run")
+    refused(capsys, tmp_path, "preview", "--ct", ct, "--out", tmp_path / "holiday.png", "--overwrite",
+            expect="not a MedSyn preview")
+    refused(capsys, tmp_path, "preview", "--ct", ct, "--out", tmp_path / "p.nii.gz", expect="does not end with .png")
+    assert run(capsys, "preview", "--ct", ct, "--out", tmp_path / "p.png")[0] == 0
+    refused(capsys, tmp_path, "preview", "--ct", ct, "--out", tmp_path / "p.png", expect="--overwrite")
+    assert run(capsys, "preview", "--ct", ct, "--out", tmp_path / "p.png", "--overwrite")[0] == 0
+
+
+def test_phantoms_and_train_text_refuse_a_users_folder(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.csv").write_text("patient,diagnosis\n1,flu\n", encoding="utf-8")
+    refused(capsys, tmp_path, "phantoms", "--n", 1, "--size", 16, "--out", mine, expect="not a MedSyn phantom")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "a.txt").write_text("FINDINGS: x. IMPRESSION: y.", encoding="utf-8")
+    refused(capsys, tmp_path, "train-text", "--reports", tmp_path / "reports", "--out", mine, "--steps", 1,
+            expect="not a MedSyn text-encoder training folder")
+
+
+def test_batch_refuses_a_users_folder_and_never_writes_over_its_prompts(tiny_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.csv").write_text("my,own,table\n", encoding="utf-8")
+    (out / "user_0").mkdir()
+    (out / "user_0" / "notes.txt").write_text("mine", encoding="utf-8")
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text(f"id,report\nuser,{REPORT}\n", encoding="utf-8")
+    refused(capsys, tmp_path, "batch", "--prompts", prompts, "--model", tiny_model, *FAST, "--out", out,
+            expect="not a MedSyn batch output")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(prompts, fresh / "manifest.csv")
+    refused(capsys, tmp_path, "batch", "--prompts", fresh / "manifest.csv", "--model", tiny_model, *FAST,
+            "--out", fresh, expect="input of this run")
+
+
+# --- 2. links are resolved ---------------------------------------------------------------------------------------
+def test_out_through_a_link_to_the_inputs_folder_is_refused(tiny_model, tmp_path, capsys):
+    result = tmp_path / "result"
+    assert run(capsys, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--out", result)[0] == 0
+    ct = ct_volume(result, "patient.nii.gz")  # an input kept inside an earlier result folder
+    os.symlink(tmp_path, tmp_path / "link")
+    refused(capsys, tmp_path, "segment", "--ct", ct, "--model", tiny_model, *FAST, "--force", "--overwrite",
+            "--out", tmp_path / "link" / "result", expect="input of this run")
+
+
+# --- 3. the synthetic mark survives every command -------------------------------------------------------------------
+@pytest.mark.parametrize("synthetic", [True, False], ids=["synthetic input", "patient input"])
+def test_an_edit_keeps_the_inputs_synthetic_mark(tiny_model, tmp_path, capsys, synthetic):
+    ct = tmp_path / "ct.nii.gz"
+    write_image(to_image(chest(), GRID), ct, **({} if synthetic else {"description": "patient CT"}))
+    write_image(to_image(right_lung_ball(), GRID), tmp_path / "region.nii.gz", description="region")
+    code, err, _ = run(capsys, "edit", "--ct", ct, "--region", tmp_path / "region.nii.gz", "--report", REPORT,
+                       "--model", tiny_model, *FAST, "--preview", "--out", tmp_path / "out")
+    assert code == 0, err
+    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text(encoding="utf-8"))
+    assert sidecar["edited"] is True and sidecar["synthetic"] is synthetic
+    names = [name for key, name in sidecar["files"].items() if key != "preview"]
+    assert all(name.startswith("SYNTHETIC_EDITED_" if synthetic else "EDITED_") for name in names)
+    header = sitk.ReadImage(str(tmp_path / "out" / sidecar["files"]["ct"])).GetMetaData("descrip")
+    assert "EDITED" in header and ("SYNTHETIC" in header) is synthetic
+    assert (b"SYNTHETIC" in (tmp_path / "out" / "preview.png").read_bytes()[:300]) is synthetic
+    code, _, _ = run(capsys, "preview", "--ct", tmp_path / "out" / sidecar["files"]["ct"], "--out", tmp_path / "p.png")
+    assert code == 0 and (b"SYNTHETIC" in (tmp_path / "p.png").read_bytes()[:300]) is synthetic
+
+
+# --- 4. finite garbage is not a result -------------------------------------------------------------------------------
+def test_a_saturated_ct_from_a_huge_guidance_is_refused(tiny_model, tmp_path, capsys):
+    refused(capsys, tmp_path, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--guidance", "1e30",
+            "--out", tmp_path / "out", expect="saturated")
+
+
+@pytest.mark.parametrize("case", ["blend inf", "blend deeper than the region", "region is the CT",
+                                  "region is nearly everything"])
+def test_an_edit_that_would_replace_nothing_or_everything_is_refused(tiny_model, tmp_path, capsys, case):
+    ct = ct_volume(tmp_path)
+    region, extra = tmp_path / "region.nii.gz", ()
+    if case == "region is the CT":  # a scan has hundreds of values, nonzero almost everywhere
+        noisy = chest() + np.random.default_rng(0).integers(-200, 200, GRID.size[::-1]).astype(np.int16)
+        write_image(to_image(noisy, GRID), region, description="a CT given as the region")
+    elif case == "region is nearly everything":
+        mask = np.ones(GRID.size[::-1], np.uint8)
+        mask[:2] = 0
+        write_image(to_image(mask, GRID), region, description="region")
+    else:
+        write_image(to_image(right_lung_ball(radius=6.0), GRID), region, description="region")
+        extra = ("--blend-mm", "inf" if case == "blend inf" else "500")
+    expect = {"blend inf": "not a finite number", "blend deeper than the region": "deeper than the region",
+              "region is the CT": "not a label map", "region is nearly everything": "covers 93.8 % of the CT"}[case]
+    refused(capsys, tmp_path, "edit", "--ct", ct, "--region", region, "--report", REPORT, "--model", tiny_model,
+            *FAST, *extra, "--out", tmp_path / "out", expect=expect)
+
+
+# --- 5. reports the model cannot read; warnings in every command -----------------------------------------------------
+@pytest.mark.parametrize("report", ["\u200b\u200b\u200b", "\x01\x02\x03\x7f", "\u200b \u200c\u2060"])
+def test_a_report_without_a_readable_word_is_refused(tiny_model, tmp_path, capsys, report):
+    refused(capsys, tmp_path, "generate", "--report", report, "--model", tiny_model, *FAST,
+            "--out", tmp_path / "out", expect="no word the text encoder can read")
+
+
+def test_edit_warns_like_generate(tiny_model, tmp_path, capsys, monkeypatch):
+    ct = ct_volume(tmp_path)
+    write_image(to_image(right_lung_ball(), GRID), tmp_path / "region.nii.gz", description="region")
+    code, err, out = run(capsys, "edit", "--ct", ct, "--region", tmp_path / "region.nii.gz", "--report",
+                         "FINDINGS: " + "large bilateral effusions . " * 900, "--model", tiny_model, *FAST,
+                         "--progress", "json", "--out", tmp_path / "out", env={"MEDSYN_PRECISION": "fp16"},
+                         monkeypatch=monkeypatch)
+    assert code == 0, err
+    warnings = [json.loads(line)["message"] for line in out.splitlines() if '"warning"' in line]
+    assert any("dropped" in w for w in warnings) and any("MEDSYN_PRECISION=fp16" in w for w in warnings)
+    sidecar = json.loads((tmp_path / "out" / "medsyn.json").read_text(encoding="utf-8"))
+    assert any("dropped" in w for w in sidecar["warnings"])
+
+
+# --- 8. bad input is exit code 2 with a structured fix, never 1, never a signal --------------------------------------
+def _mha(folder, name: str, damage: str):
+    image = sitk.GetImageFromArray(chest())
+    sitk.WriteImage(image, str(folder / name))
+    data = (folder / name).read_bytes()
+    if damage == "truncated":
+        data = data[: len(data) - 4000]
+    else:
+        data = data.replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 0 4 4")
+    (folder / name).write_bytes(data)
+    return folder / name
+
+
+@pytest.mark.parametrize("case", [
+    "phantoms size 0", "phantoms n -1", "seed 2**64", "device gpu", "shard 3/2", "sr-tiles 0", "max-gpu-memory 0",
+    "WORLD_SIZE=abc", "WORLD_SIZE=2 without RANK", "RANK=5 WORLD_SIZE=2", "csv field over 128 kB",
+    "csv not utf-8", "csv seed over the range", "truncated mha", "zero spacing mha",
+])
+def test_bad_input_is_exit_code_2_with_a_fix(tiny_model, tmp_path, capsys, monkeypatch, case):
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text(f"id,report\na,{REPORT}\n", encoding="utf-8")
+    env, expect = {}, None
+    gen = ("generate", "--report", REPORT, "--model", tiny_model, *FAST, "--out", tmp_path / "out")
+    batch = ("batch", "--prompts", prompts, "--model", tiny_model, *FAST, "--out", tmp_path / "out")
+    args = {"phantoms size 0": ("phantoms", "--n", 1, "--size", 0, "--out", tmp_path / "p"),
+            "phantoms n -1": ("phantoms", "--n", -1, "--size", 16, "--out", tmp_path / "p"),
+            "seed 2**64": (*gen, "--seed", 2**64), "device gpu": (*gen, "--device", "gpu"),
+            "shard 3/2": (*batch, "--shard", "3/2"), "sr-tiles 0": (*gen, "--sr-tiles", 0),
+            "max-gpu-memory 0": (*gen, "--max-gpu-memory", 0)}.get(case, batch)
+    if case.startswith(("WORLD", "RANK")):
+        env = dict(item.split("=") for item in case.split()[:2] if "=" in item)
+        env.setdefault("RANK", "")
+        expect = "WORLD_SIZE"
+    elif case == "csv field over 128 kB":
+        prompts.write_text(f'id,report\na,"{REPORT}\nb,{"x" * 140_000}\n', encoding="utf-8")
+        expect = "not a valid CSV file"
+    elif case == "csv not utf-8":
+        prompts.write_bytes("id,report\na,Pleuraerguss größer\n".encode("latin-1"))
+        expect = "not UTF-8"
+    elif case == "csv seed over the range":
+        prompts.write_text(f"id,report,seed\na,{REPORT},{2**64}\n", encoding="utf-8")
+        expect = "out of range"
+    elif case.endswith("mha"):
+        ct = _mha(tmp_path, "ct.mha", case.split()[0])
+        args = ("segment", "--ct", ct, "--model", tiny_model, *FAST, "--out", tmp_path / "out")
+        expect = {"truncated mha": "truncated", "zero spacing mha": "voxel spacing that is not positive"}[case]
+    err = refused(capsys, tmp_path, *args, expect=expect or "", env=env, monkeypatch=monkeypatch)
+    if case == "zero spacing mha":
+        assert "fix: set the true voxel size" in err
+
+
+def test_the_json_error_event_and_stderr_carry_a_structured_fix(tiny_model, tmp_path, capsys):
+    report = tmp_path / "report.txt"
+    report.write_bytes("Befund: größer".encode("latin-1"))
+    code, err, out = run(capsys, "generate", "--report-file", report, "--model", tiny_model, *FAST,
+                         "--progress", "json", "--out", tmp_path / "out")
+    event = [json.loads(line) for line in out.splitlines() if line.startswith("{")][-1]
+    assert code == 2 and event["event"] == "error" and event["kind"] == "bad_input"
+    assert "not UTF-8" in event["message"] and "Fix" not in event["message"] and event["fix"].startswith("save it")
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("medsyn: error: ") and lines[1] == f"fix: {event['fix']}"
