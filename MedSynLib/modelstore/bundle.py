@@ -109,12 +109,17 @@ def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: 
     """Load every part of a model folder onto ``device`` (eval mode)."""
     from ..models.text_encoder import ReportEncoder
     from .store import load_stage, read_stage_config
+    from .verify import check_files, check_spec
 
     folder = Path(folder)
     spec = read_model_spec(folder)
+    check_spec(spec, folder)
     lowres_dir, sr_dir = folder / spec["lowres"], folder / spec["superres"]
     sha = {"lowres": read_stage_config(lowres_dir).get("sha256"), "superres": read_stage_config(sr_dir).get("sha256"),
            "text_encoder": _text_encoder_sha256(folder, spec)}
+    known = {f"{spec[part]}/{name}": sha[part] for part, name in
+             (("lowres", "model.safetensors"), ("superres", "model.safetensors"), ("text_encoder", "model.safetensors"))}
+    check_files(spec, folder, known, skip=() if load_superres else (spec["superres"],))
     encoder = ReportEncoder.from_pretrained(folder / spec["text_encoder"]).to(device)
     lowres = load_stage(lowres_dir, device)
     superres = load_stage(sr_dir, device) if load_superres else None

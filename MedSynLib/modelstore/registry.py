@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..environment import medsyn_home
 from .bundle import read_model_spec
+from .verify import check_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 RESOURCE_FOLDERS = (PACKAGE_DIR / "resources",) + (
@@ -59,8 +60,10 @@ def list_models() -> list[dict]:
                          "requires_license_acceptance": False}
                 try:
                     spec = read_model_spec(folder)
+                    check_spec(spec, folder)
                 except (ValueError, OSError) as exc:  # one broken folder must not hide the others
-                    entries.append({**entry, "title": f"BROKEN: {exc}", "license": "unknown", "available": False})
+                    entries.append({**entry, "title": f"BROKEN: {exc}", "license": "unknown", "available": False,
+                                    "error": str(exc)})
                     continue
                 entries.append({**entry, "title": spec.get("title", folder.name),
                                 "license": spec.get("license", "unknown"), "available": True})
@@ -79,6 +82,8 @@ def resolve_model(name_or_path: str | None) -> Path:
         if entry["name"] == name:
             if entry["available"]:
                 return Path(entry["path"])
+            if entry.get("error"):  # installed, but its model.json is damaged
+                raise ValueError(f"model {name!r} at {entry['path']} cannot be used: {entry['error']}")
             raise FileNotFoundError(
                 f"model {name!r} is not installed (expected at {entry['path']}). "
                 + ("Import the official checkpoints with `medsyn models import`." if not entry.get("packaged")
