@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import MedSynError
 from .files import atomic_write
 from .segments import SEGMENTS, terminology_entry
 
@@ -198,6 +199,7 @@ def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -
                          f"{series_listing(list_series(folder))}\nFix: choose one with --series UID")
     series = [series_uid] if series_uid is not None else series
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    check_series_geometry(files, f"{what} DICOM series in {folder}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -205,6 +207,56 @@ def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -
     except RuntimeError as exc:
         raise ValueError(f"cannot read the DICOM series in {folder} ({str(exc).strip()[:200]}). "
                          + fix.replace("SERIES", repr(series[0]))) from exc
+
+
+SLICE_TOLERANCE = 0.01
+"""Slice distances of one series may differ by this share of their median (rounding in the headers)."""
+
+
+def check_series_geometry(files, what: str) -> None:
+    """Refuse a DICOM series (``files``, one slice each) whose slices do not make one regular grid: orientations
+    that differ, two slices at the same position, or spacing that is not uniform (a missing slice: ITK would
+    stretch the whole volume over the gap). The message names the positions (mm along the slice normal)."""
+    fix = ("export the complete series again (every slice, once), or convert it with dcm2niix / 3D Slicer's DICOM "
+           "module, which resample or split irregular series, and give the result as a NIfTI file")
+    if len(files) < 2:
+        return
+    positions, orientation = [], None
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(name))
+        reader.ReadImageInformation()
+        keys = set(reader.GetMetaDataKeys())
+        if not {"0020|0032", "0020|0037"} <= keys:
+            return  # no patient geometry in the headers (secondary capture): ITK's own reading applies
+        try:
+            here = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+            positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+        except ValueError:
+            raise MedSynError(f"{what}: {name} has an unreadable slice position or orientation", fix) from None
+        if orientation is None:
+            orientation = here
+        elif here.shape != orientation.shape or not np.allclose(here, orientation, atol=1e-3):
+            raise MedSynError(f"{what}: the slices are not all oriented alike ({Path(name).name} differs)", fix)
+    normal = np.cross(orientation[:3], orientation[3:6])
+    along = np.sort(np.asarray(positions) @ normal)
+    steps = np.diff(along)
+    duplicates = np.flatnonzero(steps < 1e-3)
+    if duplicates.size:
+        raise MedSynError(f"{what}: {duplicates.size} slice position{'s are' if duplicates.size > 1 else ' is'} "
+                          f"given twice (first at {along[duplicates[0]]:.2f} mm): the folder holds duplicate slices "
+                          "or two acquisitions in one series", fix)
+    typical = float(np.median(steps))
+    irregular = np.flatnonzero(np.abs(steps - typical) > SLICE_TOLERANCE * typical)
+    if irregular.size:
+        k = irregular[0]
+        missing = round(steps[k] / typical) - 1
+        reason = (f"about {missing} slice{'s are' if missing > 1 else ' is'} missing between {along[k]:.2f} and "
+                  f"{along[k + 1]:.2f} mm" if missing >= 1 else
+                  f"the slice distance changes from {typical:.3g} mm to {steps[k]:.3g} mm at {along[k]:.2f} mm")
+        raise MedSynError(f"{what}: its slices are not evenly spaced ({reason}; {irregular.size} irregular "
+                          f"distance{'s' if irregular.size > 1 else ''} of {steps.size}); read as one volume every "
+                          "slice after it would be misplaced", fix)
 
 
 def _validated(image: sitk.Image, path: Path, what: str) -> sitk.Image:
