@@ -230,3 +230,88 @@ def test_the_json_error_event_and_stderr_carry_a_structured_fix(tiny_model, tmp_
     assert "not UTF-8" in event["message"] and "Fix" not in event["message"] and event["fix"].startswith("save it")
     lines = err.strip().splitlines()
     assert lines[0].startswith("medsyn: error: ") and lines[1] == f"fix: {event['fix']}"
+
+
+# --- 6. DICOM series: one regular grid, or the reason ---------------------------------------------------------------
+def _dicom_series(folder, drop=(), twice=()):
+    """The test chest as a DICOM series (one file per slice), without the slices ``drop`` and with ``twice`` written
+    a second time under another name."""
+    folder.mkdir()
+    volume = to_image(chest(), GRID)
+    uid = "1.2.826.0.1.3680043.2.1125.7"
+    for k in [k for k in range(volume.GetDepth()) if k not in drop] + list(twice):
+        slice_ = sitk.Cast(volume[:, :, k], sitk.sitkInt16)
+        x, y, z = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        copy = int(k in twice and (folder / f"{k:03d}.dcm").exists())
+        for tag, value in (("0008|0060", "CT"), ("0020|000e", uid), ("0020|000d", uid + ".0"),
+                           ("0020|0032", f"{x}\\{y}\\{z}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0020|0013", str(k + 1)), ("0028|0030", "4\\4"), ("0018|0050", "4"),
+                           ("0008|0018", f"{uid}.{k + 1}.{copy}")):
+            slice_.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"{k:03d}{'b' * copy}.dcm"))
+        writer.Execute(slice_)
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["one slice missing", "twenty slices missing", "a slice twice"])
+def test_a_dicom_series_with_gaps_or_duplicates_is_refused(tiny_model, tmp_path, capsys, damage):
+    drop, twice = {"one slice missing": ((20,), ()), "twenty slices missing": (tuple(range(5, 25)), ()),
+                   "a slice twice": ((), (12,))}[damage]
+    folder = _dicom_series(tmp_path / "dicom", drop, twice)
+    expect = {"one slice missing": "about 1 slice is missing between", "twenty slices missing": "about 20 slices",
+              "a slice twice": "given twice"}[damage]
+    refused(capsys, tmp_path, "segment", "--ct", folder, "--model", tiny_model, *FAST, "--force",
+            "--out", tmp_path / "seg", expect=expect)
+
+
+# --- 7. model folders: every listed file hashed, every path inside, the schema checked ----------------------------
+def _packaged(tiny_model, tmp_path):
+    """The tiny model packaged by ``medsyn models package`` (model.json lists every file's sha256)."""
+    from MedSynLib.modelstore.package import package_model
+
+    return package_model(tmp_path / "packaged", tiny_model / "text_encoder", tiny_model / "lowres",
+                         tiny_model / "superres", name="packaged", title="t", license="Apache-2.0", grid=GRID)
+
+
+@pytest.mark.parametrize("damage", ["changed vocab.txt", "part outside the folder", "part through a link outside",
+                                    "missing key", "zero factor", "string spacing", "unknown sampler"])
+def test_a_model_folder_is_trusted_only_as_far_as_it_is_checked(tiny_model, tmp_path, capsys, damage):
+    model = _packaged(tiny_model, tmp_path)
+    spec = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    if damage == "changed vocab.txt":
+        with open(model / "text_encoder" / "vocab.txt", "a", encoding="utf-8") as f:
+            f.write("extra\n")
+    elif damage == "part outside the folder":
+        shutil.copytree(model / "text_encoder", tmp_path / "elsewhere")
+        spec["text_encoder"] = "../elsewhere"
+    elif damage == "part through a link outside":
+        shutil.move(model / "lowres", tmp_path / "lowres_elsewhere")
+        os.symlink(tmp_path / "lowres_elsewhere", model / "lowres")
+    elif damage == "missing key":
+        del spec["grid"]
+    elif damage == "zero factor":
+        spec["lowres_factor"] = 0
+    elif damage == "string spacing":
+        spec["grid"]["spacing"] = ["4", "4", "4"]
+    else:
+        spec["defaults"]["sampler"] = "euler"
+    (model / "model.json").write_text(json.dumps(spec), encoding="utf-8")
+    expect = {"changed vocab.txt": "vocab.txt is corrupted or was altered", "part outside the folder":
+              "points outside the model folder", "part through a link outside": "points outside the model folder",
+              "missing key": "'grid' is missing", "zero factor": "lowres_factor must be",
+              "string spacing": "grid.spacing must be", "unknown sampler": "defaults.sampler must be"}[damage]
+    refused(capsys, tmp_path, "generate", "--report", REPORT, "--model", model, *FAST, "--out", tmp_path / "out",
+            expect=expect)
+
+
+def test_an_installed_model_with_a_broken_model_json_says_so(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEDSYN_HOME", str(tmp_path / "home"))
+    shutil.copytree(tiny_model, tmp_path / "home" / "models" / "mine")
+    spec = json.loads((tmp_path / "home" / "models" / "mine" / "model.json").read_text(encoding="utf-8"))
+    spec["lowres_factor"] = "four"
+    (tmp_path / "home" / "models" / "mine" / "model.json").write_text(json.dumps(spec), encoding="utf-8")
+    err = refused(capsys, tmp_path, "generate", "--report", REPORT, "--model", "mine", *FAST,
+                  "--out", tmp_path / "out", expect="lowres_factor must be")
+    assert "import the official" not in err.lower()
