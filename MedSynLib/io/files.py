@@ -12,11 +12,11 @@ one output-folder mechanism.
 - :func:`check_output_file`: a single output file (``preview``) must be new, or an earlier output of the same kind
   (``is_own``), replaced only with ``overwrite``; never an input, a folder or a link.
 
-Every path is compared with links resolved (``os.path.realpath``): a link to the input's folder is that folder. A lock file beside the target
-  (``.<name>.medsyn-lock``, ``flock``: released by the kernel when its process dies) makes a concurrent run into the
-  same folder fail at once. The result is written into a ``.<name>.partial-*`` folder that holds a
-  ``.medsyn-partial`` marker locked by its writer; the next run into the same parent removes such folders and lock
-  files whose process is gone.
+Every path is compared with links resolved (``os.path.realpath``): a link to the input's folder is that folder.
+A lock file beside a result folder (``.<name>.medsyn-lock``, ``flock``: released by the kernel when its process
+dies) makes a concurrent run into the same folder fail at once. The result is written into a
+``.<name>.partial-*`` folder that holds a ``.medsyn-partial`` marker locked by its writer; the next run into the
+same parent removes such folders and lock files whose process is gone.
 
 Files and folders get the permissions a plain ``open``/``mkdir`` would give under the process umask.
 """

@@ -117,8 +117,7 @@ def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: 
     lowres_dir, sr_dir = folder / spec["lowres"], folder / spec["superres"]
     sha = {"lowres": read_stage_config(lowres_dir).get("sha256"), "superres": read_stage_config(sr_dir).get("sha256"),
            "text_encoder": _text_encoder_sha256(folder, spec)}
-    known = {f"{spec[part]}/{name}": sha[part] for part, name in
-             (("lowres", "model.safetensors"), ("superres", "model.safetensors"), ("text_encoder", "model.safetensors"))}
+    known = {f"{spec[part]}/model.safetensors": sha[part] for part in ("lowres", "superres", "text_encoder")}
     check_files(spec, folder, known, skip=() if load_superres else (spec["superres"],))
     encoder = ReportEncoder.from_pretrained(folder / spec["text_encoder"]).to(device)
     lowres = load_stage(lowres_dir, device)

@@ -34,7 +34,8 @@ def _common(p) -> None:
     p.add_argument("--seed", type=arguments.seed, default=0)
     p.add_argument("--steps-lowres", type=arguments.steps, default=None,
                    help="low-res sampler steps (default: the model's, from its model.json)")
-    p.add_argument("--steps-sr", type=arguments.steps, default=None, help="super-resolution sampler steps (default: the model's)")
+    p.add_argument("--steps-sr", type=arguments.steps, default=None,
+                   help="super-resolution sampler steps (default: the model's)")
     p.add_argument("--guidance", type=arguments.guidance, default=None,
                    help="classifier-free guidance scale (1 = none; default: the model's)")
     p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m (default: the model's)")
@@ -120,7 +121,8 @@ def add_parser(sub) -> None:
     e.add_argument("--region", required=True, type=Path,
                    help="label map of the region to replace (nonzero voxels; any geometry, e.g. a Slicer segment "
                         "exported as a label map)")
-    e.add_argument("--region-label", type=arguments.count(1), default=None, help="use only the voxels with this label")
+    e.add_argument("--region-label", type=arguments.count(1), default=None,
+                   help="use only the voxels with this label")
     _report_args(e, "report text describing the edited scan")
     for name in CONDITIONS:
         e.add_argument(f"--{name}", type=Path, help=f"{name} label map of this CT to keep outside the region")

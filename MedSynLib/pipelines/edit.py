@@ -191,8 +191,8 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
     edited = paste(values, generated_hu, weight)
     masks = {name: np.where(inside, placement.to_patient(getattr(generated, name), target, source), 0)
              .astype(np.uint8) for name in ("lobes", "airway", "vessels")}
-    metadata = {**generated.metadata, **placement.metadata, "warnings": [*placement.warnings, *run.warnings], "mode": "edit",
-                "edited": True, "held_channels": held_channels, "held": "outside the region",
+    metadata = {**generated.metadata, **placement.metadata, "warnings": [*placement.warnings, *run.warnings],
+                "mode": "edit", "edited": True, "held_channels": held_channels, "held": "outside the region",
                 "kept_anatomy": sorted(keep), "resamples": resamples,
                 "blend_mm": margin, "region": _region_extent(inside, ct), "sr_tiles": tiles,
                 "timings_s": dict(run.timings)}

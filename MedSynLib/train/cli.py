@@ -51,7 +51,8 @@ def add_parser(sub) -> None:
         p.add_argument("--config", help=f"JSON file of TrainConfig fields, or a shipped recipe: {', '.join(recipes)}")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (JSON value), e.g. --set steps=2000 --set lr=2e-4")
-        p.add_argument("--stop-after", type=arguments.count(1), default=None, help="stop after this many steps in this run")
+        p.add_argument("--stop-after", type=arguments.count(1), default=None,
+                       help="stop after this many steps in this run")
         p.add_argument("--export", type=Path, default=None, help="write the EMA weights as a stage folder at the end")
         p.set_defaults(func=_run, stage=stage)
 
