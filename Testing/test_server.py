@@ -115,6 +115,8 @@ def test_generate_through_the_server_is_the_local_result_bit_for_bit(server, tmp
     events = [json.loads(line) for line in remote.stdout.splitlines()]
     kinds = [e["event"] for e in events]
     assert kinds[0] == "queued" and "started" in kinds and kinds[-1] == "done"
+    local_model = json.loads((tmp_path / "local" / "medsyn.json").read_text(encoding="utf-8"))["model"]
+    assert events[-1]["statement"] == local_model["statement"]  # the model's sentence goes with a remote result too
     steps = [(e["step"], e["total"]) for e in events if e["event"] == "progress"]
     assert steps and [step for step, _ in steps] == list(range(1, steps[-1][1] + 1))
     assert all("eta_s" in e and e["stage"] == "lowres" for e in events if e["event"] == "progress")
