@@ -12,12 +12,10 @@ thread. Scripting::
     loaded = logic.run(p)  # blocking; loaded.ct_node, loaded.segmentation_node
 """
 
-import logging
 import os
 import pathlib
 import random
 import sys
-import time
 from typing import Annotated, Optional
 
 import vtk
@@ -38,23 +36,18 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedSynLib")) and \
         os.path.isdir(os.path.join(_SOURCE_ROOT, "MedSynLib")) and _SOURCE_ROOT not in sys.path:
     sys.path.append(_SOURCE_ROOT)
 
-from MedSynSlicerLib import dialogs, models, sceneutil  # noqa: E402
+from MedSynSlicerLib import dialogs, models, panelstate  # noqa: E402
 from MedSynSlicerLib.examples import DEFAULT_REPORT, EXAMPLE_REPORTS  # noqa: E402
 from MedSynSlicerLib.job import default_output_root  # noqa: E402
-from MedSynSlicerLib.logic import LOBE_FIELDS, OFFICIAL_MODEL_NAME, Device, MedSynSlicerLogic  # noqa: E402,F401
-from MedSynSlicerLib.runs import PROGRESS_RANGE, PanelRuns  # noqa: E402
+from MedSynSlicerLib.logic import (LOBE_FIELDS, OFFICIAL_MODEL_NAME, Device, MedSynSlicerLogic,  # noqa: E402,F401
+                                   unavailable_devices)
+from MedSynSlicerLib.runs import PROGRESS_RANGE, PanelRuns, PanelView  # noqa: E402
+from MedSynSlicerLib.sections import (LOBE_SELECTORS, AnatomySection, SettingsSection,  # noqa: E402
+                                      reportTextConnector)
 from MedSynSlicerLib.selftest import SelfTestCases  # noqa: E402
 
-LOBE_SELECTORS = ("leftUpperLobeSelector", "leftLowerLobeSelector", "rightUpperLobeSelector",
-                  "rightMiddleLobeSelector", "rightLowerLobeSelector")
-"""Segment selectors of the lobes, in the order of LOBE_FIELDS."""
 MODES = ("generate", "segment", "edit")
 """The tabs: mode ``m`` is the tab widget ``<m>Tab`` of the .ui and ``RUNS[m]`` of the logic."""
-RUN_BUTTON = {"generate": ("Generate", "Generate a synthetic CT from the report", "Generating"),
-              "segment": ("Segment", "Segment the selected CT into lobes, airway and vessels", "Segmenting"),
-              "edit": ("Generate", "Replace the region of the CT by what the model generates for the report (a new "
-                       "volume marked EDITED; the CT is not changed)", "Editing")}
-"""Text and tooltip of the run button, and the status while it runs, per mode."""
 
 
 #
@@ -90,6 +83,7 @@ class MedSynSlicerParameterNode:
     mode: str = "generate"  # one of MODES (the tab)
     reportText: str = DEFAULT_REPORT
     conditionSegmentation: vtkMRMLSegmentationNode
+    conditionSegmentsOf: vtkMRMLSegmentationNode  # the segmentation the segment IDs below belong to
     holdLobes: bool = False
     leftUpperLobeSegmentId: str = ""
     leftLowerLobeSegmentId: str = ""
@@ -116,27 +110,11 @@ class MedSynSlicerParameterNode:
     outputFolder: pathlib.Path = pathlib.Path(default_output_root())
 
 
-def reportTextConnector(widget):
-    """The report box's binding: like Slicer's QTextEdit connector, but it rewrites the text only when it differs.
-
-    Every parameter change rewrites every bound widget; ``setPlainText`` moves the cursor to the start, so typing
-    while bound that way comes out reversed.
-    """
-    from slicer.parameterNodeWrapper.guiConnectors import QTextEditPlainTextToStrConnector
-
-    class ReportTextConnector(QTextEditPlainTextToStrConnector):
-        def write(self, value: str) -> None:
-            if self.read() != value:
-                super().write(value)
-
-    return ReportTextConnector(widget)
-
-
 #
 # Widget
 #
 
-class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MedSynSlicerWidget(AnatomySection, SettingsSection, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel. Thin: it binds the parameter node, forwards clicks to the logic, polls the running job with a
     QTimer and shows progress and results."""
 
@@ -146,7 +124,8 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: Optional[MedSynSlicerLogic] = None
         self._parameterNode: Optional[MedSynSlicerParameterNode] = None
         self._parameterNodeGuiTag = None
-        self._conditionSegmentationShown = None
+        self._inputVolumeShown = None
+        self._keptSettings: Optional[dict] = None  # the Settings over a scene close
         self._regionObserved = None
         self._updatingGui = False
         self.runs: Optional[PanelRuns] = None
@@ -167,7 +146,8 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSynSlicerLogic(MedSynSlicerParameterNode)
-        self.runs = PanelRuns(self.logic, lambda: self._parameterNode)
+        # a run that finishes while another module is shown still belongs to the module's parameter node
+        self.runs = PanelRuns(self.logic, lambda: self._parameterNode or self.logic.getParameterNode(), MODES)
         self.runs.modelsChanged = self.refreshModels
         self.runs.waitCursor = slicer.util.WaitCursor
 
@@ -190,13 +170,14 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importWeightsButton.clicked.connect(self.onImportWeights)
         self.ui.removeLibraryButton.clicked.connect(self.onRemoveLibrary)
         self.ui.randomSeedButton.clicked.connect(self.onRandomSeed)
-        self.ui.generateButton.clicked.connect(self.onGenerate)
+        self.ui.generateButton.clicked.connect(lambda: self.onGenerate())
+        self.ui.useAnywayButton.clicked.connect(lambda: self.onGenerate(force=True))
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.settingsCollapsibleButton.contentsCollapsed.connect(self.onSettingsToggled)
         self.ui.progressBar.setRange(0, PROGRESS_RANGE)
         self.ui.progressBar.setFormat("%p%")
         self.ui.cancelButton.enabled = False
-        self.runs.view.device_text = self.ui.deviceInfoLabel.text
+        self.runs.deviceText = self.ui.deviceInfoLabel.text
 
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(200)
@@ -221,6 +202,9 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         if self.job is not None:
             self.job.request_cancel()  # the poll timer removes its work folder once it has stopped
+        if self._parameterNode is not None:
+            self._keptSettings = self.logic.keptSettings(self._parameterNode)
+        self.runs.views = {mode: PanelView() for mode in MODES}  # they spoke of nodes that are gone
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -228,7 +212,11 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        p = self.logic.getParameterNode()
+        if self._keptSettings is not None:  # a new scene: the user's Settings stay
+            self.logic.restoreSettings(p, self._keptSettings)
+            self._keptSettings = None
+        self.setParameterNode(p)
 
     def setParameterNode(self, inputParameterNode: Optional[MedSynSlicerParameterNode]) -> None:
         if self._parameterNode:
@@ -239,7 +227,7 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None:
             self.observeRegion(None)
         if self._parameterNode:
-            self._conditionSegmentationShown = self._parameterNode.conditionSegmentation
+            self._inputVolumeShown = self._parameterNode.inputVolume
             self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(self.boundWidgets())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.onParameterNodeModified()
@@ -261,9 +249,11 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None:
             return
-        if p.conditionSegmentation is not self._conditionSegmentationShown:
-            self._conditionSegmentationShown = p.conditionSegmentation
+        if p.conditionSegmentation is not p.conditionSegmentsOf:  # another segmentation: its own segments
             self.logic.useConditionSegmentation(p, p.conditionSegmentation)
+        if p.inputVolume is not self._inputVolumeShown:  # another CT: its own output
+            self._inputVolumeShown = p.inputVolume
+            self.logic.useInputVolume(p, p.inputVolume)
         self.logic.applyModelDefaults(p)
         self.updateGuiFromParameterNode()
 
@@ -308,152 +298,29 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.reportText = list(EXAMPLE_REPORTS.values())[index - 1]
         self.ui.exampleReportComboBox.currentIndex = 0
 
-    def onConditionSegmentSelected(self, segmentId) -> None:
-        if self._updatingGui or self._parameterNode is None:
-            return
-        p = self._parameterNode
-        with slicer.util.NodeModify(p.parameterNode):
-            p.airwaySegmentId = self.ui.airwaySegmentSelector.currentSegmentID() or ""
-            p.vesselsSegmentId = self.ui.vesselsSegmentSelector.currentSegmentID() or ""
-            for selector, field in zip(LOBE_SELECTORS, LOBE_FIELDS):
-                setattr(p, field, getattr(self.ui, selector).currentSegmentID() or "")
-
-    def onRegionSegmentationSelected(self, node) -> None:
-        if not self._updatingGui and self._parameterNode is not None:
-            self.logic.useRegionSegmentation(self._parameterNode, node)
-
-    def onRegionSegmentSelected(self, segmentId) -> None:
-        if not self._updatingGui and self._parameterNode is not None:
-            self._parameterNode.regionSegmentId = segmentId or ""
-
-    def observeRegion(self, node) -> None:
-        """Painting the region does not change the parameter node: follow its segments for the status and the
-        run button (an empty region cannot be edited)."""
-        if node is self._regionObserved:
-            return
-        events = (slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.SegmentRemoved)
-        for event in events if self._regionObserved is not None else ():
-            self.removeObserver(self._regionObserved, event, self.onRegionModified)
-        self._regionObserved = node
-        for event in events if node is not None else ():
-            self.addObserver(node, event, self.onRegionModified)
-
-    def onRegionModified(self, caller=None, event=None) -> None:
-        self.updateConditionsStatus()
-        self.updateButtons()
-
-    def updateConditionsStatus(self) -> None:
-        self.ui.conditionsStatusLabel.text = self.logic.describeConditions(self._parameterNode)
-        self.ui.editStatusLabel.text = self.logic.describeEdit(self._parameterNode)
-
     def updateButtons(self) -> None:
+        """Enable, show and label the controls for what can change the next run (:mod:`panelstate`)."""
         p = self._parameterNode
-        busy = self.isBusy()
-        mode = p.mode if p is not None else MODES[0]
-        text, tooltip, _ = RUN_BUTTON[mode]
-        why = self.logic.whyNotReady(p) if p is not None else "No scene."
-        self.ui.generateButton.text = text
-        self.ui.generateButton.enabled = not why and not busy
-        self.ui.generateButton.toolTip = why or tooltip
-        self.ui.cancelButton.enabled = busy and not self.runs.cancelling
-        self.ui.importWeightsButton.enabled = not busy
-        self.ui.removeLibraryButton.enabled = not busy
+        if p is None:
+            return
+        view = self.runs.views[p.mode]
+        states = panelstate.control_states(p, self.runs.busy, self.runs.cancelling, self.logic.whyNotReady(p),
+                                           view.refused, bool(view.messages))
+        for name, properties in states.items():
+            for key, value in properties.items():
+                setattr(getattr(self.ui, name), key, value)
+        combo, missing = self.ui.deviceComboBox, {Device.label(d) for d in unavailable_devices(self.logic.deviceInfo)}
+        for i in range(combo.count):
+            combo.model().item(i).setEnabled(combo.itemText(i) not in missing)
+        self.showRuns()
 
     def isBusy(self) -> bool:
         return self.runs.busy
 
-    def onRandomSeed(self) -> None:
-        self._parameterNode.seed = random.randint(0, 2**31 - 1)
-
-    # --- models and device ---------------------------------------------------------------------------------------
-
-    def refreshModels(self) -> None:
-        """List the models again (the registry and imported models; read in this process, no torch needed)."""
-        try:
-            self.logic.listModels()
-            error = ""
-        except ModuleNotFoundError as e:
-            self.logic.models = []
-            error = (f"Could not list models: {e}." if e.name != "MedSynLib" else
-                     "The MedSyn library and its demo model are not installed yet: the first run installs them.")
-        except Exception as e:  # noqa: BLE001 - shown in the panel
-            self.logic.models = []
-            error = f"Could not list models: {e}"
-        self._updatingGui = True
-        try:
-            combo = self.ui.modelComboBox
-            combo.clear()
-            for m in self.logic.models:
-                combo.addItem(m.title + ("" if m.available else " (not installed)"), m.name)
-        finally:
-            self._updatingGui = False
-        if self._parameterNode is not None:
-            self.logic.applyModelDefaults(self._parameterNode)
-            self.showModel(self._parameterNode.model)
-        if error:
-            self.ui.modelInfoLabel.text = error
-
-    def showModel(self, name: str) -> None:
-        """Select ``name`` in the model list (a model folder given by path gets its own entry) and describe it."""
-        info = self.logic.modelInfo(name)
-        combo = self.ui.modelComboBox
-        wasUpdating, self._updatingGui = self._updatingGui, True
-        try:
-            key = info.name if info is not None else name
-            index = combo.findData(key)
-            if index < 0:
-                combo.addItem(info.title if info is not None else f"{name} (not found)", key)
-                index = combo.findData(key)
-            combo.currentIndex = index
-        finally:
-            self._updatingGui = wasUpdating
-        self.ui.modelInfoLabel.text = models.describe(info) if info is not None else \
-            "Unknown model: choose one from the list, or import weights."
-
-    def onModelSelected(self, index: int) -> None:
-        if index < 0 or self._updatingGui or self._parameterNode is None:
-            return
-        self._parameterNode.model = self.ui.modelComboBox.itemData(index)  # its defaults follow (applyModelDefaults)
-
-    def onSettingsToggled(self, collapsed: bool) -> None:
-        if not collapsed and self.runs.startDeviceProbe():
-            self.pollTimer.start()
-        self.showRuns()
-
-    def onImportWeights(self) -> None:
-        chosen = dialogs.ask_official_weights()
-        if chosen is None:
-            return
-        official = models.ModelInfo(name=OFFICIAL_MODEL_NAME, title="MedSyn official weights",
-                                    license="CC-BY-NC-4.0", requires_license_acceptance=True)
-        if not dialogs.license_accepted(official) or not self.ensureDependencies():
-            return
-        path, text_encoder, atlas = chosen
-        with slicer.util.tryWithErrorDisplay("Could not start the weights import.", waitCursor=True):
-            self.runs.startImport(path, text_encoder, OFFICIAL_MODEL_NAME, atlas)
-            self.pollTimer.start()
-        self.showRuns()
-        self.updateButtons()
-
     # --- run -----------------------------------------------------------------------------------------------------
 
-    def ensureDependencies(self) -> bool:
-        ready, status = dialogs.dependencies_ready()
-        if status:
-            self.runs.view.status = status
-            self.showRuns()
-        if ready and not self.logic.models:
-            self.refreshModels()  # the library and its demo model were just installed
-        return ready
-
-    def onRemoveLibrary(self) -> None:
-        status = dialogs.remove_library()
-        if status:
-            self.runs.view.status = status
-            self.showRuns()
-            self.refreshModels()
-
-    def onGenerate(self) -> None:
+    def onGenerate(self, force: bool = False) -> None:
+        """Run the current tab (``force``: "Use anyway", with the override of the check that refused it)."""
         p = self._parameterNode
         if p is None or self.isBusy():
             return
@@ -463,17 +330,15 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         try:
             with slicer.util.WaitCursor():
-                self.runs.startJob(p, RUN_BUTTON[p.mode][2])
-        except Exception as e:  # noqa: BLE001 - reason and fix in one dialog
-            slicer.util.errorDisplay(str(e), windowTitle="MedSyn")
-            return
-        self.pollTimer.start()
-        self.showRuns()
+                self.runs.startJob(p, panelstate.RUN_BUTTON[p.mode][2], force)
+        except Exception as e:  # noqa: BLE001 - the reason and the fix go to the message area
+            self.runs.refuseToStart(p.mode, str(e))
+        else:
+            self.pollTimer.start()
         self.updateButtons()
 
     def onCancel(self) -> None:
         self.runs.requestCancel()
-        self.showRuns()
         self.updateButtons()
 
     def onPoll(self) -> None:
@@ -481,36 +346,22 @@ class MedSynSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runs.poll()
         if not self.runs.polling:
             self.pollTimer.stop()
-        self.showRuns()
         self.updateButtons()
 
     def showRuns(self) -> None:
-        """Copy what the runs say into the panel, and show the dialogs they queued."""
-        view = self.runs.view
-        self.ui.statusLabel.text = view.status
+        """Show the current tab's last run (status, progress, messages), and the dialogs the runs queued."""
+        view = self.runs.views[self._parameterNode.mode if self._parameterNode is not None else MODES[0]]
+        self.ui.statusLabel.text = "\n".join(t for t in (view.status, self.runs.importStatus) if t)
         self.ui.progressBar.value = view.progress
         self.ui.progressLabel.text = view.progress_text
-        self.ui.deviceInfoLabel.text = view.device_text
+        if self.ui.messagesTextEdit.toPlainText() != view.message_text():
+            self.ui.messagesTextEdit.setPlainText(view.message_text())
+        self.ui.deviceInfoLabel.text = self.runs.deviceText
         alerts, self.runs.alerts = self.runs.alerts, []
         for alert in alerts:
             details = {"detailedText": alert.details} if alert.details else {}
             slicer.util.errorDisplay(alert.message, windowTitle="MedSyn", **details)
 
-    # --- conditions in the Segment Editor ------------------------------------------------------------------------
-
-    def onEditCondition(self, channel: Optional[str]) -> None:
-        """Hold ``channel`` (lobes / airway / vessels) and open the Segment Editor on it: edit, then Generate."""
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor.", waitCursor=True):
-            segmentId = self.logic.holdForEditing(p, channel)
-            sceneutil.open_segment_editor(p.conditionSegmentation, segmentId)
-
-    def onEditRegion(self) -> None:
-        """Draw the edit's region: the Segment Editor on the region segment (created on the CT when missing)."""
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Could not open the Segment Editor.", waitCursor=True):
-            segmentation, segmentId = self.logic.regionForEditing(p)
-            sceneutil.open_segment_editor(segmentation, segmentId, p.editVolume)
 
 
 #

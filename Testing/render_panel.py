@@ -7,6 +7,7 @@ process (super-resolution stage), then the run is cancelled (nothing is written)
 machine is (the GPU probe's answer).
 
     python Testing/render_panel.py [output.png]   # needs PySide6-Essentials, slicer-core and the project's deps
+    python Testing/render_panel.py --messages   # warning.png and refused.png: the message area after real runs
     python Testing/render_panel.py --icons
 
 ``--icons`` draws the module and extension icons: a stylised axial chest CT slice with the lobes, airway and
@@ -59,6 +60,76 @@ def render(out_path: str = OUT, timeout_s: float = 600.0) -> str:
         raise OSError(f"could not write {out_path}")
     harness.close_widget(panel)
     return out_path
+
+
+LONG_REPORT_WORDS = 2000
+"""The warning screenshot's report: an example report repeated to about this many words."""
+
+
+def render_messages(out_dir: str = os.path.dirname(OUT), timeout_s: float = 900.0) -> list[str]:
+    """Two screenshots of the message area, from real runs of the packaged demo model (64³ preview, CPU):
+    ``warning.png``, a Generate whose report is far longer than the model reads (the command line's warning, in the
+    panel); ``refused.png``, the Segment tab after the segmentation quality gate refused a chest CT whose lung bases
+    are cut off by the field of view (the reason, what to do, the gate's figures and "Use anyway")."""
+    sys.path.insert(0, HARNESS)
+    import numpy as np
+    import slicer_harness as harness
+
+    harness.boot()
+    scene = harness.new_scene()
+    import slicer
+
+    module = harness.load_module(os.path.join(ROOT, "MedSynSlicer", "MedSynSlicer.py"))
+    panel = harness.make_widget(module, scene=scene, show=True)
+    panel.parent.resize(470, 760)
+    p, ui = panel._parameterNode, panel.ui
+    p.outputFolder = pathlib.Path(tempfile.mkdtemp(prefix="medsyn-screenshot-"))
+    ui.modelComboBox.setCurrentIndex(ui.modelComboBox.findData("medsyn-demo"))
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findText("CPU (slow)"))
+    ui.lowresOnlyCheckBox.checked = True
+    harness.pump()
+
+    def run(button) -> None:
+        button.click()
+        if not harness.pump(timeout_s, until=lambda: panel.job is None):
+            raise TimeoutError(f"the run did not finish within {timeout_s} s")
+        harness.pump(0.3)
+
+    def grab(name: str) -> str:
+        path = os.path.join(out_dir, name)
+        if not panel.parent.grab().save(path):
+            raise OSError(f"could not write {path}")
+        return path
+
+    from MedSynSlicerLib.examples import EXAMPLE_REPORTS
+
+    example = EXAMPLE_REPORTS["Large bilateral pleural effusions"]
+    p.reportText = " ".join([example] * (LONG_REPORT_WORDS // len(example.split()) + 1))
+    run(ui.generateButton)
+    if "Warning:" not in ui.messagesTextEdit.toPlainText():
+        raise RuntimeError("no warning shown: " + ui.statusLabel.text)
+    paths = [grab("warning.png")]
+
+    ct = p.conditionSegmentation.GetNodeReference(
+        slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+    voxels = slicer.util.arrayFromVolume(ct)
+    kept = voxels[voxels.shape[0] * 2 // 5:].copy()  # IJK k = 0 is the feet end: the lung bases are cut off
+    matrix = slicer.vtkMatrix4x4()
+    ct.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix).copy()
+    ijk_to_ras[:3, 3] += ijk_to_ras[:3, 2] * (voxels.shape[0] * 2 // 5)
+    slicer.util.addVolumeFromArray(kept, ijk_to_ras, "chest CT, lung bases cut off")
+    ui.modeTabWidget.currentIndex = ui.modeTabWidget.indexOf(ui.segmentTab)
+    harness.pump()
+    selector = ui.inputVolumeSelector.comboBox()
+    selector.setCurrentIndex(selector.findText("chest CT, lung bases cut off"))
+    harness.pump()
+    run(ui.generateButton)
+    if not ui.useAnywayButton.visible:
+        raise RuntimeError("the segmentation was not refused: " + ui.statusLabel.text)
+    paths.append(grab("refused.png"))
+    harness.close_widget(panel)
+    return paths
 
 
 def draw_icon(size: int = 128):
@@ -120,6 +191,9 @@ def write_icons() -> list[str]:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--icons"]:
         print("\n".join(write_icons()))
+    elif sys.argv[1:] == ["--messages"]:
+        print("\n".join(render_messages()), flush=True)
+        os._exit(0)
     else:
         print(render(sys.argv[1] if len(sys.argv) > 1 else OUT), flush=True)
         os._exit(0)  # skip interpreter teardown: PySide6 and slicer-core widgets can abort while being collected

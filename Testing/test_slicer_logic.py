@@ -10,6 +10,7 @@ with a tiny model is added.
 
 import enum
 import os
+import re
 import sys
 import textwrap
 import types
@@ -164,7 +165,7 @@ def test_generate_edit_airway_generate_again(module, logic, tmp_path):
     events = []
     first = lg.run(p, timeout_s=60, progress=events.append)
     assert [e.data["stage"] for e in events if e.kind == "progress"] == ["text", "lowres", "superres", "write"]
-    assert first.ct_node.GetName() == "SYNTHETIC MedSyn CT 21"
+    assert re.fullmatch(r"SYNTHETIC MedSyn CT \(seed 21, \d\d:\d\d\)", first.ct_node.GetName())
     assert first.ct_node.GetAttribute("MedSyn.report") == p.reportText
     assert p.conditionSegmentation is first.segmentation_node
     assert lg.conditionSelection(p).is_empty(), "nothing is held until the user asks for it"
@@ -240,7 +241,7 @@ def test_real_cli_with_tiny_model_generate_edit_generate(module, scene, tmp_path
     p.reportText = "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly."
     p.seed, p.stepsLowres, p.stepsSuperres, p.device = 5, 3, 2, module.Device.CPU
     first = lg.run(p, timeout_s=300)
-    assert first.ct_node.GetName() == "SYNTHETIC MedSyn CT 5"
+    assert first.ct_node.GetName().startswith("SYNTHETIC MedSyn CT (seed 5, ")
     assert first.ct_node.GetAttribute("synthetic") == "true"
     seg = first.segmentation_node.GetSegmentation()
     assert seg.GetNumberOfSegments() == 7

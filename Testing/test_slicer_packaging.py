@@ -194,9 +194,15 @@ def ui_widgets() -> dict[str, ET.Element]:
     return {w.get("name"): w for w in ET.parse(UI_FILE).getroot().iter("widget")}
 
 
+PANEL_FILES = [WIDGET_FILE] + [os.path.join(MODULE_DIR, "MedSynSlicerLib", f) for f in ("sections.py", "panelstate.py")]
+"""The Widget and the parts of the panel it is made of (they name the .ui's widgets)."""
+
+
 def test_every_widget_used_by_the_module_exists_in_the_ui():
-    with open(WIDGET_FILE, encoding="utf-8") as f:
-        source = f.read()
+    source = ""
+    for path in PANEL_FILES:
+        with open(path, encoding="utf-8") as f:
+            source += f.read() + "\n"
     used = {name for name in re.findall(r"self\.ui\.(\w+)", source) if not name.startswith("__")}
     # selectors reached through getattr(self.ui, name) with names from module constants
     tree = ast.parse(source, feature_version=(3, 12))
@@ -205,10 +211,17 @@ def test_every_widget_used_by_the_module_exists_in_the_ui():
             used |= set(ast.literal_eval(node.value))
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "MODES" for t in node.targets):
             used |= {f"{mode}Tab" for mode in ast.literal_eval(node.value)}  # one tab per mode
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") in ("SETTINGS_CONTROLS", "TAB_PAGES",
+                                                                         "GUIDANCE_ROW") for t in node.targets):
+            used |= set(ast.literal_eval(node.value))  # panelstate's control names
+        if isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "states" and \
+                isinstance(node.slice, ast.Constant):
+            used.add(node.slice.value)  # panelstate's states["<widget>"]
     used |= {"airwaySegmentSelector", "vesselsSegmentSelector"}
     missing = sorted(used - set(ui_widgets()))
-    assert not missing, f"widgets used in MedSynSlicer.py but missing in the .ui: {missing}"
-    assert "generateButton" in used and "cancelButton" in used and "progressBar" in used
+    assert not missing, f"widgets used by the panel but missing in the .ui: {missing}"
+    assert {"generateButton", "cancelButton", "progressBar", "useAnywayButton", "messagesTextEdit",
+            "settingsFormLayoutLabel5"} <= used
 
 
 def test_parameter_names_in_ui_match_parameter_node():

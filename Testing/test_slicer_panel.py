@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -263,23 +264,26 @@ def test_generate_watch_progress_then_generate_again_with_the_airway_held(panel,
     assert panel.job is not None and not ui.generateButton.enabled and ui.cancelButton.enabled
     pump_until(slicer_harness, watch, what="the first run")
     progress_texts = {text for text, *_ in seen}
-    assert any(t.startswith("Low-resolution sampling: network evaluation") and "left)" in t  # what runs: steps + 1
+    assert any(t.startswith("Low-resolution sampling: network evaluation") and "left in all)" in t  # steps + 1
                for t in progress_texts), seen
+    assert not any("about 0 s left" in t for t in progress_texts if " evaluation 1 of " in t), "no ETA before a pace"
     assert all(not generate and cancel for text, value, generate, cancel in seen if "evaluation" in text)
     values = [value for _, value, *_ in seen]
     assert 0 < max(values) <= 1000
     assert ui.progressBar.value == 1000 and ui.progressLabel.text.startswith("Done in ")
     assert ui.generateButton.enabled and not ui.cancelButton.enabled
-    assert "Last run here: 64³ preview on CPU " in ui.modelInfoLabel.text, "the model shows the time measured"
+    done_in = ui.progressLabel.text[len("Done in "):-1]
+    assert f"Last run here: 64³ preview on CPU {done_in}." in ui.modelInfoLabel.text, \
+        "the model shows the time just measured, the same figure as 'Done in'"
 
-    ct = slicer.util.getNode("SYNTHETIC MedSyn CT 7")
+    ct = slicer.util.getNode("SYNTHETIC MedSyn CT (seed 7, *)")
     assert ct.GetAttribute("synthetic") == "true"
     assert ct.GetAttribute("MedSyn.report") == p.reportText.strip()
     first = p.conditionSegmentation
     assert first is not None and ui.conditionSegmentationSelector.currentNode() is first, \
         "the result becomes the condition segmentation"
-    assert first.GetName() == "SYNTHETIC MedSyn segmentation 7"
-    assert ui.statusLabel.text.startswith("Loaded 'SYNTHETIC MedSyn CT 7'.")
+    assert re.fullmatch(r"SYNTHETIC MedSyn segmentation \(seed 7, \d\d:\d\d\)", first.GetName()), first.GetName()
+    assert ui.statusLabel.text.startswith(f"Loaded '{ct.GetName()}'.")
     results = tmp_path / "results"
     assert [f.name for f in results.iterdir()] and not any(f.name.startswith(".medsyn-work") for f in results.iterdir())
 
@@ -295,51 +299,14 @@ def test_generate_watch_progress_then_generate_again_with_the_airway_held(panel,
     ui.generateButton.click()
     pump_until(slicer_harness, lambda: panel.job is None, what="the second run")
     second = p.conditionSegmentation
-    assert second is not first and second.GetName() == "SYNTHETIC MedSyn segmentation 8"
+    assert second is not first and second.GetName().startswith("SYNTHETIC MedSyn segmentation (seed 8, ")
     np.testing.assert_array_equal(conditions.segment_array(second, "airway"), held)
+    assert p.airwaySegmentId and ui.conditionsStatusLabel.text.startswith("Keeping: airway."), \
+        "the kept airway stays kept after Generate, on the new result"
+    np.testing.assert_array_equal(conditions.segment_array(second, p.airwaySegmentId), held)
     sidecars = [json.loads((f / "medsyn.json").read_text(encoding="utf-8")) for f in results.iterdir()]
     assert sorted(s["seed"] for s in sidecars) == [7, 8]
     assert [s["held_channels"] for s in sidecars if s["seed"] == 8] == [[2]]
-
-
-def test_segment_a_ct(panel, slicer_harness, tmp_path, caplog):
-    """Segment a CT with the tiny random model: the command line's quality check refuses its segmentation (the
-    panel shows why and the fix, nothing is written); with ``--force`` added to the real command the result is
-    loaded on the CT's grid with the failed quality check in the summary."""
-    import slicer
-    from MedSynSlicerLib.process import medsyn_command
-    from tiny_model import GRID, ellipsoids
-
-    ct_array = ellipsoids(GRID, ((-28.0, 0.0, 0.0), (28.0, 0.0, 0.0)), ((20.0, 32.0, 44.0),) * 2, (-850, -850),
-                          background=40)
-    ijk_to_ras = np.diag([-4.0, -4.0, 4.0, 1.0])
-    ijk_to_ras[:3, 3] = (62.0, 62.0, -62.0)
-    patient = slicer.util.addVolumeFromArray(ct_array.astype(np.int16), ijk_to_ras, "patient CT")
-    p, ui = panel._parameterNode, panel.ui
-    use_tiny_model(panel, slicer_harness)
-    ui.modeTabWidget.currentIndex = ui.modeTabWidget.indexOf(ui.segmentTab)
-    slicer_harness.pump()
-    assert p.mode == "segment" and ui.generateButton.text == "Segment"
-    assert not ui.generateButton.enabled and ui.generateButton.toolTip == "Select the CT to segment."
-    choose(slicer_harness, ui.inputVolumeSelector.comboBox(), "patient CT")
-    assert ui.generateButton.enabled
-    ui.generateButton.click()
-    pump_until(slicer_harness, lambda: panel.job is None, what="the segmentation")
-    assert ui.statusLabel.text == "Failed." and p.outputSegmentation is None
-    assert "segmentation not trusted" in caplog.text and "Fix:" in caplog.text
-    results = tmp_path / "results"
-    assert list(results.iterdir()) == [], "a refused segmentation leaves nothing behind"
-
-    panel.logic.commandFactory = lambda arguments: medsyn_command(arguments + ["--force"])
-    ui.generateButton.click()
-    pump_until(slicer_harness, lambda: panel.job is None, what="the forced segmentation")
-    seg = p.outputSegmentation
-    assert seg is not None and seg.GetName() == "patient CT MedSyn segmentation", ui.statusLabel.text
-    assert seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is patient
-    assert seg.GetSegmentation().GetNumberOfSegments() == 7
-    assert "Quality check: lobes vs. the CT's own lungs Dice" in ui.statusLabel.text
-    assert "FAILED, do not trust this segmentation." in ui.statusLabel.text
-    assert patient.GetAttribute("synthetic") is None, "a patient's CT is never marked synthetic"
 
 
 STAND_IN = textwrap.dedent(r'''
@@ -412,7 +379,8 @@ def test_an_output_folder_that_cannot_be_written_is_refused_with_the_fix(panel, 
     panel.ui.generateButton.click()
     slicer_harness.pump()
     assert panel.job is None and panel.ui.generateButton.enabled
-    assert "Cannot write results to the output folder" in caplog.text and "Fix: choose a folder" in caplog.text
+    shown = panel.ui.messagesTextEdit.toPlainText()
+    assert "Cannot write results to the output folder" in shown and "What to do: choose a folder" in shown, shown
     assert a_file.read_text(encoding="utf-8") == "the user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
 
 
@@ -527,7 +495,7 @@ def ball(centre_lps, radius_mm):
 def open_edit_tab(panel, harness):
     panel.ui.modeTabWidget.currentIndex = panel.ui.modeTabWidget.indexOf(panel.ui.editTab)
     harness.pump()
-    assert panel._parameterNode.mode == "edit" and panel.ui.generateButton.text == "Generate"
+    assert panel._parameterNode.mode == "edit" and panel.ui.generateButton.text == "Replace region"
 
 
 def test_edit_a_ct_draw_the_region_generate_and_the_original_is_untouched(panel, slicer_harness, mrml_scene,
@@ -596,10 +564,10 @@ def test_edit_a_ct_draw_the_region_generate_and_the_original_is_untouched(panel,
     other = patient_ct("another CT")
     choose(slicer_harness, ui.editVolumeSelector.comboBox(), "another CT")  # while it runs: the result is still
     pump_until(slicer_harness, lambda: panel.job is None, what="the edit")   # the edit of the CT it was made from
-    assert ui.statusLabel.text.startswith("Loaded 'EDITED patient CT (MedSyn seed 5)'."), ui.statusLabel.text
+    assert ui.statusLabel.text.startswith("Loaded 'EDITED patient CT (MedSyn seed 5, "), ui.statusLabel.text
     assert "mL; every voxel outside the region is the input's." in ui.statusLabel.text
 
-    edited = slicer.util.getNode("EDITED patient CT (MedSyn seed 5)")
+    edited = slicer.util.getNode("EDITED patient CT (MedSyn seed 5, *)")
     assert edited is not patient
     assert edited.GetAttribute("MedSyn.edited") == "true" and edited.GetAttribute("MedSyn.mode") == "edit"
     assert edited.GetAttribute("synthetic") == "false", "an edited patient scan is marked EDITED, not synthetic"
@@ -615,7 +583,7 @@ def test_edit_a_ct_draw_the_region_generate_and_the_original_is_untouched(panel,
     assert patient.GetName() == "patient CT" and patient.GetAttribute("synthetic") is None
     assert patient.GetAttribute("MedSyn.edited") is None
 
-    result_seg = slicer.util.getNode("EDITED patient CT region anatomy (MedSyn seed 5)")
+    result_seg = slicer.util.getNode("EDITED patient CT region anatomy (MedSyn seed 5, *)")
     assert result_seg.GetAttribute("MedSyn.edited") == "true"
     assert result_seg.GetNodeReference(
         slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is edited
@@ -735,6 +703,8 @@ def test_an_edit_of_a_region_outside_the_ct_fails_with_the_reason_and_leaves_not
     nodes = mrml_scene.GetNumberOfNodes()
     ui.generateButton.click()
     pump_until(slicer_harness, lambda: panel.job is None, what="the refused edit")
-    assert ui.statusLabel.text == "Failed."
-    assert "the region lies outside the CT's field of view" in caplog.text
+    assert ui.statusLabel.text == "Failed: nothing was loaded." and ui.progressBar.value == 0
+    shown = ui.messagesTextEdit.toPlainText()
+    assert ui.messagesTextEdit.visible and "the region lies outside the CT's field of view" in shown, shown
+    assert not ui.useAnywayButton.visible, "bad input is no refusal: there is nothing to override"
     assert mrml_scene.GetNumberOfNodes() == nodes and list((tmp_path / "results").iterdir()) == []

@@ -115,6 +115,38 @@ def test_progress_fraction_and_text():
     assert text == "Super-resolution: step 7 of 20 (about 1 min 35 s left)"
 
 
+def test_time_left_covers_every_remaining_stage():
+    """The ETA of a progress event is its stage's; the panel adds the stages after it (at the current stage's
+    pace, weighted by their typical share), and says nothing before the command line has measured a pace."""
+    low = {"stage": "lowres", "step": 5, "total": 10, "eta_s": 10.0}
+    assert progress.remaining_s(low, lowres_only=True) == pytest.approx(10.0 + 20.0 * 0.05 / 0.35)
+    assert progress.remaining_s(low) == pytest.approx(10.0 + 20.0 * (0.57 + 0.05) / 0.35)
+    assert progress.remaining_s({"stage": "superres", "step": 3, "total": 4, "eta_s": 2.0}) == \
+        pytest.approx(2.0 + 8.0 * 0.05 / 0.57)
+    assert progress.remaining_s({"stage": "write", "step": 2, "total": 3, "eta_s": 1.5}) == 1.5
+    assert progress.remaining_s({"stage": "lowres", "step": 1, "total": 3, "eta_s": 0.0}) is None
+    assert progress.describe_progress(low, lowres_only=False) == "Low-resolution sampling: step 5 of 10 (about 45 s " \
+        "left in all)"
+    assert progress.parse_line('{"event": "warning", "message": "m"}').kind == "warning"
+
+
+def test_messages_speak_of_the_panel_s_controls():
+    from MedSynSlicerLib import messages
+
+    refusal = ("segmentation not trusted: the lobes do not match the CT's own lungs (Dice 0.12, needs 0.85). Fix: "
+               "check the CT (a chest CT in HU, lungs inside the field of view); --force writes it anyway")
+    said = messages.failure_messages(refusal, refused=True)
+    assert [m.line() for m in said] == [
+        "Refused: segmentation not trusted: the lobes do not match the CT's own lungs (Dice 0.12, needs 0.85).",
+        'What to do: check the CT (a chest CT in HU, lungs inside the field of view); press "Use anyway" to load '
+        'it regardless']
+    memory = messages.in_panel_words("use --precision bf16, --lowres-only, or --device cpu; use --device cpu")
+    assert memory == 'use Settings > "Low-resolution preview only", or Settings > Device: CPU', memory
+    assert "--" not in messages.in_panel_words("Import the official checkpoints with `medsyn models import`.")
+    assert messages.is_refusal(4, None) and messages.is_refusal(1, {"kind": "untrusted_segmentation"})
+    assert not messages.is_refusal(2, {"kind": "bad_input"})
+
+
 def test_command_line_follows_contract():
     settings = Settings(model="medsyn-official", seed=11, steps_lowres=50, steps_sr=20, guidance=3.0,
                         device="cuda", lowres_only=True)

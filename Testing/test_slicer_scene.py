@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -259,7 +260,7 @@ def test_load_generate_results(scene, tmp_path, with_seg_nrrd):
 
     ct = loaded.ct_node
     assert ct.IsA("vtkMRMLScalarVolumeNode") and not ct.IsA("vtkMRMLLabelMapVolumeNode")
-    assert ct.GetName() == "SYNTHETIC MedSyn CT 7"
+    assert re.fullmatch(r"SYNTHETIC MedSyn CT \(seed 7, \d\d:\d\d\)", ct.GetName()), ct.GetName()
     ct_file = os.path.join(folder, expected["sidecar"]["files"]["ct"])
     np.testing.assert_allclose(sceneutil.ijk_to_ras(ct), sitk_ijk_to_ras(ct_file), atol=1e-5)
     np.testing.assert_allclose(sceneutil.ijk_to_ras(ct), expected["ijk_to_ras"], atol=1e-5)
@@ -269,7 +270,7 @@ def test_load_generate_results(scene, tmp_path, with_seg_nrrd):
 
     seg = loaded.segmentation_node
     assert seg.IsA("vtkMRMLSegmentationNode")
-    assert seg.GetName() == "SYNTHETIC MedSyn segmentation 7"
+    assert seg.GetName() == ct.GetName().replace(" CT ", " segmentation ")
     check_segments(seg, expected, expected["ijk_to_ras"])
     assert seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is ct
 
@@ -284,7 +285,7 @@ def test_load_generate_results(scene, tmp_path, with_seg_nrrd):
 
     sh = sceneutil.subject_hierarchy()
     assert loaded.folder_item
-    assert sh.GetItemName(loaded.folder_item) == "SYNTHETIC MedSyn 7"
+    assert sh.GetItemName(loaded.folder_item) == ct.GetName().replace(" CT ", " ")
     for node in (ct, seg):
         assert sh.GetItemParent(sh.GetItemByDataNode(node)) == loaded.folder_item
 
@@ -313,6 +314,8 @@ def test_load_segment_results_aligned_with_input_ct(scene, tmp_path):
     loaded = results.load_results(folder, input_volume=input_ct, output_segmentation=output)
     assert loaded.ct_node is None
     assert loaded.segmentation_node is output
+    assert re.fullmatch(r"patient CT – MedSyn segmentation \(seed \d+, \d\d:\d\d\)", output.GetName()), \
+        "the output is named after the CT and the run it now holds"
     assert output.GetNodeReference(
         slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is input_ct
     check_segments(output, expected, ijk_to_ras)
@@ -430,7 +433,7 @@ def test_load_edit_results_beside_the_untouched_input(scene, tmp_path, input_syn
 
     loaded = results.load_edit_results(str(tmp_path / "out"), input_volume, show=False)
     ct, seg = loaded.ct_node, loaded.segmentation_node
-    assert ct is not input_volume and ct.GetName() == "EDITED patient CT (MedSyn seed 9)"
+    assert ct is not input_volume and re.fullmatch(r"EDITED patient CT \(MedSyn seed 9, \d\d:\d\d\)", ct.GetName())
     array = slicer.util.arrayFromVolume(ct)
     assert array.dtype == np.float32
     np.testing.assert_array_equal(array, edited)
@@ -444,7 +447,7 @@ def test_load_edit_results_beside_the_untouched_input(scene, tmp_path, input_syn
         assert json.loads(node.GetAttribute("MedSyn.region"))["voxels"] == int(region.sum())
         assert node.GetAttribute("MedSyn.editedFrom") == "patient CT"
         assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
-    assert seg.GetName() == "EDITED patient CT region anatomy (MedSyn seed 9)"
+    assert seg.GetName() == ct.GetName().replace("patient CT", "patient CT region anatomy")
     assert seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is ct
     region_id = seg.GetSegmentation().GetSegmentIdBySegmentName(results.REGION_SEGMENT_NAME)
     np.testing.assert_array_equal(conditions.segment_array(seg, region_id), region)
@@ -456,5 +459,5 @@ def test_load_edit_results_beside_the_untouched_input(scene, tmp_path, input_syn
 
     slicer.mrmlScene.RemoveNode(input_volume)  # the CT left the scene while the edit ran
     again = MedSynSlicerLogic().loadResults(str(tmp_path / "out"), None, show=False, source=input_volume)
-    assert again.ct_node.GetName() == "EDITED CT (MedSyn seed 9)"
+    assert again.ct_node.GetName().startswith("EDITED CT (MedSyn seed 9, ")
     assert again.ct_node.GetAttribute("synthetic") == "false" and again.ct_node.GetAttribute("MedSyn.editedFrom") is None

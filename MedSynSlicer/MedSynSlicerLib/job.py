@@ -99,7 +99,9 @@ class MedSynJob:
         self.process: MedSynProcess | None = None
         self.result_folder: str | None = None
         self.lowres_only = False
-        self.source = None  # the scene node an edit reads (its result is loaded beside it, named after it)
+        self.source = None  # the CT a segment or an edit reads (the result is loaded beside it, named after it)
+        self.target = None  # the segmentation a segment writes into (None: a new one)
+        self.held: tuple[str, ...] = ()  # the channels a generate holds (held again on its result)
 
     @property
     def running(self) -> bool:

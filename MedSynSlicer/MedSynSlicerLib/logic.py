@@ -18,18 +18,13 @@ from typing import Callable, Optional
 import slicer
 
 from . import conditions, device, models, results
-from .conditions import ConditionSelection
+from .anatomy import LOBE_FIELDS, AnatomyChoices, modifying  # noqa: F401 (LOBE_FIELDS: for the module)
 from .job import MedSynJob, Settings
 from .process import MedSynProcess, child_environment, medsyn_command, python_executable
 from .progress import Event
 
 MODULE_NAME = "MedSynSlicer"
 OFFICIAL_MODEL_NAME = "medsyn-official"
-LOBE_FIELDS = ("leftUpperLobeSegmentId", "leftLowerLobeSegmentId", "rightUpperLobeSegmentId",
-               "rightMiddleLobeSegmentId", "rightLowerLobeSegmentId")
-"""Parameter names of the lobe segments, in label order 1..5 (see MedSynLib.io.segments)."""
-
-
 class Device(enum.Enum):
     AUTO = "auto"
     GPU = "cuda"
@@ -40,12 +35,15 @@ class Device(enum.Enum):
         return {"auto": "Automatic", "cuda": "GPU (CUDA)", "cpu": "CPU (slow)"}[value.value]
 
 
-def _modifying(p):
-    """One Modified event for several parameter changes."""
-    return slicer.util.NodeModify(p.parameterNode)
+def unavailable_devices(device_info: Optional[dict]) -> set[Device]:
+    """The devices of the Device choice that are not there (the GPU probe found torch but no CUDA GPU); empty
+    before the probe has answered."""
+    if device_info is not None and device_info.get("torch") and not device_info.get("cuda"):
+        return {Device.GPU}
+    return set()
 
 
-class MedSynSlicerLogic:
+class MedSynSlicerLogic(AnatomyChoices):
     """Conditions -> ``medsyn`` process -> results in the scene.
 
     ``start(p)`` returns a running :class:`.job.MedSynJob`; poll ``job.process.poll()`` until the ``exit`` event,
@@ -61,6 +59,7 @@ class MedSynSlicerLogic:
         self.environment: Optional[dict] = None  # None: Slicer's startup environment when available
         self.commandFactory: Optional[Callable[[list], list]] = None  # tests: run a stand-in instead of medsyn
         self.models: list[models.ModelInfo] = []
+        self.deviceInfo: Optional[dict] = None  # what the GPU probe found (None: not asked yet)
         self._folderModels: dict[str, models.ModelInfo] = {}
 
     # --- parameter node -------------------------------------------------------------------------------------------
@@ -89,6 +88,17 @@ class MedSynSlicerLogic:
         return Settings(model=p.model or models.DEFAULT_MODEL, seed=int(p.seed), steps_lowres=int(p.stepsLowres),
                         steps_sr=int(p.stepsSuperres), guidance=float(p.guidanceScale),
                         device=p.device.value, lowres_only=bool(p.lowresOnly))
+
+    @staticmethod
+    def keptSettings(p) -> dict:
+        """The user's settings, kept when the scene is closed (:meth:`restoreSettings` puts them back)."""
+        return {name: getattr(p, name) for name in KEPT_SETTINGS}
+
+    @staticmethod
+    def restoreSettings(p, kept: dict) -> None:
+        with modifying(p):
+            for name, value in kept.items():
+                setattr(p, name, value)
 
     # --- models and their defaults --------------------------------------------------------------------------------
 
@@ -121,7 +131,7 @@ class MedSynSlicerLogic:
         info = self.modelInfo(p.model)
         if info is None or info.steps_lowres is None or p.modelDefaultsOf == info.name:
             return False
-        with _modifying(p):
+        with modifying(p):
             if p.model in ("", models.DEFAULT_MODEL):
                 p.model = info.name
             p.stepsLowres = int(info.steps_lowres)
@@ -129,86 +139,6 @@ class MedSynSlicerLogic:
             p.guidanceScale = float(info.guidance)
             p.modelDefaultsOf = info.name
         return True
-
-    # --- conditions -----------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def conditionSelection(p) -> ConditionSelection:
-        if p is None or p.conditionSegmentation is None:
-            return ConditionSelection()
-        segmentation = p.conditionSegmentation.GetSegmentation()
-
-        def valid(segmentId: str) -> str:
-            return segmentId if segmentId and segmentation.GetSegment(segmentId) is not None else ""
-
-        lobes = {}
-        if p.holdLobes:
-            for label, field in enumerate(LOBE_FIELDS, start=1):
-                if valid(getattr(p, field)):
-                    lobes[label] = getattr(p, field)
-        return ConditionSelection(lobes=lobes, airway=valid(p.airwaySegmentId), vessels=valid(p.vesselsSegmentId))
-
-    def describeConditions(self, p) -> str:
-        """What will be kept, in a sentence for the panel."""
-        selection = self.conditionSelection(p)
-        held = []
-        if selection.lobes:
-            held.append("lobes" if len(selection.lobes) == 5 else f"{len(selection.lobes)} of 5 lobes")
-        if selection.airway:
-            held.append("airway")
-        if selection.vessels:
-            held.append("vessels")
-        if not held:
-            return "No anatomy is held: the model generates all of it."
-        text = "Keeping: " + ", ".join(held) + ". The model generates the rest around it."
-        if p.holdLobes and len(selection.lobes) < 5:
-            text += " Missing lobes are held as background."
-        return text
-
-    @staticmethod
-    def useConditionSegmentation(p, node) -> None:
-        """Make ``node`` the condition segmentation: nothing is held (the old segment IDs belong to the old
-        node); the lobe fields are pre-filled with its lobe segments, used once "keep the lung lobes" is ticked."""
-        found = conditions.find_condition_segments(node) if node is not None else ConditionSelection()
-        with _modifying(p):
-            p.conditionSegmentation = node
-            p.holdLobes = False
-            p.airwaySegmentId = ""
-            p.vesselsSegmentId = ""
-            for label, field in enumerate(LOBE_FIELDS, start=1):
-                setattr(p, field, found.lobes.get(label, ""))
-
-    def holdForEditing(self, p, channel: Optional[str]) -> str:
-        """Mark ``channel`` as held (creating an empty segment if missing); returns the segment ID to edit."""
-        segmentationNode = p.conditionSegmentation
-        if segmentationNode is None:
-            raise ValueError("No condition segmentation. Fix: generate once, or select a segmentation.")
-        if channel is None:
-            return ""
-        found = conditions.find_condition_segments(segmentationNode)
-        segmentation = segmentationNode.GetSegmentation()
-
-        def ensure(info) -> str:
-            segmentId = segmentation.GetSegmentIdBySegmentName(info.name)
-            if not segmentId:
-                segmentId = segmentation.AddEmptySegment(info.segment_id, info.name, list(info.color))
-                results.style_segment(segmentation.GetSegment(segmentId), info)
-            return segmentId
-
-        with _modifying(p):
-            if channel == "lobes":
-                p.holdLobes = True
-                for info, field in zip(conditions.LOBE_SEGMENTS, LOBE_FIELDS):
-                    if not getattr(p, field):
-                        setattr(p, field, found.lobes.get(info.label) or ensure(info))
-                return getattr(p, LOBE_FIELDS[0])
-            if channel == "airway":
-                p.airwaySegmentId = p.airwaySegmentId or found.airway or ensure(conditions.AIRWAY_SEGMENT)
-                return p.airwaySegmentId
-            if channel == "vessels":
-                p.vesselsSegmentId = p.vesselsSegmentId or found.vessels or ensure(conditions.VESSELS_SEGMENT)
-                return p.vesselsSegmentId
-        raise ValueError(f"Unknown condition channel {channel!r}")
 
     # --- the child process ----------------------------------------------------------------------------------------
 
@@ -230,10 +160,14 @@ class MedSynSlicerLogic:
         app = getattr(slicer, "app", None)
         return python_executable(getattr(app, "slicerHome", None) if app is not None else None)
 
-    def newJob(self, p, name: str) -> MedSynJob:
+    def newJob(self, p, name: str, force: bool = False) -> MedSynJob:
+        """A job writing into the output folder; ``force``: with the command line's override of its checks."""
+        python = self.pythonExecutable()
+        factory = self.commandFactory or (lambda arguments: medsyn_command(arguments, python))
         try:
-            return MedSynJob(output_root=str(p.outputFolder), result_name=name, python=self.pythonExecutable(),
-                             env=self.childEnvironment(), command_factory=self.commandFactory)
+            return MedSynJob(output_root=str(p.outputFolder), result_name=name, python=python,
+                             env=self.childEnvironment(),
+                             command_factory=(lambda arguments: factory(arguments + ["--force"])) if force else factory)
         except OSError as e:
             raise OSError(f"Cannot write results to the output folder {p.outputFolder} ({e.strerror or e}). "
                           "Fix: choose a folder you can write to under Settings > Output folder.") from None
@@ -250,28 +184,44 @@ class MedSynSlicerLogic:
 
     # --- runs -----------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def whyNotReady(p) -> str:
-        """What the current tab still needs before it can run ("" when ready), said as the fix."""
+    def whyNotReady(self, p) -> str:
+        """What the current tab still needs before it can run ("" when ready), said as the fix in the panel's
+        words: its inputs, then the model and the device of Settings."""
         if p.mode == "segment":
-            return "" if p.inputVolume is not None else "Select the CT to segment."
-        if p.mode == "edit":
-            return MedSynSlicerLogic.whyEditNotReady(p)
-        return "" if (p.reportText or "").strip() else "Write or pick a report."
+            why = "" if p.inputVolume is not None else "Select the CT to segment."
+        elif p.mode == "edit":
+            why = self.whyEditNotReady(p)
+        else:
+            why = "" if (p.reportText or "").strip() else "Write or pick a report."
+        return why or self.whySettingsCannotRun(p)
 
-    def start(self, p) -> MedSynJob:
-        """Start the run of the current tab (``p.mode``)."""
-        return getattr(self, RUNS[p.mode])(p)
+    def whySettingsCannotRun(self, p) -> str:
+        """"" when the chosen model is installed and the chosen device is there, else what to change."""
+        info = self.modelInfo(p.model)
+        if info is None:
+            return f"Unknown model '{p.model}': choose one under Settings > Model."
+        if not info.available:
+            return (f"The model '{info.title}' is not installed: choose another under Settings > Model, or add it "
+                    "with Settings > Import weights...")
+        if p.device in unavailable_devices(self.deviceInfo):
+            return "No CUDA GPU was found on this computer: choose Automatic or CPU under Settings > Device."
+        return ""
 
-    def startGenerate(self, p) -> MedSynJob:
+    def start(self, p, force: bool = False) -> MedSynJob:
+        """Start the run of the current tab (``p.mode``); ``force``: override the command line's checks (after a
+        refusal, "Use anyway")."""
+        return getattr(self, RUNS[p.mode])(p, force)
+
+    def startGenerate(self, p, force: bool = False) -> MedSynJob:
         report = (p.reportText or "").strip()
         if not report:
             raise ValueError("The report is empty. Fix: write the findings, or pick an example report.")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        job = self.newJob(p, f"SYNTHETIC_MedSyn_seed{int(p.seed)}_{stamp}")
+        job = self.newJob(p, f"SYNTHETIC_MedSyn_seed{int(p.seed)}_{stamp}", force)
         try:
             files = conditions.export_conditions(p.conditionSegmentation, self.conditionSelection(p),
                                                  job.conditions_dir)
+            job.held = self.heldChannels(p)
             job.start_generate(report, self.settings(p), files)
         except BaseException:
             job.cleanup()
@@ -290,23 +240,23 @@ class MedSynSlicerLogic:
         return ctFile
 
     @staticmethod
-    def whyEditNotReady(p) -> str:
-        """What the edit tab still needs ("" when ready): the CT, a non-empty region segment and the report."""
-        if p.editVolume is None:
-            return "Select the CT to edit."
-        segmentation, segmentId = p.regionSegmentation, p.regionSegmentId
-        if segmentation is None or not segmentId or segmentation.GetSegmentation().GetSegment(segmentId) is None:
-            return "Select the region segment to replace, or press Edit to draw it."
-        if conditions.segment_is_empty(segmentation, segmentId):
-            name = segmentation.GetSegmentation().GetSegment(segmentId).GetName()
-            return f"The region segment '{name}' is empty: paint it in the Segment Editor (Edit)."
-        return "" if (p.editReportText or "").strip() else "Write the report of the edited scan."
+    def outputFor(p, volume):
+        """The segmentation a Segment of ``volume`` writes into: the chosen output when it was made on ``volume``
+        (an earlier result) or is a new empty one, else None (a new node: another CT's result is never
+        overwritten)."""
+        output = p.outputSegmentation
+        if output is None:
+            return None
+        reference = results.reference_of(output)
+        empty = reference is None and output.GetSegmentation().GetNumberOfSegments() == 0
+        return output if (reference is volume or empty) else None
 
-    def startSegment(self, p) -> MedSynJob:
+    def startSegment(self, p, force: bool = False) -> MedSynJob:
         volume = p.inputVolume
         if volume is None:
             raise ValueError("No input CT. Fix: select the CT volume to segment.")
-        job = self.newJob(p, f"MedSyn_segmentation_{time.strftime('%Y%m%d-%H%M%S')}")
+        job = self.newJob(p, f"MedSyn_segmentation_{time.strftime('%Y%m%d-%H%M%S')}", force)
+        job.source, job.target = volume, self.outputFor(p, volume)
         try:
             job.start_segment(self._writeInputCT(volume, job), self.settings(p))
         except BaseException:
@@ -314,14 +264,14 @@ class MedSynSlicerLogic:
             raise
         return job
 
-    def startEdit(self, p) -> MedSynJob:
+    def startEdit(self, p, force: bool = False) -> MedSynJob:
         """``medsyn edit`` of ``p.editVolume``: the region segment, the edit report and, when an anatomy
         segmentation is chosen, its lobe / airway / vessel segments to keep outside the region."""
         why = self.whyEditNotReady(p)
         if why:
             raise ValueError(why)
         report = (p.editReportText or "").strip()
-        job = self.newJob(p, f"EDITED_MedSyn_seed{int(p.seed)}_{time.strftime('%Y%m%d-%H%M%S')}")
+        job = self.newJob(p, f"EDITED_MedSyn_seed{int(p.seed)}_{time.strftime('%Y%m%d-%H%M%S')}", force)
         try:
             region = conditions.export_segment(p.regionSegmentation, p.regionSegmentId,
                                                os.path.join(job.work_dir, "region.nii.gz"))
@@ -334,100 +284,37 @@ class MedSynSlicerLogic:
             raise
         return job
 
-    # --- the edit tab ---------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def editAnatomySelection(p) -> ConditionSelection:
-        """The lobe, airway and vessel segments of the anatomy segmentation (found by name or terminology) that
-        are kept outside the region; empty ones are skipped."""
-        node = p.editAnatomySegmentation
-        if node is None:
-            return ConditionSelection()
-        found = conditions.find_condition_segments(node)
-        filled = lambda segmentId: bool(segmentId) and not conditions.segment_is_empty(node, segmentId)  # noqa: E731
-        return ConditionSelection(lobes={k: v for k, v in found.lobes.items() if filled(v)},
-                                  airway=found.airway if filled(found.airway) else "",
-                                  vessels=found.vessels if filled(found.vessels) else "")
-
-    def describeEdit(self, p) -> str:
-        """What an edit will replace and keep, in a sentence for the panel."""
-        why = self.whyEditNotReady(p)
-        if why:
-            return why
-        selection = conditions.find_condition_segments(p.editAnatomySegmentation)  # by name: cheap on every change
-        kept = (["lobes" if len(selection.lobes) == 5 else f"{len(selection.lobes)} of 5 lobes"]
-                if selection.lobes else []) + [n for n in ("airway", "vessels") if getattr(selection, n)]
-        name = p.regionSegmentation.GetSegmentation().GetSegment(p.regionSegmentId).GetName()
-        return (f"The model replaces '{name}' of '{p.editVolume.GetName()}' and keeps the CT"
-                + (", " + ", ".join(kept) if kept else "") + " outside it. The result is a new volume marked "
-                "EDITED; the original is not changed.")
-
-    @staticmethod
-    def useRegionSegmentation(p, node) -> None:
-        """Make ``node`` the segmentation holding the region, with its segment "Edited region" (or its only
-        segment) chosen; otherwise the user picks the segment."""
-        segmentId = ""
-        if node is not None:
-            segmentation = node.GetSegmentation()
-            ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-            segmentId = segmentation.GetSegmentIdBySegmentName(results.REGION_SEGMENT_NAME) or \
-                (ids[0] if len(ids) == 1 else "")
-        with _modifying(p):
-            p.regionSegmentation = node
-            p.regionSegmentId = segmentId
-
-    def regionForEditing(self, p) -> tuple:
-        """The region segment to draw on (a new segmentation on the CT and an empty segment 'Edited region' when
-        none is chosen); returns (segmentation node, segment ID)."""
-        volume = p.editVolume
-        if volume is None:
-            raise ValueError("No CT to edit. Fix: select the CT first, then draw the region on it.")
-        segmentationNode = p.regionSegmentation
-        with _modifying(p):
-            if segmentationNode is None:
-                segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                                      f"{volume.GetName()} edit region")
-                segmentationNode.CreateDefaultDisplayNodes()
-                results.set_reference(segmentationNode, volume)
-                p.regionSegmentation = segmentationNode
-            segmentation = segmentationNode.GetSegmentation()
-            if not p.regionSegmentId or segmentation.GetSegment(p.regionSegmentId) is None:
-                p.regionSegmentId = segmentation.AddEmptySegment("", results.REGION_SEGMENT_NAME,
-                                                                 list(results.REGION_COLOR))
-        return segmentationNode, p.regionSegmentId
-
     def finishJob(self, job: MedSynJob, p=None, show: bool = True) -> results.LoadedResults:
         """After the job's exit event: move its results into place and load them (raises after a failure or a
-        cancel, leaving nothing behind)."""
-        return self.loadResults(job.finish(), p, show=show, source=job.source)
+        cancel, leaving nothing behind). What the job read and writes into was fixed when it started."""
+        return self.loadResults(job.finish(), p, show=show, source=job.source, target=job.target, held=job.held)
 
-    def loadResults(self, folder: str, p=None, show: bool = True, source=None) -> results.LoadedResults:
-        """Load a results folder; after Generate the new segmentation becomes the condition segmentation. An edit
-        comes back as a new volume beside the CT it was made from (``source``, default ``p.editVolume``; left as
-        it was), or at the scene's top level when that CT has left the scene."""
+    def loadResults(self, folder: str, p=None, show: bool = True, source=None, target=None,
+                    held: tuple[str, ...] = ()) -> results.LoadedResults:
+        """Load a results folder. ``source``: the CT the run read (default: the tab's CT in ``p``); ``target``: the
+        segmentation a Segment writes into (None: a new one). An edit comes back as a new volume beside its CT
+        (left as it was), or at the scene's top level when that CT has left the scene. After Generate the new
+        segmentation becomes the condition segmentation, the ``held`` channels held again on it."""
         mode = results.read_sidecar(folder).get("mode")
         if mode == "edit":
             source = source if source is not None else (p.editVolume if p is not None else None)
             inScene = source is not None and source.GetScene() is slicer.mrmlScene
             return results.load_edit_results(folder, source if inScene else None, show=show)
-        segmentMode = mode == "segment"
-        loaded = results.load_results(
-            folder,
-            input_volume=p.inputVolume if (p is not None and segmentMode) else None,
-            output_segmentation=p.outputSegmentation if (p is not None and segmentMode) else None,
-            show=show)
-        if p is not None:
-            if segmentMode:
-                p.outputSegmentation = loaded.segmentation_node
-            else:
-                # "generate, edit the airway, generate again with it held": the result is ready as condition
-                self.useConditionSegmentation(p, loaded.segmentation_node)
+        if mode != "segment":
+            loaded = results.load_results(folder, show=show)
+            if p is not None:  # "generate, edit the airway, generate again with it held"
+                self.useConditionSegmentation(p, loaded.segmentation_node, keep=held)
+            return loaded
+        source = source if source is not None else (p.inputVolume if p is not None else None)
+        loaded = results.load_results(folder, input_volume=source, output_segmentation=target, show=show)
+        if p is not None and p.inputVolume is source:
+            p.outputSegmentation = loaded.segmentation_node
         return loaded
 
     def run(self, p, timeout_s: float = 3600.0, progress: Optional[Callable[[Event], None]] = None,
-            show: bool = True) -> results.LoadedResults:
+            show: bool = True, force: bool = False) -> results.LoadedResults:
         """Run the current tab's job and load the results, blocking; for scripts and the self-test."""
-        job = self.start(p)
+        job = self.start(p, force)
         deadline = time.monotonic() + timeout_s
         try:
             while True:
@@ -448,5 +335,8 @@ class MedSynSlicerLogic:
         return self.finishJob(job, p, show=show)
 
 
+KEPT_SETTINGS = ("model", "modelDefaultsOf", "seed", "stepsLowres", "stepsSuperres", "guidanceScale", "device",
+                 "lowresOnly", "outputFolder")
+"""Parameter names of the Settings section: the user's, kept over a scene close."""
 RUNS = {"generate": "startGenerate", "segment": "startSegment", "edit": "startEdit"}
 """Mode (the panel's tab) -> the logic method that starts its run."""

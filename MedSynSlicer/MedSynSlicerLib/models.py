@@ -10,6 +10,8 @@ import dataclasses
 import json
 import os
 
+from .progress import format_duration
+
 DEFAULT_MODEL = "default"
 """Alias of the registry's default model (``medsyn --model default``)."""
 
@@ -58,20 +60,23 @@ def _run_times() -> dict:
     return times if isinstance(times, dict) else {}
 
 
-def record_run_time(sidecar: dict) -> None:
-    """Remember how long a finished Generate took on this computer (the sidecar's stage timings), per model and
-    run kind, so the model description can say it next time."""
+def record_run_time(sidecar: dict, seconds: float | None = None) -> None:
+    """Remember how long a finished Generate took on this computer, per model and run kind, so the model
+    description can say it next time: ``seconds`` as the panel measured it (from the click to the loaded result,
+    the figure it shows as "Done in"), else the sum of the sidecar's stage timings."""
     from MedSynLib.io.files import atomic_write
 
-    if sidecar.get("mode") != "generate" or not isinstance(sidecar.get("timings_s"), dict):
+    if sidecar.get("mode") != "generate":
         return
     name = (sidecar.get("model") or {}).get("name")
-    seconds = sum(v for v in sidecar["timings_s"].values() if isinstance(v, (int, float)))
+    if seconds is None:
+        timings = sidecar.get("timings_s") if isinstance(sidecar.get("timings_s"), dict) else {}
+        seconds = sum(v for v in timings.values() if isinstance(v, (int, float)))
     if not name or seconds <= 0:
         return
     kind = ("gpu" if sidecar.get("device") == "cuda" else "cpu") + ("_lowres" if sidecar.get("lowres_only") else "_full")
     times = _run_times()
-    times.setdefault(name, {})[kind] = round(seconds, 1)
+    times.setdefault(name, {})[kind] = round(seconds)  # whole seconds, as the panel says "Done in"
     atomic_write(_run_times_path(), json.dumps(times, indent=1, sort_keys=True))
 
 
@@ -154,7 +159,7 @@ def describe(info: ModelInfo | None) -> str:
     if info.steps_lowres is not None:
         parts.append(f"Defaults: {info.steps_lowres} / {info.steps_sr} steps, guidance {info.guidance}")
     for title, times in (("Measured by its packager", info.timings_s), ("Last run here", info.measured_here_s)):
-        shown = [f"{label} {times[key]:.0f} s" for key, label in RUN_KINDS.items() if key in times]
+        shown = [f"{label} {format_duration(times[key])}" for key, label in RUN_KINDS.items() if key in times]
         if shown:
             parts.append(f"{title}: " + ", ".join(shown))
     return ". ".join(parts) + "."

@@ -2,8 +2,8 @@
 
 The folder follows the command line's contract: ``medsyn.json`` (the sidecar) names the files relative to the
 folder: ``ct`` (generate mode, int16 HU NIfTI), ``segmentation`` (``.seg.nrrd``), and the label maps ``lobes``,
-``airway``, ``vessels``. The CT becomes a scalar volume "SYNTHETIC MedSyn CT <seed>" with the CT-lung window;
-the masks become one segmentation node whose segments are named, coloured and tagged with standard terminology
+``airway``, ``vessels``. The CT becomes a scalar volume "SYNTHETIC MedSyn CT (seed N, HH:MM)" with the CT-lung
+window; the masks become one segmentation node whose segments are named, coloured and tagged with standard terminology
 from ``MedSynLib.io.segments``. Provenance from the sidecar is stored as node attributes, and both nodes go under
 one subject-hierarchy folder. An edit (mode ``edit``) loads beside the CT it was made from, marked EDITED.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -216,6 +217,11 @@ def add_segments_from_label_maps(segmentation_node, label_maps: dict[str, str]) 
             import_mask(segmentation_node, mask, ijk_to_ras, info.segment_id)
 
 
+def reference_of(segmentation_node):
+    """The volume whose geometry ``segmentation_node`` follows (its reference image geometry), or None."""
+    return segmentation_node.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+
+
 def load_segmentation(folder: str, sidecar: dict, name: str, reference_volume=None):
     """Segmentation node from the results folder: the ``.seg.nrrd`` if present, else the label maps."""
     scene = sceneutil.scene()
@@ -238,12 +244,30 @@ def load_segmentation(folder: str, sidecar: dict, name: str, reference_volume=No
 
 # --- the whole folder --------------------------------------------------------------------------------------------
 
-def result_names(sidecar: dict) -> tuple[str, str, str]:
-    """Names of (CT volume, segmentation, subject-hierarchy folder) for a results folder."""
-    seed = sidecar.get("seed", "")
+def run_label(sidecar: dict, clock: str = "") -> str:
+    """How names tell runs apart: ``"seed 3, 14:05"`` (the seed and the time the result was loaded, ``clock``
+    overriding it)."""
+    return f"seed {sidecar.get('seed', '')}, {clock or time.strftime('%H:%M')}"
+
+
+def unique_name(name: str) -> str:
+    """``name``, or ``name [2]``, ``[3]``... when a node of the scene already has it (two runs in one minute)."""
+    scene, candidate, i = sceneutil.scene(), name, 2
+    while scene.GetFirstNodeByName(candidate) is not None:
+        candidate, i = f"{name} [{i}]", i + 1
+    return candidate
+
+
+def result_names(sidecar: dict, input_name: str = "", clock: str = "") -> tuple[str, str, str]:
+    """Names of (CT volume, segmentation, subject-hierarchy folder) for a results folder, after the input
+    (``input_name``: the segmented CT) and the run: "SYNTHETIC MedSyn CT (seed 3, 14:05)", "patient B CT – MedSyn
+    segmentation (seed 3, 14:05)"."""
+    label = run_label(sidecar, clock)
     if sidecar.get("mode") == "segment":
-        return "", "MedSyn segmentation", "MedSyn segmentation"
-    return f"SYNTHETIC MedSyn CT {seed}", f"SYNTHETIC MedSyn segmentation {seed}", f"SYNTHETIC MedSyn {seed}"
+        seg = f"{input_name} – MedSyn segmentation ({label})" if input_name else f"MedSyn segmentation ({label})"
+        return "", unique_name(seg), seg
+    return (unique_name(f"SYNTHETIC MedSyn CT ({label})"), unique_name(f"SYNTHETIC MedSyn segmentation ({label})"),
+            f"SYNTHETIC MedSyn ({label})")
 
 
 def load_results(folder: str, input_volume=None, output_segmentation=None, show: bool = True) -> LoadedResults:
@@ -251,11 +275,12 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
 
     Generate mode: a new CT volume and a segmentation whose reference geometry is that CT.
     Segment mode: the segmentation aligned with ``input_volume`` (the CT that was segmented), written into
-    ``output_segmentation`` when given (its previous segments are replaced), else into a new node.
+    ``output_segmentation`` when given (its previous segments are replaced and it is renamed after this run), else
+    into a new node. Names say the input and the run (:func:`result_names`).
     """
     sidecar = read_sidecar(folder)
-    ct_name, seg_name, folder_name = result_names(sidecar)
-    loaded = LoadedResults(sidecar=sidecar, folder=folder)
+    ct_name, seg_name, folder_name = result_names(sidecar, input_volume.GetName() if input_volume is not None else "")
+    loaded = LoadedResults(sidecar=sidecar, folder=folder, warnings=list(sidecar.get("warnings") or []))
     attributes = provenance_attributes(sidecar, folder)
     segment_mode = sidecar.get("mode") == "segment"
 
@@ -268,8 +293,6 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
         reference = loaded.ct_node
     else:
         reference = input_volume
-        if input_volume is not None:
-            seg_name = f"{input_volume.GetName()} MedSyn segmentation"
 
     new_node = load_segmentation(folder, sidecar, seg_name, reference)
     if output_segmentation is not None and segment_mode:
@@ -279,6 +302,7 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
         set_reference(output_segmentation, reference)
         output_segmentation.CreateDefaultDisplayNodes()
         sceneutil.scene().RemoveNode(new_node)
+        output_segmentation.SetName(seg_name)  # the run it now holds
         loaded.segmentation_node = output_segmentation
     else:
         loaded.segmentation_node = new_node
@@ -306,23 +330,23 @@ def load_results(folder: str, input_volume=None, output_segmentation=None, show:
 
 def load_edit_results(folder: str, input_volume=None, show: bool = True) -> LoadedResults:
     """Load a ``medsyn edit`` folder as new nodes beside ``input_volume`` (the CT that was edited, not changed):
-    the edited CT "EDITED <input> (MedSyn seed N)" in the file's pixel type, and a segmentation on it holding the
-    region (segment "Edited region") and the anatomy generated inside it. Both carry the provenance attributes,
+    the edited CT "EDITED <input> (MedSyn seed N, HH:MM)" in the file's pixel type, and a segmentation on it holding
+    the region (segment "Edited region") and the anatomy generated inside it. Both carry the provenance attributes,
     ``MedSyn.edited`` = true and the region; ``synthetic`` is "true" only when the input itself was synthetic."""
     sidecar = read_sidecar(folder)
     ct_path, region_path = _file(folder, sidecar, "ct"), _file(folder, sidecar, "region")
     if ct_path is None or region_path is None:
         raise FileNotFoundError(f"The edit results in {folder} list no CT or no region file")
     base = input_volume.GetName() if input_volume is not None else "CT"
-    seed = sidecar.get("seed", "")
+    label = run_label(sidecar)
     attributes = provenance_attributes(sidecar, folder)
     if input_volume is not None:
         attributes[SYNTHETIC_ATTRIBUTE] = "true" if input_volume.GetAttribute(SYNTHETIC_ATTRIBUTE) == "true" \
             else "false"
         attributes[ATTRIBUTE_PREFIX + "editedFrom"] = base
-    loaded = LoadedResults(sidecar=sidecar, folder=folder)
-    loaded.ct_node = load_ct(ct_path, f"EDITED {base} (MedSyn seed {seed})", dtype=None)
-    segmentation = load_segmentation(folder, sidecar, f"EDITED {base} region anatomy (MedSyn seed {seed})",
+    loaded = LoadedResults(sidecar=sidecar, folder=folder, warnings=list(sidecar.get("warnings") or []))
+    loaded.ct_node = load_ct(ct_path, unique_name(f"EDITED {base} (MedSyn {label})"), dtype=None)
+    segmentation = load_segmentation(folder, sidecar, unique_name(f"EDITED {base} region anatomy (MedSyn {label})"),
                                      loaded.ct_node)
     region, ijk_to_ras = read_image(region_path)
     region_id = segmentation.GetSegmentation().AddEmptySegment("edited_region", REGION_SEGMENT_NAME,

@@ -1,7 +1,8 @@
-"""The processes the panel starts (a run, a weights import, a GPU probe) and the text it shows about them.
+"""The processes the panel starts (a run, a weights import, a GPU probe) and what it shows about them, per tab.
 
-:class:`PanelRuns` is Qt-free: the Widget calls :meth:`PanelRuns.poll` from a QTimer and copies :attr:`PanelRuns.view`
-into its labels; dialogs the user has to see are queued in :attr:`PanelRuns.alerts`.
+:class:`PanelRuns` is Qt-free: the Widget calls :meth:`PanelRuns.poll` from a QTimer and shows the current tab's
+:class:`PanelView` (status, progress, the message area with warnings and refusals); dialogs the user has to answer
+are queued in :attr:`PanelRuns.alerts`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import logging
 import time
 from typing import Callable, Optional
 
-from . import device, models, progress, results
+from . import device, messages, models, progress, results
 from .job import MedSynJob
 from .logic import OFFICIAL_MODEL_NAME
+from .messages import Message
 from .process import MedSynProcess
 
 PROGRESS_RANGE = 1000
@@ -23,12 +25,17 @@ PROGRESS_RANGE = 1000
 
 @dataclasses.dataclass
 class PanelView:
-    """What the panel shows about its processes."""
+    """What one tab shows about its last run: status line, progress, the message area, whether the last run was
+    refused (then "Use anyway" reruns it with the override)."""
 
     status: str = ""
     progress: int = 0  # 0..PROGRESS_RANGE
     progress_text: str = ""
-    device_text: str = ""
+    messages: list[Message] = dataclasses.field(default_factory=list)
+    refused: bool = False
+
+    def message_text(self) -> str:
+        return "\n".join(m.line() for m in self.messages)
 
 
 @dataclasses.dataclass
@@ -39,22 +46,34 @@ class Alert:
     details: str = ""
 
 
+def figures_of(error: dict) -> list[str]:
+    """The figures a refusal's JSON event carries (a segmentation's ``quality``, a scan check's ``figures``)."""
+    lines = []
+    if isinstance(error.get("quality"), dict) and "lung_dice" in error["quality"]:
+        lines.append(results.quality_line(error["quality"]))
+    if isinstance(error.get("figures"), dict):
+        lines += [f"{name.replace('_', ' ')}: {value}" for name, value in error["figures"].items()]
+    return lines
+
+
 class PanelRuns:
-    """One run at a time (``job``), a weights import and a GPU probe; :meth:`poll` drains their events.
+    """One run at a time (``job``, started from tab ``jobMode``), a weights import and a GPU probe.
 
     ``logic``: the module's ``MedSynSlicerLogic``; ``parameterNode``: a callable returning the parameter node the
-    results belong to (None when there is none).
+    results belong to (the module's, also while the panel is not shown).
     """
 
-    def __init__(self, logic, parameterNode: Callable[[], object]) -> None:
+    def __init__(self, logic, parameterNode: Callable[[], object], modes: tuple[str, ...]) -> None:
         self.logic = logic
         self.parameterNode = parameterNode
-        self.view = PanelView()
+        self.views = {mode: PanelView() for mode in modes}
+        self.deviceText = ""
+        self.importStatus = ""
         self.alerts: list[Alert] = []
         self.job: Optional[MedSynJob] = None
+        self.jobMode = modes[0]
         self.importProcess: Optional[MedSynProcess] = None
         self.deviceProbe: Optional[MedSynProcess] = None
-        self.deviceKnown = False
         self.jobStarted = 0.0
         self.modelsChanged: Callable[[], None] = lambda: None  # called after an import or a run (times measured)
         self.waitCursor: Callable = contextlib.nullcontext  # the Widget's slicer.util.WaitCursor while loading
@@ -76,39 +95,42 @@ class PanelRuns:
 
     # --- starting ------------------------------------------------------------------------------------------------
 
-    def startJob(self, p, busyText: str) -> None:
-        """Start the run of the current tab (raises with the reason and fix); ``busyText``: e.g. "Generating"."""
-        self.job = self.logic.start(p)
-        self.jobStarted = time.monotonic()
-        self.view.status = f"{busyText} (seed {p.seed})..."
-        self.view.progress = 0
-        self.view.progress_text = "Starting (loading the model)..."
+    def startJob(self, p, busyText: str, force: bool = False) -> None:
+        """Start the run of the current tab (raises with the reason and fix); ``busyText``: e.g. "Generating";
+        ``force``: with the command line's override (after a refusal)."""
+        view = self.views[p.mode] = PanelView()
+        self.job = self.logic.start(p, force)
+        self.jobMode, self.jobStarted = p.mode, time.monotonic()
+        view.status = f"{busyText} (seed {p.seed})" + (", overriding the check" if force else "") + "..."
+        view.progress_text = "Starting (loading the model)..."
+
+    def refuseToStart(self, mode: str, error: str) -> None:
+        """A run that could not start: the reason and the fix in the message area of its tab."""
+        view = self.views[mode] = PanelView(status="Not started.")
+        view.messages = messages.failure_messages(error, refused=False)
 
     def startImport(self, path: str, textEncoder: str, name: str, atlas: Optional[str]) -> None:
         self.importProcess = self.logic.startImportWeights(path, textEncoder, name, atlas)
-        self.view.status = f"Importing weights from {path}..."
+        self.importStatus = f"Importing weights from {path}..."
 
     def startDeviceProbe(self) -> bool:
         """Ask which GPU the child would use, once (again after a failure); True when a probe started."""
-        if self.deviceProbe is not None or self.deviceKnown:
+        if self.deviceProbe is not None or self.logic.deviceInfo is not None:
             return False
         try:
             self.deviceProbe = self.logic.startDeviceProbe()
         except Exception as e:  # noqa: BLE001
-            self.view.device_text = f"GPU detection failed: {e}"
+            self.deviceText = f"GPU detection failed: {e}"
             return False
-        self.view.device_text = "detecting GPU..."
+        self.deviceText = "detecting GPU..."
         return True
 
     def requestCancel(self) -> None:
         """Ask the running job (or import) to stop; the Cancel button stays disabled until it has stopped."""
-        requested = False
-        if self.importProcess is not None:
-            requested |= self.importProcess.request_cancel()
-        if self.job is not None:
-            requested |= self.job.request_cancel()
-        if requested:
-            self.view.status = "Cancelling..."
+        if self.importProcess is not None and self.importProcess.request_cancel():
+            self.importStatus = "Cancelling the import..."
+        if self.job is not None and self.job.request_cancel():
+            self.views[self.jobMode].status = "Cancelling..."
 
     def stopAll(self) -> None:
         """Module clean-up: stop what runs, waiting for it."""
@@ -124,32 +146,42 @@ class PanelRuns:
         if self.deviceProbe is not None and any(e.kind == "exit" for e in self.deviceProbe.poll()):
             probe, self.deviceProbe = self.deviceProbe, None
             try:
-                self.view.device_text = device.describe_device(device.probe_result(probe))
-                self.deviceKnown = True
+                self.logic.deviceInfo = device.probe_result(probe)
+                self.deviceText = device.describe_device(self.logic.deviceInfo)
             except Exception as e:  # noqa: BLE001 - shown; tried again when Settings is opened again
-                self.view.device_text = str(e)
+                self.deviceText = str(e)
         if self.importProcess is not None:
             for event in self.importProcess.poll():
                 if event.kind == "progress":
-                    self.view.progress_text = progress.describe_progress(event.data)
+                    self.importStatus = progress.describe_progress(event.data)
                 elif event.kind == "exit":
                     self.importFinished(self.importProcess)
         if self.job is not None:
+            view = self.views[self.jobMode]
             for event in self.job.process.poll():
                 if event.kind == "progress" and not self.job.cancelling:
-                    self.view.progress = int(PROGRESS_RANGE * progress.overall_fraction(event.data,
-                                                                                        self.job.lowres_only))
-                    self.view.progress_text = progress.describe_progress(event.data)
+                    view.progress = int(PROGRESS_RANGE * progress.overall_fraction(event.data, self.job.lowres_only))
+                    view.progress_text = progress.describe_progress(event.data, self.job.lowres_only)
+                elif event.kind == "warning":
+                    self.warn(view, str(event.data.get("message", "")))
                 elif event.kind == "log":
                     logging.debug("medsyn: %s", event.text)
                 elif event.kind == "exit":
                     self.jobFinished()
                     break
 
+    @staticmethod
+    def warn(view: PanelView, text: str) -> None:
+        """Add a warning (and what to do about it) to the message area, once."""
+        said = messages.failure_messages(text, refused=False)
+        said[0].level = "warning"
+        if text and said[0] not in view.messages:
+            view.messages += said
+
     def importFinished(self, process: MedSynProcess) -> None:
         self.importProcess = None
         if process.returncode == 0:
-            self.view.status = "Weights imported."
+            self.importStatus = "Weights imported."
             self.modelsChanged()
             p = self.parameterNode()
             if p is not None:
@@ -157,30 +189,45 @@ class PanelRuns:
         elif not process.cancelled:
             message = (process.error or {}).get("message") or "\n".join(list(process.log)[-10:])
             fix = (process.error or {}).get("fix")
-            self.alerts.append(Alert(f"Importing the weights failed.\n\n{message}" + (f"\n\nFix: {fix}" if fix else "")))
-            self.view.status = "Import failed."
+            self.alerts.append(Alert(f"Importing the weights failed.\n\n{message}"
+                                     + (f"\n\nFix: {fix}" if fix else "")))
+            self.importStatus = "Import failed."
         else:
-            self.view.status = "Import cancelled."
+            self.importStatus = "Import cancelled."
 
     def jobFinished(self) -> None:
         job, self.job = self.job, None
-        elapsed = progress.format_duration(time.monotonic() - self.jobStarted)
+        view = self.views[self.jobMode]
+        view.progress_text = ""
         if job.process.cancelled:
             job.cleanup()
-            self.view.status = "Cancelled: nothing was written."
-            self.view.progress_text = ""
-            self.view.progress = 0
+            view.status, view.progress = "Cancelled: nothing was written.", 0
             return
         try:
             with self.waitCursor():
                 loaded = self.logic.finishJob(job, self.parameterNode())
-        except Exception as e:  # noqa: BLE001
-            self.view.status = "Failed."
-            self.view.progress_text = ""
-            self.alerts.append(Alert(str(e), "\n".join(list(job.process.log)[-40:])))
+        except Exception as e:  # noqa: BLE001 - the reason and what to do go to the message area
+            self.jobFailed(view, job, str(e))
             return
-        self.view.progress = PROGRESS_RANGE
-        self.view.progress_text = f"Done in {elapsed}."
-        self.view.status = "\n".join(results.summary(loaded))
-        models.record_run_time(loaded.sidecar)
+        seconds = time.monotonic() - self.jobStarted
+        for warning in loaded.warnings:  # the sidecar's, in case an event was missed
+            self.warn(view, warning)
+        view.progress = PROGRESS_RANGE
+        view.progress_text = f"Done in {progress.format_duration(seconds)}."
+        view.status = "\n".join(results.summary(loaded))
+        models.record_run_time(loaded.sidecar, seconds)
         self.modelsChanged()  # the model description shows the time just measured
+
+    @staticmethod
+    def jobFailed(view: PanelView, job: MedSynJob, text: str) -> None:
+        """A failed or refused run: nothing was loaded; its reason, what to do and (for a refusal) the check's
+        figures stay in the message area."""
+        error = job.process.error or {}
+        refused = messages.is_refusal(job.process.returncode, error)
+        if error.get("message"):
+            text = error["message"] + (f" Fix: {error['fix']}" if error.get("fix") else "")
+        view.messages += messages.failure_messages(text, refused)
+        view.messages += [Message("figures", line) for line in figures_of(error)]
+        view.refused, view.progress = refused, 0
+        view.status = "Refused: nothing was loaded." if refused else "Failed: nothing was loaded."
+        logging.info("MedSyn run failed: %s\n%s", text, "\n".join(list(job.process.log)[-40:]))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import slicer
 
-from . import dependencies
+from . import conditions, dependencies
 from .examples import EXAMPLE_REPORTS
 from .logic import Device, MedSynSlicerLogic
 
@@ -58,7 +59,7 @@ class SelfTestCases:
         loaded = self._generate(logic, p)
 
         ct, seg = loaded.ct_node, loaded.segmentation_node
-        self.assertEqual(ct.GetName(), "SYNTHETIC MedSyn CT 3")
+        self.assertRegex(ct.GetName(), r"^SYNTHETIC MedSyn CT \(seed 3, \d\d:\d\d\)$")
         self.assertEqual(ct.GetAttribute("synthetic"), "true")
         self.assertEqual(ct.GetAttribute("MedSyn.seed"), "3")
         self.assertEqual(ct.GetAttribute("MedSyn.report"), p.reportText.strip())
@@ -83,7 +84,9 @@ class SelfTestCases:
         p.seed = 4
         p.lowresOnly = True
         again = self._generate(logic, p)
-        self.assertEqual(again.ct_node.GetName(), "SYNTHETIC MedSyn CT 4")
+        self.assertRegex(again.ct_node.GetName(), r"^SYNTHETIC MedSyn CT \(seed 4, \d\d:\d\d\)$")
+        self.assertEqual(p.airwaySegmentId, conditions.find_condition_segments(again.segmentation_node).airway,
+                         "the held airway stays held, on the new result")
         self.delayDisplay("Generate test passed")
 
     def test_SegmentGeneratedCT(self):
@@ -124,7 +127,7 @@ class SelfTestCases:
         self.assertEqual(logic.whyNotReady(p), "")
         loaded = logic.run(p, timeout_s=3600)
         edited = loaded.ct_node
-        self.assertEqual(edited.GetName(), f"EDITED {ct.GetName()} (MedSyn seed 3)")
+        self.assertRegex(edited.GetName(), rf"^EDITED {re.escape(ct.GetName())} \(MedSyn seed 3, \d\d:\d\d\)$")
         self.assertEqual(edited.GetAttribute("MedSyn.edited"), "true")
         self.assertEqual(edited.GetAttribute("synthetic"), "true")  # the input was synthetic
         array = slicer.util.arrayFromVolume(edited)
