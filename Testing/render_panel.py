@@ -114,9 +114,9 @@ def render_messages(out_dir: str = os.path.dirname(OUT), timeout_s: float = 900.
         slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
     voxels = slicer.util.arrayFromVolume(ct)
     kept = voxels[voxels.shape[0] * 2 // 5:].copy()  # IJK k = 0 is the feet end: the lung bases are cut off
-    matrix = slicer.vtkMatrix4x4()
-    ct.GetIJKToRASMatrix(matrix)
-    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix).copy()
+    from MedSynSlicerLib import sceneutil
+
+    ijk_to_ras = sceneutil.ijk_to_ras(ct)
     ijk_to_ras[:3, 3] += ijk_to_ras[:3, 2] * (voxels.shape[0] * 2 // 5)
     slicer.util.addVolumeFromArray(kept, ijk_to_ras, "chest CT, lung bases cut off")
     ui.modeTabWidget.currentIndex = ui.modeTabWidget.indexOf(ui.segmentTab)
