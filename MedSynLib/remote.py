@@ -264,9 +264,10 @@ class MedSynServer:
             if job["state"] != "done":
                 _quietly(self.delete, job["id"])
                 error = job.get("error") or {}
-                raise RemoteError(error.get("message", f"the job {job['state']}"), error.get("fix", ""),
+                local = _local_names(job, files)
+                raise RemoteError(local(error.get("message", f"the job {job['state']}")), local(error.get("fix", "")),
                                   int(job.get("exit_code") or EXIT_BAD_INPUT), error.get("kind", "bad_input"),
-                                  text=job.get("stderr", ""))
+                                  text=local(job.get("stderr", "")))
             sidecar = self._download_into(job["id"], output, files)
         _quietly(self.delete, job["id"])
         return sidecar
@@ -324,6 +325,18 @@ def _extract(archive: Path, folder: Path) -> None:
                 raise RemoteError(f"the server's result holds an unsafe file name {member.filename!r}",
                                   "check the server: this client writes nothing outside the result folder")
         z.extractall(folder)
+
+
+def _local_names(job: dict, files: dict[str, Path]) -> Callable[[str], str]:
+    """Text with the server's copies of the inputs named by their local paths (as the local command names them)."""
+    pairs = [(job["inputs"][name], str(path)) for name, path in files.items() if name in job.get("inputs", {})]
+
+    def local(text: str) -> str:
+        for server_path, path in pairs:
+            text = text.replace(server_path, path)
+        return text
+
+    return local
 
 
 def _replace_strings(value, mapping: dict[str, str]):

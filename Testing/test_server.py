@@ -234,6 +234,7 @@ def test_bad_requests_get_clean_errors(server, tmp_path):
     bad.write_bytes(b"this is not a NIfTI file" * 10)
     r = medsyn("segment", "--ct", bad, *TINY, "--server", server["url"], "--out", tmp_path / "o", env=remote_env(server))
     assert r.returncode == 2 and "medsyn: error:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert str(bad) in r.stderr and str(server["work"].resolve()) not in r.stderr, "named as the user gave it"
     assert not (tmp_path / "o").exists()
     _wait_idle(server)
 
