@@ -210,7 +210,7 @@ def test_bad_requests_get_clean_errors(server, tmp_path):
     conn.close()
     # job ids the server did not make
     for path in ("/v1/jobs/..%2F..%2Fetc", "/v1/jobs/../../etc", "/v1/jobs/..%2F..%2Fetc/result",
-                 "/v1/jobs/0123/events", "/v1/jobs/" + "0" * 32):
+                 "/v1/jobs/0123/events", "/v1/jobs/" + "0" * 32, "/v1/jobs/" + "0" * 32 + "/events?wait=nan"):
         status, answer = _post(server, path, method="GET", headers=auth)
         assert status == 404 and answer["error"]["exit_code"] == 2, (path, answer)
     # options the command line refuses, or that would name a file on the server
@@ -264,6 +264,9 @@ def test_cancel_frees_the_worker(server, tmp_path):
             pytest.fail("the job did not start sampling")
     queued = api.submit("generate", ["--report=x", *TINY])
     assert api.job(queued["id"])["state"] == "queued"
+    status, answer = _post(server, f"/v1/jobs/{queued['id']}/events?wait=nan", method="GET",
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200 and answer["events"][0]["event"] == "queued"  # no wait, no error
     cancelled = api.cancel(queued["id"])
     assert cancelled["state"] == "cancelled" and cancelled["exit_code"] == 130
     for job in jobs:

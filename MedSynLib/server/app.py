@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import re
 import shutil
 from contextlib import asynccontextmanager
@@ -208,7 +209,7 @@ def create_app(root: Path, workers: list[Worker], limits: Limits, token: str | N
     async def events(job_id: str, after: int = 0, wait: float = 0.0):
         job = find(job_id)
         after = max(0, after)
-        new = await queue.events(job, after, min(max(wait, 0.0), 30.0))
+        new = await queue.events(job, after, min(max(wait, 0.0), 30.0) if math.isfinite(wait) else 0.0)
         return {"events": new, "next": after + len(new), "job": job.summary(queue.position(job))}
 
     @app.post(API + "/jobs/{job_id}/cancel")
