@@ -41,6 +41,7 @@ from MedSynSlicerLib.examples import DEFAULT_REPORT, EXAMPLE_REPORTS  # noqa: E4
 from MedSynSlicerLib.job import default_output_root  # noqa: E402
 from MedSynSlicerLib.logic import (LOBE_FIELDS, OFFICIAL_MODEL_NAME, Device, MedSynSlicerLogic,  # noqa: E402,F401
                                    unavailable_devices)
+from MedSynSlicerLib.remote import RemoteServerSection  # noqa: E402
 from MedSynSlicerLib.runs import PROGRESS_RANGE, PanelRuns, PanelView  # noqa: E402
 from MedSynSlicerLib.sections import (LOBE_SELECTORS, AnatomySection, SettingsSection,  # noqa: E402
                                       reportTextConnector)
@@ -114,7 +115,8 @@ class MedSynSlicerParameterNode:
 # Widget
 #
 
-class MedSynSlicerWidget(AnatomySection, SettingsSection, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MedSynSlicerWidget(AnatomySection, SettingsSection, RemoteServerSection, ScriptedLoadableModuleWidget,
+                         VTKObservationMixin):
     """The panel. Thin: it binds the parameter node, forwards clicks to the logic, polls the running job with a
     QTimer and shows progress and results."""
 
@@ -178,6 +180,7 @@ class MedSynSlicerWidget(AnatomySection, SettingsSection, ScriptedLoadableModule
         self.ui.progressBar.setFormat("%p%")
         self.ui.cancelButton.enabled = False
         self.runs.deviceText = self.ui.deviceInfoLabel.text
+        self.setupRemoteServer()
 
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(200)
@@ -324,7 +327,7 @@ class MedSynSlicerWidget(AnatomySection, SettingsSection, ScriptedLoadableModule
         p = self._parameterNode
         if p is None or self.isBusy():
             return
-        if not self.ensureDependencies():
+        if p.device != Device.REMOTE and not self.ensureDependencies():  # a server run needs no torch here
             return
         if not dialogs.license_accepted(self.logic.modelInfo(p.model)):
             return

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import slicer
 
-from . import conditions, device, models, results
+from . import conditions, device, models, remote, results
 from .anatomy import LOBE_FIELDS, AnatomyChoices, modifying  # noqa: F401 (LOBE_FIELDS: for the module)
 from .job import MedSynJob, Settings
 from .process import MedSynProcess, child_environment, medsyn_command, python_executable
@@ -29,10 +29,11 @@ class Device(enum.Enum):
     AUTO = "auto"
     GPU = "cuda"
     CPU = "cpu"
+    REMOTE = remote.DEVICE  # a MedSyn server (MedSynSlicerLib.remote)
 
     @staticmethod
     def label(value: "Device") -> str:
-        return {"auto": "Automatic", "cuda": "GPU (CUDA)", "cpu": "CPU (slow)"}[value.value]
+        return {"auto": "Automatic", "cuda": "GPU (CUDA)", "cpu": "CPU (slow)", remote.DEVICE: remote.LABEL}[value.value]
 
 
 def unavailable_devices(device_info: Optional[dict]) -> set[Device]:
@@ -58,6 +59,7 @@ class MedSynSlicerLogic(AnatomyChoices):
         self.python: Optional[str] = None  # None: PythonSlicer inside Slicer, sys.executable outside
         self.environment: Optional[dict] = None  # None: Slicer's startup environment when available
         self.commandFactory: Optional[Callable[[list], list]] = None  # tests: run a stand-in instead of medsyn
+        self.remoteServer: tuple[str, str] = ("", "")  # Device "Remote server": (URL, token), from Slicer's settings
         self.models: list[models.ModelInfo] = []
         self.deviceInfo: Optional[dict] = None  # what the GPU probe found (None: not asked yet)
         self._folderModels: dict[str, models.ModelInfo] = {}
@@ -87,7 +89,8 @@ class MedSynSlicerLogic(AnatomyChoices):
     def settings(p) -> Settings:
         return Settings(model=p.model or models.DEFAULT_MODEL, seed=int(p.seed), steps_lowres=int(p.stepsLowres),
                         steps_sr=int(p.stepsSuperres), guidance=float(p.guidanceScale),
-                        device=p.device.value, lowres_only=bool(p.lowresOnly))
+                        device="auto" if p.device == Device.REMOTE else p.device.value,
+                        lowres_only=bool(p.lowresOnly))
 
     @staticmethod
     def keptSettings(p) -> dict:
@@ -164,9 +167,14 @@ class MedSynSlicerLogic(AnatomyChoices):
         """A job writing into the output folder; ``force``: with the command line's override of its checks."""
         python = self.pythonExecutable()
         factory = self.commandFactory or (lambda arguments: medsyn_command(arguments, python))
+        env = self.childEnvironment()
+        if p.device == Device.REMOTE:  # the same medsyn command, run with --server URL and the token
+            url, token = self.remoteServer
+            env, local = remote.run_environment(env if env is not None else dict(os.environ), token), factory
+            remote.run_arguments([], url)  # no URL: refused now, with the fix
+            factory = lambda arguments: local(remote.run_arguments(arguments, url))  # noqa: E731
         try:
-            return MedSynJob(output_root=str(p.outputFolder), result_name=name, python=python,
-                             env=self.childEnvironment(),
+            return MedSynJob(output_root=str(p.outputFolder), result_name=name, python=python, env=env,
                              command_factory=(lambda arguments: factory(arguments + ["--force"])) if force else factory)
         except OSError as e:
             raise OSError(f"Cannot write results to the output folder {p.outputFolder} ({e.strerror or e}). "
@@ -200,6 +208,8 @@ class MedSynSlicerLogic(AnatomyChoices):
         info = self.modelInfo(p.model)
         if info is None:
             return f"Unknown model '{p.model}': choose one under Settings > Model."
+        if p.device == Device.REMOTE:  # the server's models and GPUs count, not this computer's
+            return "" if all(self.remoteServer) else remote.NOT_SET
         if not info.available:
             return (f"The model '{info.title}' is not installed: choose another under Settings > Model, or add it "
                     "with Settings > Import weights...")

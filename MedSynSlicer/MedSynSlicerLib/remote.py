@@ -13,8 +13,9 @@ from __future__ import annotations
 
 URL_KEY = "MedSyn/RemoteServerURL"
 TOKEN_KEY = "MedSyn/RemoteServerToken"
-DEVICE = "remote"
-"""The Device choice's value (beside auto, cuda and cpu)."""
+DEVICE, LABEL = "remote", "Remote server"
+"""The Device choice's value (beside auto, cuda and cpu) and its text in the panel."""
+NOT_SET = "Enter the remote server's URL and token under Settings > Device (your IT department gives them)."
 
 
 def run_arguments(arguments: list[str], url: str) -> list[str]:
@@ -56,3 +57,54 @@ def describe_server(info: dict) -> str:
     queue = info.get("queue", {})
     return (f"Connected to {info.get('server', '?')} (MedSyn {info.get('medsyn', '?')}). Workers: {workers}. "
             f"Models: {models}. Queue: {queue.get('queued', 0)} waiting, {queue.get('running', 0)} running.")
+
+
+class RemoteServerSection:
+    """The panel's Device "Remote server" controls, mixed into ``MedSynSlicerWidget``: URL and token (kept in
+    Slicer's settings), "Test connection" with the server's models and workers. Builds its controls under the
+    Device row; ``qt`` is imported when the panel is set up, so this module stays importable without Qt."""
+
+    def setupRemoteServer(self) -> None:
+        """Build the controls (hidden unless Device is "Remote server") and fill them from Slicer's settings."""
+        import qt
+
+        settings = qt.QSettings()
+        self.remoteServerWidget = qt.QWidget()
+        form = qt.QFormLayout(self.remoteServerWidget)
+        self.remoteURLEdit = qt.QLineEdit(str(settings.value(URL_KEY, "") or ""))
+        self.remoteURLEdit.placeholderText = "https://medsyn.hospital.example"
+        self.remoteTokenEdit = qt.QLineEdit(str(settings.value(TOKEN_KEY, "") or ""))
+        self.remoteTokenEdit.echoMode = qt.QLineEdit.Password
+        self.remoteTestButton = qt.QPushButton("Test connection")
+        self.remoteInfoLabel = qt.QLabel("")
+        self.remoteInfoLabel.wordWrap = True
+        form.addRow("Server URL:", self.remoteURLEdit)
+        form.addRow("Token:", self.remoteTokenEdit)
+        form.addRow(self.remoteTestButton, self.remoteInfoLabel)
+        self.ui.deviceComboBox.parentWidget().layout().addRow(self.remoteServerWidget)
+        for edit in (self.remoteURLEdit, self.remoteTokenEdit):
+            edit.editingFinished.connect(self.onRemoteServerChanged)
+        self.remoteTestButton.clicked.connect(self.onTestRemoteServer)
+        self.ui.deviceComboBox.currentIndexChanged.connect(self.onRemoteServerChanged)
+        self.onRemoteServerChanged()
+
+    def onRemoteServerChanged(self, *_) -> None:
+        import qt
+
+        url, token = self.remoteURLEdit.text.strip(), self.remoteTokenEdit.text.strip()
+        settings = qt.QSettings()
+        settings.setValue(URL_KEY, url)
+        settings.setValue(TOKEN_KEY, token)
+        self.logic.remoteServer = (url, token)
+        self.remoteServerWidget.visible = self.ui.deviceComboBox.currentText == LABEL
+        self.updateButtons()  # a missing URL or token is what the run button says
+
+    def onTestRemoteServer(self) -> None:
+        import slicer
+
+        self.onRemoteServerChanged()
+        with slicer.util.WaitCursor():
+            try:
+                self.remoteInfoLabel.text = describe_server(server_info(*self.logic.remoteServer))
+            except ValueError as e:
+                self.remoteInfoLabel.text = str(e)
