@@ -1,6 +1,7 @@
 """Text encoder training (MLM + Findings/Impression pairing) on a synthetic report corpus written by the test."""
 
 import json
+import os
 import random
 
 import pytest
@@ -235,10 +236,17 @@ def test_command_line_with_a_recipe(tmp_path, capsys):
     reports.mkdir()
     for i, text in enumerate(synthetic_reports(12)):
         (reports / f"r{i}.txt").write_text(text, encoding="utf-8")
-    assert main(["train-text", "--reports", str(reports), "--out", str(tmp_path / "out"), "--config",
-                 "recipe:demo-text", "--steps", "2", "--hidden", "16", "--heads", "2", "--vocab-size", "200"]) == 0
+    old = os.umask(0o022)
+    try:
+        assert main(["train-text", "--reports", str(reports), "--out", str(tmp_path / "out"), "--config",
+                     "recipe:demo-text", "--steps", "2", "--hidden", "16", "--heads", "2", "--vocab-size", "200"]) == 0
+    finally:
+        os.umask(old)
     saved = json.loads((tmp_path / "out" / "training.json").read_text(encoding="utf-8"))
     assert saved["config"]["max_length"] == 160 and saved["config"]["seed"] == 2024 and saved["steps"] == 2
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
+    wrong = {n: oct(m) for n, m in modes.items() if m != (0o755 if (tmp_path / n).is_dir() else 0o644)}
+    assert not wrong, wrong
 
 
 def test_command_line_with_config_file(tmp_path, capsys):

@@ -52,7 +52,9 @@ def umask() -> int:
     return mask
 
 
-def _plain_permissions(path: Path, folder: bool) -> None:
+def plain_permissions(path: Path, folder: bool = False) -> None:
+    """Give ``path`` the permissions a plain ``open`` (``mkdir``) would give under the umask (for files other
+    writers create 0600, e.g. safetensors)."""
     os.chmod(path, (0o777 if folder else 0o666) & ~umask())
 
 
@@ -72,7 +74,7 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], objec
         else:
             with os.fdopen(fd, "wb") as f:
                 f.write(content.encode(encoding) if isinstance(content, str) else content)
-        _plain_permissions(tmp, folder=False)
+        plain_permissions(tmp, folder=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -228,7 +230,7 @@ class _Partial:
 
     def __init__(self, target: Path):
         self.path = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL_INFIX}", dir=target.parent))
-        _plain_permissions(self.path, folder=True)
+        plain_permissions(self.path, folder=True)
         # locked under another name, then renamed: a run clearing stale partials in the same parent never sees
         # the marker unlocked (between its creation and its flock) and takes the folder for a dead run's
         fresh = self.path / f"{PARTIAL_MARKER}.new"

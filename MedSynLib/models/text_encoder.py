@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +134,9 @@ class ReportEncoder(nn.Module):
         (path / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
         state = {k: v.contiguous() for k, v in self.bert.state_dict().items() if k not in IGNORED_BUFFERS}
         save_file(state, str(path / "model.safetensors"))
+        mask = os.umask(0o022)  # safetensors creates the file 0600: give it what a plain open() would
+        os.umask(mask)
+        os.chmod(path / "model.safetensors", 0o666 & ~mask)
 
     def tokenize(self, reports: Sequence[str]) -> dict[str, torch.Tensor]:
         if isinstance(reports, str):

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
-from ..io.files import output_folder
+from ..io.files import output_folder, plain_permissions
 from ..models.unet import UNetConfig, build_unet
 from .jsonfiles import CheckpointError, read_json
 
@@ -48,6 +48,7 @@ def save_stage(net: torch.nn.Module, folder: Path, provenance: dict | None = Non
     with output_folder(folder, CONFIG_FILE, overwrite, what="stage folder") as tmp:
         stored = copy.deepcopy(net).to(dtype) if dtype != torch.float32 else net
         save_model(stored, str(tmp / WEIGHTS_FILE), metadata={"format": STAGE_FORMAT})
+        plain_permissions(tmp / WEIGHTS_FILE)  # safetensors creates it 0600
         config = {
             "format": STAGE_FORMAT,
             "unet": net.config.to_dict(),
