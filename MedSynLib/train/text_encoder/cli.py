@@ -20,12 +20,12 @@ OPTIONS = (("steps", arguments.count(1), "optimisation steps (default 300)"),
            ("batch_size", arguments.count(1, 4096), "reports per step (default 16)"),
            ("lr", arguments.number(0.0, 1.0, low_open=True),
             "peak learning rate (default 1e-4 with --init, 5e-4 from scratch)"),
-           ("vocab_size", arguments.count(200, 1_000_000), "WordPiece vocabulary learnt from scratch (default 3000)"),
-           ("hidden", arguments.count(8, 8192), "from scratch: hidden size (default 128)"),
+           ("vocab_size", arguments.count(16, 1_000_000), "WordPiece vocabulary learnt from scratch (default 3000)"),
+           ("hidden", arguments.count(1, 8192), "from scratch: hidden size (default 128)"),
            ("layers", arguments.count(1, 64), "from scratch: layers (2)"),
            ("heads", arguments.count(1, 128), "from scratch: attention heads (4)"),
            ("seed", arguments.seed, "seed of everything (0)"),
-           ("max_length", arguments.count(16, 512), "word pieces per example (256)"),
+           ("max_length", arguments.count(8, 2048), "word pieces per example (256)"),
            ("device", arguments.device, "cpu (default), auto, cuda[:N]"))
 
 
