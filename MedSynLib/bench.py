@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -29,7 +30,9 @@ from . import __version__
 from .diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, make_sampler, sample, upsample_lowres
 from .models import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, LowResUNet, SuperResUNet, UNetConfig
 from .io.files import atomic_write
-from .runtime import PRECISIONS, autocast, resolve_device, resolve_precision, reuse_freed_memory
+from . import arguments
+from .run_settings import MODEL_DEFAULTS, PRECISIONS, SAMPLER_NAMES, RunSettings
+from .runtime import autocast, resolve_device, resolve_precision, reuse_freed_memory
 
 PRESETS = {
     # name: (lowres config, superres config, lowres size, sr factor, BERT (layers, hidden, heads));
@@ -77,10 +80,14 @@ def _peak_memory_gib(device: torch.device) -> float:
     return rss_kib / 2**20
 
 
-def run(config: str, device_name: str, precision: str, steps_lowres: int, steps_sr: int, guidance: float,
-        sampler: str, channels_last: bool, seed: int, skip_sr: bool) -> dict:
-    device = resolve_device(device_name)
-    dtype = resolve_precision(precision, device)
+def run(config: str, settings: RunSettings, channels_last: bool = False) -> dict:
+    """Generate once with the random-weight networks of the preset ``config``: timings, network evaluations and peak
+    memory. ``settings``: device, precision, seed, sampler and steps (unset: :data:`MODEL_DEFAULTS`, the official
+    DDIM 50 / 20 without guidance), ``lowres_only`` skips the SR stage."""
+    settings = settings.resolved(MODEL_DEFAULTS)
+    seed, sampler, guidance = settings.seed, settings.sampler, settings.guidance
+    device = resolve_device(settings.device)
+    dtype = resolve_precision(settings.precision, device)
     reuse_freed_memory()  # as the command line's sampling commands do
     low_cfg, sr_cfg, size, factor, bert = PRESETS[config]
     torch.manual_seed(seed)
@@ -101,7 +108,7 @@ def run(config: str, device_name: str, precision: str, steps_lowres: int, steps_
     timings["text_s"] = time.perf_counter() - t0
 
     shape = (1, low_cfg.channels, size, size, size)
-    low_sampler = make_sampler(sampler, steps_lowres)
+    low_sampler = make_sampler(sampler, settings.steps_lowres)
     t0 = time.perf_counter()
     with torch.no_grad(), autocast(device, dtype):
         x64 = sample(GuidedDenoiser(low, text, guidance), low_sampler, draw_noise(shape, seed, device=device))
@@ -111,9 +118,9 @@ def run(config: str, device_name: str, precision: str, steps_lowres: int, steps_
     peak_low = _peak_memory_gib(device)
     del low
 
-    if not skip_sr:
+    if not settings.lowres_only:
         sr = SuperResUNet(sr_cfg).to(device).eval().to(memory_format=memory_format)
-        sr_sampler = make_sampler(sampler, steps_sr)
+        sr_sampler = make_sampler(sampler, settings.steps_sr)
         big = (1, sr_cfg.channels, size * factor, size * factor, size * factor)
         t0 = time.perf_counter()
         with torch.no_grad(), autocast(device, dtype):
@@ -130,7 +137,7 @@ def run(config: str, device_name: str, precision: str, steps_lowres: int, steps_
         "fast_paths": {"precision": str(dtype).removeprefix("torch."), "attention": "scaled_dot_product_attention",
                        "channels_last_3d": channels_last},
         "sampler": sampler, "guidance": guidance, "network_evaluations": evals,
-        "lowres_size": size, "superres_size": None if skip_sr else size * factor,
+        "lowres_size": size, "superres_size": None if settings.lowres_only else size * factor,
         "timings_s": {**timings, "total_s": sum(timings.values())},
         "peak_memory_gib": {"after_lowres": peak_low, "overall": _peak_memory_gib(device),
                             "kind": "CUDA max allocated" if device.type == "cuda" else "process max RSS"},
@@ -187,45 +194,84 @@ def startup(repeats: int = 7) -> dict:
     return result
 
 
+EVALUATIONS = """
+import resource, sys, torch
+from MedSynLib.runtime import reuse_freed_memory
+applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
+faults = []
+for _ in range(7):  # network evaluations: a chain of 64 MiB activations, each freed once the next is made
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(16 * 2**20)
+    for _ in range(4):
+        x = x * 2
+    del x
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, *faults)
+"""
+
+
+def page_faults() -> dict:
+    """Minor page faults per evaluation of a chain of 64 MiB activations (16,384 pages each), with and without
+    :func:`~MedSynLib.runtime.reuse_freed_memory`: the median of the last 3 of 7 evaluations (with reuse the heap
+    grows over the first one to three, then takes no new faults; without it glibc maps each block afresh)."""
+    result = {"pages_per_activation": 64 * 2**20 // 4096}
+    for mode in ("reuse", "default"):
+        run = subprocess.run([sys.executable, "-c", EVALUATIONS, mode], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        applied, *faults = run.stdout.split()
+        result[mode] = {"applied": applied == "True", "faults": [int(f) for f in faults],
+                        "median_last_3": statistics.median(int(f) for f in faults[-3:])}
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.bench", description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=sorted(PRESETS), default="tiny")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
-    p.add_argument("--steps-lowres", type=int, default=50)
-    p.add_argument("--steps-sr", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS)
+    p.add_argument("--steps-lowres", type=int, default=None, help=f"default {MODEL_DEFAULTS['steps_lowres']}")
+    p.add_argument("--steps-sr", type=int, default=None, help=f"default {MODEL_DEFAULTS['steps_sr']}")
+    p.add_argument("--guidance", type=arguments.guidance, default=None, help=f"default {MODEL_DEFAULTS['guidance']}")
+    p.add_argument("--sampler", default=None, choices=SAMPLER_NAMES, help=f"default {MODEL_DEFAULTS['sampler']}")
     p.add_argument("--channels-last", action="store_true", help="use channels_last_3d memory format")
-    p.add_argument("--lowres-only", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lowres-only", action="store_true", default=None)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--sr-depths", default="", metavar="F,F,...",
                    help="also measure the official SR network's peak memory at these depths (e.g. 16,32,64)")
     p.add_argument("--sr-memory-only", action="store_true",
                    help="measure only the SR peak memory of --sr-depths (no generation, no start-up times)")
+    p.add_argument("--page-faults", action="store_true",
+                   help="also measure page faults per network evaluation with and without the reuse of freed memory "
+                        "(Linux)")
     p.add_argument("--json", help="write the results to this file")
     args = p.parse_args(argv)
+    settings = RunSettings.from_args(args).resolved(MODEL_DEFAULTS)
     if args.sr_memory_only and not args.sr_depths:
         p.error("--sr-memory-only measures the depths of --sr-depths; give them, e.g. --sr-depths 16,32,64")
     result = {}
     if not args.sr_memory_only:
-        result = run(args.config, args.device, args.precision, args.steps_lowres, args.steps_sr, args.guidance,
-                     args.sampler, args.channels_last, args.seed, args.lowres_only)
+        result = run(args.config, settings, args.channels_last)
         result["startup"] = startup()
-        _print_generation(result, args)
+        _print_generation(result, args.config, settings)
     if args.sr_depths:
-        result["sr_memory"] = m = sr_memory([int(d) for d in args.sr_depths.split(",")], args.device, args.precision)
+        result["sr_memory"] = m = sr_memory([int(d) for d in args.sr_depths.split(",")], settings.device,
+                                            settings.precision)
         print("SR forward peak: " + ", ".join(f"{d} slices {g:.2f} GiB" for d, g in m["peak_gib_by_depth"].items())
               + (f"; {m['extrapolated_256_slices_gib']:.1f} GiB at 256 slices" if "gib_per_slice" in m else ""))
+    if args.page_faults:
+        result["page_faults"] = f = page_faults()
+        print(f"page faults per evaluation (64 MiB activations, {f['pages_per_activation']} pages): "
+              f"{f['reuse']['median_last_3']:.0f} with reuse of freed memory, {f['default']['median_last_3']:.0f} "
+              f"without")
     if args.json:
         atomic_write(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 
-def _print_generation(result: dict, args) -> None:
+def _print_generation(result: dict, config: str, settings: RunSettings) -> None:
     t = result["timings_s"]
-    print(f"MedSyn benchmark, config {args.config} on {result['device']} ({result['device_name']}), "
-          f"{result['fast_paths']['precision']}, sampler {args.sampler}, guidance {args.guidance}")
+    print(f"MedSyn benchmark, config {config} on {result['device']} ({result['device_name']}), "
+          f"{result['fast_paths']['precision']}, sampler {settings.sampler}, guidance {settings.guidance}")
     for stage in ("text_s", "lowres_s", "superres_s"):
         if stage in t:
             print(f"  {stage[:-2]:9s} {t[stage]:8.2f} s")

@@ -39,6 +39,7 @@ if not os.path.isdir(os.path.join(_MODULE_DIR, "MedSynLib")) and \
 from MedSynSlicerLib import dialogs, models, panelstate  # noqa: E402
 from MedSynSlicerLib.examples import DEFAULT_REPORT, EXAMPLE_REPORTS  # noqa: E402
 from MedSynSlicerLib.job import default_output_root  # noqa: E402
+from MedSynLib.run_settings import MODEL_DEFAULTS, RunSettings  # noqa: E402
 from MedSynSlicerLib.logic import (LOBE_FIELDS, OFFICIAL_MODEL_NAME, Device, MedSynSlicerLogic,  # noqa: E402,F401
                                    unavailable_devices)
 from MedSynSlicerLib.remote import RemoteServerSection  # noqa: E402
@@ -102,10 +103,10 @@ class MedSynSlicerParameterNode:
     editAnatomySegmentation: vtkMRMLSegmentationNode
     model: str = models.DEFAULT_MODEL
     modelDefaultsOf: str = ""  # the model whose model.json defaults fill the sampler fields below
-    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 42
-    stepsLowres: Annotated[int, WithinRange(1, 1000)] = 50
-    stepsSuperres: Annotated[int, WithinRange(1, 1000)] = 20
-    guidanceScale: Annotated[float, WithinRange(0.0, 15.0)] = 1.0
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = RunSettings.seed
+    stepsLowres: Annotated[int, WithinRange(1, 1000)] = MODEL_DEFAULTS["steps_lowres"]
+    stepsSuperres: Annotated[int, WithinRange(1, 1000)] = MODEL_DEFAULTS["steps_sr"]
+    guidance: Annotated[float, WithinRange(0.0, 15.0)] = MODEL_DEFAULTS["guidance"]  # the slider's range
     device: Device = Device.AUTO
     lowresOnly: bool = False
     outputFolder: pathlib.Path = pathlib.Path(default_output_root())

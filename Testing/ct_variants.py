@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from MedSynLib.io.images import Geometry, to_image
-from MedSynLib.phantom.compose import generate
+from MedSynLib.phantom.compose import make_phantom
 from MedSynLib.phantom.grid import Grid
 
 SCANNER_SHIFT_MM = np.array([13.0, -160.0, -1250.0])
@@ -57,7 +57,7 @@ def base_phantom(seed: int = 0, spacing_mm: float = 1.0) -> Base:
     the whole body width), in scanner coordinates."""
     n = lambda mm: int(round(mm / spacing_mm))  # noqa: E731
     grid = Grid((n(400), n(340), n(340)), (spacing_mm,) * 3)
-    phantom = generate(seed, grid)
+    phantom = make_phantom(seed, grid)
     geometry = grid.geometry
     geometry = Geometry(geometry.size, geometry.spacing, tuple(np.array(geometry.origin) + SCANNER_SHIFT_MM))
     return Base(to_image(phantom.ct, geometry), to_image(phantom.lobes, geometry))

@@ -17,6 +17,7 @@ from MedSynLib.pipelines import generate, segment
 from MedSynLib.pipelines.outputs import model_info, write_result
 from MedSynLib.io.lungs import LEFT_LUNG, RIGHT_LUNG, find_chest
 from MedSynLib.pipelines.atlas import align_to_atlas
+from MedSynLib.run_settings import RunSettings
 
 from tiny_model import ATLAS_GRID, ATLAS_LUNGS, build_tiny_model, ellipsoids
 
@@ -140,7 +141,7 @@ def test_segment_aligns_the_ct_and_maps_the_masks_back(atlas_model, monkeypatch,
         return original(known, channels)
 
     monkeypatch.setattr(pipeline, "hold_channels", capture)
-    result = segment(chest_ct(), model, seed=0, steps_lowres=1, steps_sr=1)
+    result = segment(chest_ct(), model, None, RunSettings(seed=0, steps_lowres=1, steps_sr=1))
     # the CT went into model space through the alignment: the atlas lungs hold air there (measured 0.96)
     assert (held[ATLAS_GRID.size[0]][atlas_on_grid > 0] < 0.0).mean() > 0.9
     # masks come back on the CT's grid, over the CT's lungs
@@ -149,7 +150,7 @@ def test_segment_aligns_the_ct_and_maps_the_masks_back(atlas_model, monkeypatch,
     assert result.metadata["space"] == "atlas" and result.metadata["alignment"]["lung_dice"] > 0.85
     assert "placement_s" in result.metadata["timings_s"] and result.metadata["quality"]["passed"]
     write_image(chest_ct(), tmp_path / "ct.nrrd", description="test CT")
-    write_result(result, tmp_path / "seg", "segment", model_info(model), preview=True, source_ct=tmp_path / "ct.nrrd")
+    write_result(result, tmp_path / "seg", model_info(model), preview=True, source_ct=tmp_path / "ct.nrrd")
     lobes = sitk.ReadImage(str(next((tmp_path / "seg").glob("MedSyn_segmentation_lobes_*.nii.gz"))))
     assert Geometry.of(lobes).size == CT_GRID.size and (tmp_path / "seg" / "preview.png").is_file()
 
@@ -158,9 +159,9 @@ def test_conditions_follow_a_reference_ct_only_when_given(atlas_model):
     model = load_model(atlas_model, load_superres=False)
     lungs = ct_lungs()
     airway = to_image((lungs == RIGHT_LUNG).astype(np.uint8), CT_GRID)
-    aligned = generate("findings normal chest ct", model, {"airway": airway}, steps_lowres=1, lowres_only=True,
-                       reference_ct=chest_ct())
-    plain = generate("findings normal chest ct", model, {"airway": airway}, steps_lowres=1, lowres_only=True)
+    settings = RunSettings(steps_lowres=1, lowres_only=True)
+    aligned = generate("findings normal chest ct", model, {"airway": airway}, settings, reference_ct=chest_ct())
+    plain = generate("findings normal chest ct", model, {"airway": airway}, settings)
     right = ellipsoids(aligned.geometry, ATLAS_LUNGS["centres"][:1], ATLAS_LUNGS["radii"][:1], [1])
     assert dice(aligned.airway > 0, right > 0) > dice(plain.airway > 0, right > 0) + 0.1
     assert "alignment" in aligned.metadata and "alignment" not in plain.metadata

@@ -15,6 +15,7 @@ from MedSynLib.cli import main
 from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import generate
 from MedSynLib.pipelines.batch import COLUMNS, Case, Shard, read_prompts
+from MedSynLib.run_settings import RunSettings
 
 from tiny_model import build_tiny_model
 
@@ -87,7 +88,7 @@ def test_batch_writes_every_case_and_resumes(tiny_model, tmp_path, capsys):
 
     # a case equals a single run with its seed
     single = generate("FINDINGS: Large bilateral pleural effusions.", load_model(tiny_model, load_superres=False),
-                      seed=7, steps_lowres=1, lowres_only=True)
+                      settings=RunSettings(seed=7, steps_lowres=1, lowres_only=True))
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "chest_A_0" / rows[0]["ct"])))
     assert np.array_equal(written, single.ct_hu)
 

@@ -59,9 +59,9 @@ def test_guidance_scale_one_is_a_single_conditional_forward(tiny_lowres):
     with torch.no_grad():
         cond = tiny_lowres(x, torch.tensor([400.0]), text)
         null = tiny_lowres(x, torch.tensor([400.0]), tiny_lowres.null_text(1))
-        g1 = GuidedDenoiser(tiny_lowres, text, scale=1.0)(x, 400.0)
-        g3 = GuidedDenoiser(tiny_lowres, text, scale=3.0)(x, 400.0)
-        g3_eps = GuidedDenoiser(tiny_lowres, text, scale=3.0, space="eps-raw-time")(x, 400.0)
+        g1 = GuidedDenoiser(tiny_lowres, text, guidance=1.0)(x, 400.0)
+        g3 = GuidedDenoiser(tiny_lowres, text, guidance=3.0)(x, 400.0)
+        g3_eps = GuidedDenoiser(tiny_lowres, text, guidance=3.0, space="eps-raw-time")(x, 400.0)
     assert torch.equal(g1, cond)
     assert torch.allclose(g3, null + 3 * (cond - null), atol=1e-5)
     assert not torch.allclose(g3, cond, atol=1e-3)

@@ -18,7 +18,8 @@ import torch
 from MedSynLib.io.images import Geometry, to_image, write_image
 from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import edit as edit_module
-from MedSynLib.pipelines.edit import edit
+from MedSynLib.pipelines.edit import EditOptions, edit
+from MedSynLib.run_settings import RunSettings
 
 from test_atlas_segment import chest_ct
 from tiny_model import build_tiny_model, ellipsoids
@@ -72,7 +73,8 @@ def _check_outside_is_the_input(result, ct: sitk.Image, region: np.ndarray):
 def test_grid_model_keeps_every_voxel_outside_the_region(grid_model, lowres_only, resamples):
     ct = rotated_ct()
     region = ball(ROTATED, RIGHT_LUNG_CENTRE, 14.0)
-    result = edit(ct, region, REPORT, load_model(grid_model), seed=1, lowres_only=lowres_only, resamples=resamples)
+    result = edit(ct, region, REPORT, load_model(grid_model), RunSettings(seed=1, lowres_only=lowres_only),
+                  options=EditOptions(resamples=resamples))
     _check_outside_is_the_input(result, ct, sitk.GetArrayFromImage(region) > 0)
     assert result.geometry == Geometry.of(ct)
     assert result.metadata["mode"] == "edit" and "model_grid_used" in result.metadata
@@ -86,7 +88,7 @@ def test_atlas_model_keeps_every_voxel_outside_the_region(atlas_model):
     centre = ct.TransformIndexToPhysicalPoint(index[::-1].tolist())
     centre = np.array(centre) + [10, 10, 15]  # inside the right lung
     region = ball(geometry, centre, 12.0)
-    result = edit(ct, region, REPORT, load_model(atlas_model), seed=0, steps_lowres=2, steps_sr=1)
+    result = edit(ct, region, REPORT, load_model(atlas_model), RunSettings(seed=0, steps_lowres=2, steps_sr=1))
     _check_outside_is_the_input(result, ct, sitk.GetArrayFromImage(region) > 0)
     assert result.metadata["space"] == "atlas" and result.metadata["alignment"]["lung_dice"] > 0.8
 
@@ -108,15 +110,15 @@ def test_kept_anatomy_is_held_outside_the_region_and_generated_inside(loaded_gri
                        dtype=np.uint8)
     masks = {"lobes": lobes, "airway": (lobes == 5).astype(np.uint8), "vessels": (lobes == 2).astype(np.uint8)}
     seen = {}
-    original = edit_module._sample_both_stages
+    original = edit_module._Run.sample_both_stages
 
-    def capture(model, text, held, *args):
-        seen["held"], (seen["x64"], seen["x256"]) = held, original(model, text, held, *args)
+    def capture(run, text, held, *args):
+        seen["held"], (seen["x64"], seen["x256"]) = held, original(run, text, held, *args)
         return seen["x64"], seen["x256"]
 
-    monkeypatch.setattr(edit_module, "_sample_both_stages", capture)
-    result = edit(ct, region, REPORT, loaded_grid_model, keep={k: to_image(masks[k], ROTATED) for k in keep},
-                  steps_lowres=2, steps_sr=1)
+    monkeypatch.setattr(edit_module._Run, "sample_both_stages", capture)
+    result = edit(ct, region, REPORT, loaded_grid_model, RunSettings(steps_lowres=2, steps_sr=1),
+                  keep={k: to_image(masks[k], ROTATED) for k in keep})
     _check_outside_is_the_input(result, ct, sitk.GetArrayFromImage(region) > 0)
     held, out = seen["held"], seen["x256"]
     channels = [0] + sorted({"lobes": 1, "airway": 2, "vessels": 3}[k] for k in keep)

@@ -73,9 +73,9 @@ def test_benchmark_table_goes_into_the_model_card(tmp_path):
 
 
 def test_lung_region_of_a_ct_is_the_air_inside_the_body():
-    from MedSynLib.phantom import Grid, generate, measure
+    from MedSynLib.phantom import Grid, make_phantom, measure
 
-    ph = generate(seed=900000, grid=Grid.cube(64, 4.0))
+    ph = make_phantom(seed=900000, grid=Grid.cube(64, 4.0))
     lungs = air_inside_body(ph.ct)
     assert measure.dice(lungs, ph.lobes > 0) > 0.93  # the phantom's own CT against its lobes
     assert not lungs[:, 0].any() and not lungs[:, :, 0].any()  # the air outside the body is not lung

@@ -63,7 +63,7 @@ def test_in_place_lowres_loop_with_guidance_is_bit_identical_to_the_plain_one(sa
     torch.manual_seed(6)
     net = LowResUNet(TINY_LOWRES).eval()
     text, noise = torch.randn(1, 192, 16), torch.randn(1, 4, 4, 8, 8)
-    denoise = GuidedDenoiser(net, text, scale=2.0)
+    denoise = GuidedDenoiser(net, text, guidance=2.0)
     with torch.no_grad():
         expected = _plain_sample(lambda x, t: denoise(x, t[0].item()), make_sampler(sampler_name, 4), noise, None)
         assert torch.equal(sample(denoise, make_sampler(sampler_name, 4), noise), expected)

@@ -12,12 +12,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "MedSynLib"
 
-BASE = {"__init__", "runtime", "seeding", "progress", "errors", "lazy", "settings", "arguments", "environment"}
-"""Modules every part may use: the package's constants, device/precision, seeds, progress events, error kinds and
-exit codes, names exported on first use, settings read from JSON, option value types, the environment reader."""
+BASE = {"__init__", "runtime", "run_settings", "seeding", "progress", "errors", "lazy", "settings", "arguments",
+        "environment"}
+"""Modules every part may use: the package's constants, device/precision, the settings of a run, seeds, progress
+events, error kinds and exit codes, names exported on first use, settings read from JSON, option value types, the
+environment reader."""
 ALLOWED = {
     "__init__": {"modelstore"},  # MedSynLib.load_model, the public entry point (imported inside the function)
-    "runtime": {"environment", "arguments"}, "seeding": set(), "progress": set(), "errors": set(), "lazy": set(), "settings": set(),
+    "runtime": {"environment", "arguments"}, "run_settings": {"arguments", "environment"}, "seeding": set(),
+    "progress": set(), "errors": set(), "lazy": set(), "settings": set(),
     "arguments": set(), "environment": {"errors"},
     "io": BASE,
     "models": BASE,
@@ -37,11 +40,12 @@ ALLOWED = {
     "__main__": {"cli"},
 }
 """Part -> the parts it may import. A part is a sub-package (``modelstore``) or a top-level module (``cli``)."""
-SLICER_ALLOWED = {"MedSynLib", "MedSynLib.io.segments", "MedSynLib.io.files", "MedSynLib.modelstore.registry",
-                  "MedSynLib.modelstore.bundle", "MedSynLib.modelstore.jsonfiles", "MedSynLib.io.dicom",
-                  "MedSynLib.remote"}
-"""What the Slicer module may import from MedSynLib: the parts that import no torch (segment definitions, safe file
-writing, the model list and model.json, the DICOM marking, the server's client); generation and everything heavy run through ``medsyn``."""
+SLICER_ALLOWED = {"MedSynLib", "MedSynLib.run_settings", "MedSynLib.io.segments", "MedSynLib.io.files",
+                  "MedSynLib.modelstore.registry", "MedSynLib.modelstore.bundle", "MedSynLib.modelstore.jsonfiles",
+                  "MedSynLib.io.dicom", "MedSynLib.remote"}
+"""What the Slicer module may import from MedSynLib: the parts that import no torch (the settings of a run, segment
+definitions, safe file writing, the model list and model.json, the DICOM marking, the server's client); generation
+and everything heavy run through ``medsyn``."""
 
 
 def _imports(path: Path, package: str) -> list[tuple[int, str]]:

@@ -10,6 +10,7 @@ from MedSynLib.io.images import Geometry
 from MedSynLib.io.lungs import LEFT_LUNG, RIGHT_LUNG, find_chest
 from MedSynLib.phantom.measure import dice
 from MedSynLib.pipelines.placement import MAX_LOST_FRACTION, place_masks
+from MedSynLib.run_settings import RunSettings
 
 from ct_variants import SCANNER_SHIFT_MM, VARIANTS, base_phantom, make_variant
 
@@ -145,7 +146,8 @@ def test_generate_with_masks_partly_outside_the_box_moves_it_and_records_how(tmp
     image = sitk.GetImageFromArray(lobes)
     drawn.apply(image)
     assert 0.05 < 1 - inside_fraction(np.argwhere(lobes > 0)[:, ::-1] * 3.0 + drawn.origin, GRID) < 0.5
-    result = generate("findings normal chest ct", model, {"lobes": image}, steps_lowres=1, lowres_only=True)
+    result = generate("findings normal chest ct", model, {"lobes": image},
+                      settings=RunSettings(steps_lowres=1, lowres_only=True))
     placement = result.metadata["placement"]
     assert "outline" in placement["on"] and placement["outside"]["lobes"]["fraction"] == 0.0
     assert Geometry.from_dict(result.metadata["model_grid_used"]).origin != GRID.origin

@@ -15,6 +15,7 @@ from MedSynLib.models.text_encoder import ReportEncoder
 from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.official.importer import OFFICIAL_GRID
 from MedSynLib.pipelines import generate
+from MedSynLib.run_settings import RunSettings
 
 from tiny_model import ATLAS_LUNGS, WORDS, ellipsoids
 
@@ -109,7 +110,7 @@ def test_import_converts_once_and_the_model_generates_in_atlas_space(official, h
     positions = model.text_encoder.bert.embeddings.position_embeddings.weight
     assert positions.shape == (2048, 16) and torch.all(positions == 0.25)  # the fine-tuned table was merged
     assert model.space == "atlas" and model.atlas_mask_file().is_file()
-    result = generate("findings normal chest ct", model, steps_lowres=1, lowres_only=True)
+    result = generate("findings normal chest ct", model, settings=RunSettings(steps_lowres=1, lowres_only=True))
     assert result.lobes.shape == (64, 64, 64)
     assert result.geometry == OFFICIAL_GRID.subsampled(4)
 

@@ -14,6 +14,7 @@ from MedSynLib.io.segments import SEGMENTS
 from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.pipelines import generate
 from MedSynLib.pipelines.outputs import model_info, write_result
+from MedSynLib.run_settings import RunSettings
 
 from tiny_model import ATLAS_GRID, build_tiny_model
 
@@ -29,8 +30,8 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def result_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     model = load_model(build_tiny_model(root / "tiny-atlas", atlas=True))
-    result = generate(REPORT, model, seed=4, steps_lowres=1, steps_sr=1)
-    write_result(result, root / "result", "generate", model_info(model), preview=True)
+    result = generate(REPORT, model, settings=RunSettings(seed=4, steps_lowres=1, steps_sr=1))
+    write_result(result, root / "result", model_info(model), preview=True)
     return root / "result", result
 
 
@@ -71,7 +72,11 @@ def test_sidecar_is_complete(result_folder):
     sidecar = json.loads((folder / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["synthetic"] is True and sidecar["mode"] == "generate"
     assert sidecar["report"] == REPORT and sidecar["seed"] == 4
-    assert sidecar["settings"] == {"steps_lowres": 1, "steps_sr": 1, "guidance": 1.0, "sampler": "ddim"}
+    assert sidecar["settings"] == {"seed": 4, "steps_lowres": 1, "steps_sr": 1, "guidance": 1.0, "sampler": "ddim",
+                                   "precision": "auto", "device": "auto", "lowres_only": False,
+                                   "max_gpu_memory_gb": None, "sr_tiles": None}
+    assert RunSettings.from_dict(sidecar["settings"]) == RunSettings(seed=4, steps_lowres=1, steps_sr=1, guidance=1.0,
+                                                                     sampler="ddim")
     assert sidecar["device"] == "cpu" and sidecar["precision"] == "float32" and sidecar["sr_tiles"] == 1
     assert set(sidecar["timings_s"]) == {"text_s", "lowres_s", "superres_s"}
     model = sidecar["model"]

@@ -7,6 +7,7 @@ phantom as at 256³ / 1 mm.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import re
@@ -17,8 +18,8 @@ import pytest
 import SimpleITK as sitk
 
 from MedSynLib.io.images import write_image
-from MedSynLib.phantom import Findings, Grid, generate
-from MedSynLib.phantom.dataset import MANIFEST_COLUMNS, read_report, write_dataset
+from MedSynLib.phantom import Findings, Grid, make_phantom
+from MedSynLib.phantom.dataset import MANIFEST_COLUMNS, DatasetSpec, read_report, write_dataset
 from MedSynLib.phantom.findings import effusion_size_word, emphysema_grade
 from MedSynLib.phantom.measure import (airway_volume, cardiothoracic_ratio, dice, effusion_volume, laa950,
                                        lobe_volumes)
@@ -31,7 +32,7 @@ G128 = Grid.cube(128, 2.0)
 
 @functools.lru_cache(maxsize=None)
 def phantom(seed: int, grid: Grid = G64, **force):
-    return generate(seed, grid, **force)
+    return make_phantom(seed, grid, **force)
 
 
 def _ph(seed, grid=G64, **force):
@@ -242,10 +243,11 @@ def test_report_variants_paraphrase_the_same_findings_and_can_be_added_later(tmp
     from MedSynLib.data.manifest import read_manifest
     from MedSynLib.phantom.dataset import case_reports
 
-    write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train")
+    small = DatasetSpec(size=32, spacing=8.0, seed=5, measure=False, wording="train")
+    write_dataset(str(tmp_path), 1, small, log=None)
     first = (tmp_path / "case_000000" / "report.txt").read_text(encoding="utf-8")
-    write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train",
-                  report_variants=4)  # added to the case already written; report.txt unchanged
+    # added to the case already written; report.txt unchanged
+    write_dataset(str(tmp_path), 1, dataclasses.replace(small, report_variants=4), log=None)
     case = tmp_path / "case_000000"
     assert (case / "report.txt").read_text(encoding="utf-8") == first
     truth = json.loads((case / "truth.json").read_text(encoding="utf-8"))
@@ -257,11 +259,11 @@ def test_report_variants_paraphrase_the_same_findings_and_can_be_added_later(tmp
     for text in reports:
         assert ("effusion" in text.lower()) == ("effusion" in reports[0].lower())
         assert not any(h in text for h in held), "paraphrases must keep to the data set's wording"
-    write_dataset(str(tmp_path), 1, size=32, spacing=8.0, seed=5, measure=False, log=None, wording="train",
-                  report_variants=2)
+    write_dataset(str(tmp_path), 1, DatasetSpec(size=32, spacing=8.0, seed=5, measure=False, wording="train",
+                                                report_variants=2), log=None)
     assert sorted(p.name for p in case.glob("report*.txt")) == ["report.txt", "report_2.txt"]
     with pytest.raises(ValueError, match="report_variants"):
-        write_dataset(str(tmp_path), 1, size=32, spacing=8.0, report_variants=0, log=None)
+        write_dataset(str(tmp_path), 1, DatasetSpec(size=32, spacing=8.0, report_variants=0), log=None)
 
 
 # --------------------------------------------------------------------------------- data set writer, preview
@@ -272,8 +274,8 @@ def _files(d: Path) -> dict:
 
 def test_dataset_deterministic_resumable_manifest_and_preview(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    write_dataset(str(a), 2, size=48, spacing=5.0, seed=3, log=None)
-    write_dataset(str(b), 2, size=48, spacing=5.0, seed=3, workers=2, log=None)
+    write_dataset(str(a), 2, DatasetSpec(size=48, spacing=5.0, seed=3), log=None)
+    write_dataset(str(b), 2, DatasetSpec(size=48, spacing=5.0, seed=3), workers=2, log=None)
     fa, fb = _files(a), _files(b)
     assert fa.keys() == fb.keys() and all(fa[k] == fb[k] for k in fa), "same seed must give identical files"
 
@@ -283,7 +285,7 @@ def test_dataset_deterministic_resumable_manifest_and_preview(tmp_path):
     (a / ".tmp-case_000001-999").mkdir()
     (a / ".tmp-case_000001-999" / "ct.nii.gz").write_bytes(b"partial")
     m0 = (a / "case_000000" / "ct.nii.gz").stat().st_mtime_ns
-    write_dataset(str(a), 3, size=48, spacing=5.0, seed=3, log=None)
+    write_dataset(str(a), 3, DatasetSpec(size=48, spacing=5.0, seed=3), log=None)
     assert (a / "case_000000" / "ct.nii.gz").stat().st_mtime_ns == m0  # kept, not rewritten
     assert not list(a.glob(".tmp-*"))
     assert _files(a)["case_000001/ct.nii.gz"] == fb["case_000001/ct.nii.gz"]

@@ -23,6 +23,7 @@ from MedSynLib.pipelines.memory import (
     sr_peak_bytes,
     tile_bounds,
 )
+from MedSynLib.run_settings import RunSettings
 
 from tiny_model import build_tiny_model
 
@@ -101,14 +102,14 @@ def test_the_packaged_model_tiles_at_2_3_and_4_tiles():
 
 def test_generate_with_forced_sr_tiles(tiny_model):
     model = load_model(tiny_model)
-    whole = generate(REPORT, model, seed=2, steps_lowres=1, steps_sr=1, max_gpu_memory_gb=1.0)
-    tiled = generate(REPORT, model, seed=2, steps_lowres=1, steps_sr=1, sr_tiles=2)
+    whole = generate(REPORT, model, settings=RunSettings(seed=2, steps_lowres=1, steps_sr=1, max_gpu_memory_gb=1.0))
+    tiled = generate(REPORT, model, settings=RunSettings(seed=2, steps_lowres=1, steps_sr=1, sr_tiles=2))
     assert whole.metadata["sr_tiles"] == 1 and tiled.metadata["sr_tiles"] == 2  # 1: the planner, within 1 GiB
     assert np.array_equal(whole.lowres, tiled.lowres)
     hu = np.abs(whole.ct_hu.astype(np.float32) - tiled.ct_hu)
     assert hu.mean() < 100, hu.mean()  # random tiny weights, 2 SR evaluations
     with pytest.raises(ValueError, match="sr-tiles"):
-        generate(REPORT, model, seed=2, sr_tiles=0)
+        generate(REPORT, model, settings=RunSettings(seed=2, sr_tiles=0))
 
 
 def test_planner_uses_the_documented_estimate():
@@ -128,9 +129,9 @@ def test_planner_uses_the_documented_estimate():
 def test_max_gpu_memory_budget_is_checked_on_any_device(tiny_model):
     model = load_model(tiny_model)
     with pytest.raises(ValueError, match="raise --max-gpu-memory"):  # 32 slices are too few to tile
-        generate(REPORT, model, seed=0, max_gpu_memory_gb=1e-3)
-    with pytest.raises(ValueError, match="must be positive"):
-        generate(REPORT, model, seed=0, max_gpu_memory_gb=0)
+        generate(REPORT, model, settings=RunSettings(seed=0, max_gpu_memory_gb=1e-3))
+    with pytest.raises(ValueError, match="must be a positive number"):
+        generate(REPORT, model, settings=RunSettings(seed=0, max_gpu_memory_gb=0))
 
 
 def test_cuda_out_of_memory_is_answered_with_exit_code_3(tiny_model, tmp_path, monkeypatch, capsys):

@@ -3,6 +3,7 @@ memory), and each starts training for a step with its architecture shrunk to a t
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from transformers import BertConfig
 
 from MedSynLib.cli import main
 from MedSynLib.models.unet import OFFICIAL_LOWRES, OFFICIAL_SUPERRES, UNetConfig, build_unet
-from MedSynLib.recipes import read_config, recipe_names
+from MedSynLib.recipes import RECIPES, read_config, recipe_names
 from MedSynLib.train import demo
 from MedSynLib.train.diffusion import TrainConfig
 from MedSynLib.train.text_encoder import TextTrainConfig, train_text_encoder
@@ -52,13 +53,15 @@ def test_every_recipe_loads_and_validates(tmp_path):
         read_config(tmp_path / "missing.json")
 
 
-def test_demo_recipes_are_what_the_demo_command_trains():
+def test_the_demo_command_trains_its_recipes():
+    """train.demo reads its networks, optimisation and default budgets from the demo-* recipes (one copy)."""
     text, low, sr = (read_config(f"recipe:demo-{s}") for s in ("text", "lowres", "sr"))
-    assert {k: text[k] for k in demo.TEXT} == demo.TEXT and text["seed"] == 2024
-    assert low["unet"] == demo.LOWRES_UNET and sr["unet"] == demo.SUPERRES_UNET
-    assert {k: low[k] for k in demo.LOWRES_TRAIN} == demo.LOWRES_TRAIN
-    assert {k: sr[k] for k in demo.SUPERRES_TRAIN} == demo.SUPERRES_TRAIN
-    assert (low["steps"], sr["steps"], text["steps"]) == (17000, 9000, 6000)  # the demo command's default budgets
+    budget = demo.DemoBudget()
+    assert (budget.text_steps, budget.lowres_steps, budget.sr_steps, budget.seed) == (6000, 17000, 9000, 2024)
+    assert demo.LOWRES_UNET is RECIPES["demo-lowres"]["unet"] and low["unet"] == demo.LOWRES_UNET
+    source = Path(demo.__file__).read_text(encoding="utf-8")
+    for number in ("17000", "9000", "6000", "2024", "0.995", "2e-4", "2e-3"):  # no second copy of a recipe number
+        assert number not in source, number
 
 
 def test_official_recipes_build_the_papers_networks_on_the_meta_device():

@@ -151,7 +151,7 @@ def test_parameter_defaults_and_settings(module, logic):
     lg, p = logic
     assert isinstance(p.device, enum.Enum) and p.device.value == "auto"
     assert module.Device.label(module.Device.GPU) == "GPU (CUDA)"
-    p.seed, p.stepsLowres, p.stepsSuperres, p.guidanceScale, p.device, p.lowresOnly = 9, 5, 3, 2.5, \
+    p.seed, p.stepsLowres, p.stepsSuperres, p.guidance, p.device, p.lowresOnly = 9, 5, 3, 2.5, \
         module.Device.CPU, True
     s = lg.settings(p)
     assert (s.seed, s.steps_lowres, s.steps_sr, s.guidance, s.device, s.lowres_only) == (9, 5, 3, 2.5, "cpu", True)

@@ -236,7 +236,7 @@ def test_parameter_names_in_ui_match_parameter_node():
                 bound[name] = prop.find("string").text
     assert set(bound.values()) <= fields, sorted(set(bound.values()) - fields)
     assert {"reportText", "conditionSegmentation", "inputVolume", "outputSegmentation", "seed", "stepsLowres",
-            "stepsSuperres", "guidanceScale", "device", "lowresOnly", "holdLobes"} <= set(bound.values())
+            "stepsSuperres", "guidance", "device", "lowresOnly", "holdLobes"} <= set(bound.values())
     assert len(bound.values()) == len(set(bound.values())), "a parameter is bound to two widgets"
 
 

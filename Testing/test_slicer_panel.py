@@ -209,19 +209,19 @@ def test_model_defaults_fill_the_sampler_and_are_what_runs(panel, slicer_harness
     """Defect 3: the panel passed its own 50 / 20 / 1.0 instead of the model's model.json defaults."""
     p, ui = panel._parameterNode, panel.ui
     demo = json.loads((ROOT / "Resources" / "Models" / "medsyn-demo" / "model.json").read_text(encoding="utf-8"))["defaults"]
-    assert (p.stepsLowres, p.stepsSuperres, p.guidanceScale) == \
+    assert (p.stepsLowres, p.stepsSuperres, p.guidance) == \
         (demo["steps_lowres"], demo["steps_sr"], demo["guidance"])
     assert (ui.lowresStepsSpinBox.value, ui.superresStepsSpinBox.value) == (demo["steps_lowres"], demo["steps_sr"])
     assert ui.guidanceSliderWidget.value == demo["guidance"]
 
     use_tiny_model(panel, slicer_harness)
-    assert (p.stepsLowres, p.stepsSuperres, p.guidanceScale) == (4, 2, 1.0)
+    assert (p.stepsLowres, p.stepsSuperres, p.guidance) == (4, 2, 1.0)
     assert ui.lowresStepsSpinBox.value == 4
     ui.lowresStepsSpinBox.value = 3  # the user's change stays ...
     ui.refreshModelsButton.click()
     slicer_harness.pump()
     assert p.stepsLowres == 3
-    assert "--steps-lowres 3 --steps-sr 2 --guidance 1.0" in " ".join(panel.logic.settings(p).arguments())
+    assert "--steps-lowres 3 --steps-sr 2 --guidance 1.0" in " ".join(panel.logic.settings(p).to_argv())
     choose(slicer_harness, ui.modelComboBox, demo_title())  # ... until another model is chosen
     assert p.stepsLowres == demo["steps_lowres"]
 

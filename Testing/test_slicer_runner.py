@@ -25,7 +25,8 @@ for path in (ROOT, os.path.join(ROOT, "MedSynSlicer")):
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 
 from MedSynSlicerLib import job as jobs, models, process as processes, progress  # noqa: E402
-from MedSynSlicerLib.job import MedSynJob, Settings  # noqa: E402
+from MedSynLib.run_settings import RunSettings  # noqa: E402
+from MedSynSlicerLib.job import MedSynJob  # noqa: E402
 from MedSynSlicerLib.progress import Event  # noqa: E402
 
 STAND_IN = textwrap.dedent(r'''
@@ -148,15 +149,14 @@ def test_messages_speak_of_the_panel_s_controls():
 
 
 def test_command_line_follows_contract():
-    settings = Settings(model="medsyn-official", seed=11, steps_lowres=50, steps_sr=20, guidance=3.0,
-                        device="cuda", lowres_only=True)
-    args = jobs.generate_arguments("/w/report.txt", "/w/result", settings,
+    settings = RunSettings(seed=11, steps_lowres=50, steps_sr=20, guidance=3.0, device="cuda", lowres_only=True)
+    args = jobs.generate_arguments("/w/report.txt", "/w/result", "medsyn-official", settings,
                                      {"airway": "/w/c/airway.nii.gz", "lobes": "/w/c/lobes.nii.gz"})
     assert args == ["generate", "--report-file", "/w/report.txt", "--lobes", "/w/c/lobes.nii.gz",
-                    "--airway", "/w/c/airway.nii.gz", "--seed", "11", "--steps-lowres", "50", "--steps-sr", "20",
-                    "--guidance", "3.0", "--device", "cuda", "--model", "medsyn-official", "--lowres-only",
-                    "--progress", "json", "--out", "/w/result"]
-    seg = jobs.segment_arguments("/d/ct.nrrd", "/w/result", Settings())
+                    "--airway", "/w/c/airway.nii.gz", "--model", "medsyn-official", "--seed", "11",
+                    "--steps-lowres", "50", "--steps-sr", "20", "--guidance", "3.0", "--device", "cuda",
+                    "--lowres-only", "--progress", "json", "--out", "/w/result"]
+    seg = jobs.segment_arguments("/d/ct.nrrd", "/w/result", "default", RunSettings())
     assert seg[:3] == ["segment", "--ct", "/d/ct.nrrd"] and seg[-4:] == ["--progress", "json", "--out", "/w/result"]
     command = processes.medsyn_command(["models", "list", "--json"], python="/x/PythonSlicer")
     assert command == ["/x/PythonSlicer", "-m", "MedSynLib", "models", "list", "--json"]
@@ -169,7 +169,7 @@ def test_command_line_follows_contract():
 def test_generate_done_moves_results(tmp_path, stand_in):
     root = tmp_path / "results"
     job = MedSynJob(output_root=str(root), result_name="SYNTHETIC_seed5", command_factory=stand_in)
-    process = job.start_generate("FINDINGS: clear.", Settings(seed=5, device="cpu"),
+    process = job.start_generate("FINDINGS: clear.", "default", RunSettings(seed=5, device="cpu"),
                                  {"airway": str(tmp_path / "airway.nii.gz")})
     events = run_to_exit(process)
     kinds = [e.kind for e in events]
@@ -191,7 +191,7 @@ def test_error_event_gives_reason_and_fix(tmp_path, stand_in, monkeypatch):
     monkeypatch.setenv("STANDIN_MODE", "fail")
     root = tmp_path / "results"
     job = MedSynJob(output_root=str(root), command_factory=stand_in)
-    events = run_to_exit(job.start_generate("report", Settings()))
+    events = run_to_exit(job.start_generate("report", "default", RunSettings()))
     assert events[-1].data["returncode"] == 3
     assert [e for e in events if e.kind == "error"][0].data["message"] == "CUDA out of memory"
     with pytest.raises(RuntimeError) as failure:
@@ -206,7 +206,7 @@ def hanging_segment(tmp_path, stand_in, monkeypatch):
     monkeypatch.setenv("STANDIN_MODE", "hang")
     root = tmp_path / "results"
     job = MedSynJob(output_root=str(root), command_factory=stand_in)
-    process = job.start_segment(str(tmp_path / "ct.nii.gz"), Settings())
+    process = job.start_segment(str(tmp_path / "ct.nii.gz"), "default", RunSettings())
     pid_file = tmp_path / "pids.txt"
     deadline = time.monotonic() + 20
     while not (pid_file.exists() and pid_file.read_text(encoding="utf-8").strip()) and time.monotonic() < deadline:

@@ -23,29 +23,29 @@ GUIDANCE_SPACES = ("x0", "eps-raw-time")
 class GuidedDenoiser:
     """Classifier-free guidance around a text-conditioned network ``net(x, time, text)`` with ``null_text(b)``.
 
-    scale 1: one forward with the text (official inference). scale s != 1: one forward on the doubled batch
+    guidance 1: one forward with the text (official inference). guidance s != 1: one forward on the doubled batch
     ``[x; x]`` with ``[text; null]`` and ``x0 = x0_null + s (x0_text - x0_null)`` (official x0-space guidance).
     ``space="eps-raw-time"`` reproduces ``conditional_generalization.py``: the combination is done in eps space
     with a(.) evaluated at the raw time (an official quirk; equal in exact arithmetic, noisier in float32).
     """
 
-    def __init__(self, net, text: torch.Tensor, scale: float = 1.0, space: str = "x0"):
+    def __init__(self, net, text: torch.Tensor, guidance: float, space: str = "x0"):
         if space not in GUIDANCE_SPACES:
             raise ValueError(f"guidance space must be one of {GUIDANCE_SPACES}, got {space!r}")
-        self.net, self.text, self.scale, self.space = net, text, float(scale), space
+        self.net, self.text, self.guidance, self.space = net, text, float(guidance), space
 
     def __call__(self, x: torch.Tensor, t_raw: float | torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         time = torch.as_tensor(t_raw, dtype=torch.float32, device=x.device).expand(b).contiguous()
-        if self.scale == 1.0:
+        if self.guidance == 1.0:
             return self.net(x, time, self.text)
         text = torch.cat((self.text, self.net.null_text(b).to(self.text.dtype)))
         x0_text, x0_null = self.net(torch.cat((x, x)), torch.cat((time, time)), text).chunk(2)
         if self.space == "x0":
-            return x0_null + self.scale * (x0_text - x0_null)
+            return x0_null + self.guidance * (x0_text - x0_null)
         a = cosine_alpha_bar(time)
         eps_text, eps_null = eps_from_x0(x, x0_text, a), eps_from_x0(x, x0_null, a)
-        return x0_from_eps(x, eps_null + self.scale * (eps_text - eps_null), a)
+        return x0_from_eps(x, eps_null + self.guidance * (eps_text - eps_null), a)
 
 
 class SuperResDenoiser:

@@ -51,11 +51,6 @@ def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-def sample_training_time(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Normalised training times t ~ U[0, 1), shape (batch,)."""
-    return torch.rand(batch, generator=generator, device=device)
-
-
 def x0_loss(predicted_x0: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """The MedSyn objective: plain MSE against the clean volume, averaged over all elements."""
     return F.mse_loss(predicted_x0.float(), x0.float())

@@ -33,11 +33,13 @@ from ..io.images import to_image
 from ..modelstore.bundle import load_model
 from ..modelstore.registry import resolve_model
 from ..phantom import Grid
-from ..phantom import generate as make_phantom
+from ..phantom import make_phantom
 from ..phantom import measure
 from ..phantom.report import phrase_pool, prompt_truth, render_report
 from ..pipelines import generate, segment
-from ..runtime import PRECISIONS, resolve_device, resolve_precision
+from .. import arguments
+from ..run_settings import PRECISIONS, RunSettings
+from ..runtime import resolve_device, resolve_precision
 
 PARAPHRASES = {
     "effusion": ("FINDINGS: Both pleural spaces are filled by large dependent fluid collections with adjacent "
@@ -137,16 +139,16 @@ def air_inside_body(ct_hu: np.ndarray, air_hu: float = -400.0) -> np.ndarray:
     return inside
 
 
-def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, log,
-                    guidance: float | None = None, precision: str = "auto") -> dict:
+def compare_prompts(model, prompts: dict, seeds: list[int], settings: RunSettings, log) -> dict:
+    """Tables II-IV: each finding's measure on the CTs generated for its prompt and for the prompt without it,
+    ``settings`` with each of ``seeds``."""
     tables = {}
     for name, key in (("effusion", "effusion_ml"), ("cardiomegaly", "ctr"), ("emphysema", "laa950")):
         groups = []
         for prompt in prompts[name]:
             values = []
             for seed in seeds:
-                values.append(_measure(generate(prompt, model, seed=seed, lowres_only=lowres_only,
-                                                guidance=guidance, precision=precision))[key])
+                values.append(_measure(generate(prompt, model, settings=settings.replace(seed=seed)))[key])
             groups.append(values)
         tables[name] = {"measure": key, "with_finding": _summary(groups[0]), "without": _summary(groups[1]),
                         "p_one_sided": permutation_p(_finite(groups[0]), _finite(groups[1]))
@@ -157,9 +159,10 @@ def compare_prompts(model, prompts: dict, seeds: list[int], lowres_only: bool, l
     return tables
 
 
-def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: bool, log,
-                             guidance: float | None = None, precision: str = "auto") -> dict:
-    grid = model.lowres_grid if lowres_only else model.grid
+def anatomy_and_segmentation(model, seeds: list[int], cases: int, settings: RunSettings, log) -> dict:
+    """Table V on ``cases`` held-out phantoms: generation with their lobes and airway held, and segmentation of
+    their CTs without and with their report (``settings`` with the seeds in turn)."""
+    grid = model.lowres_grid if settings.lowres_only else model.grid
     spacing = grid.spacing[0]
     held_dice, seg_lobe, seg_lobe_report, seg_airway = [], [], [], []
     no_finding = finding_prompts()["effusion"][1]
@@ -167,16 +170,14 @@ def anatomy_and_segmentation(model, seeds: list[int], cases: int, lowres_only: b
         ph = make_phantom(seed=ANATOMY_PHANTOM_SEED + i, grid=Grid.cube(grid.size[0], spacing))
         geometry = ph.grid.geometry
         lobes_img, airway_img = to_image(ph.lobes, geometry), to_image(ph.airway, geometry)
-        result = generate(no_finding, model, {"lobes": lobes_img, "airway": airway_img},
-                          seed=seeds[i % len(seeds)], lowres_only=lowres_only, guidance=guidance,
-                          precision=precision)
+        seeded = settings.replace(seed=seeds[i % len(seeds)])
+        result = generate(no_finding, model, {"lobes": lobes_img, "airway": airway_img}, seeded)
         held = sitk.GetArrayFromImage(sitk.Resample(lobes_img, result.geometry.reference())) > 0
         held_dice.append(measure.dice(air_inside_body(result.ct_hu), held))
         ct_img = to_image(ph.ct, geometry)
         report_text = render_report(ph.truth, seed=i, pool=phrase_pool("heldout"))
         for report, bucket in ((None, seg_lobe), (report_text, seg_lobe_report)):
-            seg = segment(ct_img, model, report=report, seed=seeds[i % len(seeds)], lowres_only=lowres_only,
-                          guidance=guidance, precision=precision)
+            seg = segment(ct_img, model, report, seeded)
             bucket.append(float(np.mean([measure.dice(seg.lobes, ph.lobes, k) for k in range(1, 6)])))
             if report is None:
                 seg_airway.append(measure.dice(seg.airway, ph.airway))
@@ -268,11 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--cases", type=int, default=4, help="held-out phantoms for Table V")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for medsyn generate (auto: bf16 on "
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--guidance", type=arguments.guidance, default=None,
+                   help="classifier-free guidance (default: the model's)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="as for medsyn generate (auto: bf16 on "
                    "CPUs with AMX-BF16, fp32 on other CPUs; the model card's tables were measured in fp32)")
-    p.add_argument("--lowres-only", action="store_true", help="measure the 64³ results (faster)")
+    p.add_argument("--lowres-only", action="store_true", default=None, help="measure the 64³ results (faster)")
     p.add_argument("--prompts", choices=sorted(PROMPT_SETS), default="heldout",
                    help="heldout: phantom vocabulary in report templates held out of training (default); "
                         "train: the same prompts in training templates; "
@@ -283,22 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card", type=Path, default=None,
                    help="model folder: write the JSON beside its MODEL_CARD.md and the table into the card")
     args = p.parse_args(argv)
-    device = resolve_device(args.device)
-    model = load_model(resolve_model(args.model), device, load_superres=not args.lowres_only)
+    settings = RunSettings.from_args(args)
+    device = resolve_device(settings.device)
+    model = load_model(resolve_model(args.model), device, load_superres=not settings.lowres_only)
+    settings = settings.resolved(model)
     seeds = list(range(args.seeds))
     t0 = time.perf_counter()
     log = lambda m: print(m, flush=True)  # noqa: E731
     prompts = PROMPT_SETS[args.prompts]()
-    guidance = model.defaults["guidance"] if args.guidance is None else args.guidance
-    precision = str(resolve_precision(args.precision, device)).replace("torch.", "")
-    result = {"model": model.name, "lowres_only": args.lowres_only, "seeds": seeds, "prompt_set": args.prompts,
-              "guidance": guidance, "precision": precision, "prompts": prompts}
+    precision = str(resolve_precision(settings.precision, device)).replace("torch.", "")
+    result = {"model": model.name, "lowres_only": settings.lowres_only, "seeds": seeds, "prompt_set": args.prompts,
+              "guidance": settings.guidance, "precision": precision, "prompts": prompts}
     if not args.skip_prompts:
-        result["tables_II_IV"] = compare_prompts(model, prompts, seeds, args.lowres_only, log, guidance,
-                                                 args.precision)
+        result["tables_II_IV"] = compare_prompts(model, prompts, seeds, settings, log)
     if not args.skip_anatomy:
-        result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, args.lowres_only, log, guidance,
-                                                     args.precision)
+        result["table_V"] = anatomy_and_segmentation(model, seeds, args.cases, settings, log)
     result["wall_s"] = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in result.items() if k != "prompts"}, indent=1))
     print(markdown_table(result))

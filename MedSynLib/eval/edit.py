@@ -35,12 +35,13 @@ from ..io.images import to_image
 from ..modelstore.bundle import load_model
 from ..modelstore.registry import resolve_model
 from ..phantom import Grid
-from ..phantom import generate as make_phantom
+from ..phantom import make_phantom
 from ..phantom import measure
 from ..phantom.regions import ball_in_lobe, dependent_pleural_space
 from ..phantom.report import phrase_pool, prompt_truth, render_report
-from ..pipelines.edit import edit
-from ..runtime import PRECISIONS, resolve_device, resolve_precision
+from ..pipelines.edit import EditOptions, edit
+from ..run_settings import PRECISIONS, RunSettings
+from ..runtime import resolve_device, resolve_precision
 from .conditioning import _summary, permutation_p
 
 SOLID_HU = -300.0
@@ -96,9 +97,12 @@ def _case(index: int, grid: Grid):
     return make_phantom(seed=900000 + index, grid=grid, effusion="none", nodules=0)
 
 
-def run_task(task: str, model, phantoms, regions, prompts, seeds, resamples, lowres_only, log,
-             precision: str = "auto") -> dict:
-    spacing = phantoms[0].grid.spacing_zyx
+def run_task(task: str, model, cases: list, prompts, seeds: list[int], resamples: list[int], settings: RunSettings,
+             log) -> dict:
+    """One task's rows: the edits of ``cases`` ((phantom, region) pairs; seed i edits case i mod their number)
+    with the finding's report (once per RePaint count in ``resamples``) and without it, ``settings`` with each of
+    ``seeds``."""
+    spacing = cases[0][0].grid.spacing_zyx
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = {}
     for label, report, r in [("with", prompts[0], 0)] + [("with", prompts[0], k) for k in resamples if k] + \
@@ -106,12 +110,12 @@ def run_task(task: str, model, phantoms, regions, prompts, seeds, resamples, low
         key = f"{label}_r{r}"
         values, changed, seams, times = [], [], [], []
         for seed in seeds:
-            ph, region = phantoms[seed % len(phantoms)], regions[seed % len(phantoms)]
+            ph, region = cases[seed % len(cases)]
             geometry = ph.grid.geometry
             keep = {"lobes": to_image(ph.lobes, geometry)}
             t0 = time.perf_counter()
-            result = edit(to_image(ph.ct, geometry), to_image(region, geometry), report, model, keep=keep,
-                          seed=seed, lowres_only=lowres_only, resamples=r, precision=precision)
+            result = edit(to_image(ph.ct, geometry), to_image(region, geometry), report, model,
+                          settings.replace(seed=seed), keep=keep, options=EditOptions(resamples=r))
             times.append(time.perf_counter() - t0)
             inside = region > 0
             changed.append(int((result.ct[~inside] != ph.ct[~inside]).sum()))
@@ -190,15 +194,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="RePaint resampling counts to compare on the finding's report")
     p.add_argument("--nodule-lobe", type=int, default=5, choices=sorted(LOBE_LABELS))
     p.add_argument("--nodule-mm", type=float, default=16.0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for medsyn edit (auto: bf16 on CPUs "
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="as for medsyn edit (auto: bf16 on CPUs "
                    "with AMX-BF16, fp32 on other CPUs)")
-    p.add_argument("--lowres-only", action="store_true", help="generate at 64³ (4 mm; about 5 s per edit on a CPU)")
+    p.add_argument("--lowres-only", action="store_true", default=None,
+                   help="generate at 64³ (4 mm; about 5 s per edit on a CPU)")
     p.add_argument("--tasks", nargs="+", choices=("effusion", "nodule"), default=["effusion", "nodule"])
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    device = resolve_device(args.device)
-    model = load_model(resolve_model(args.model), device, load_superres=not args.lowres_only)
+    settings = RunSettings.from_args(args)
+    device = resolve_device(settings.device)
+    model = load_model(resolve_model(args.model), device, load_superres=not settings.lowres_only)
     grid = Grid.cube(128, 2.0)
     seeds = list(range(args.seeds))
     log = lambda m: print(m, flush=True)  # noqa: E731
@@ -206,20 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     phantoms = [_case(i, grid) for i in range(args.cases)]
     prompts = reports(args.nodule_lobe, args.nodule_mm)
     lobe = LOBE_LABELS[args.nodule_lobe]
-    precision = str(resolve_precision(args.precision, device)).replace("torch.", "")
-    result = {"model": model.name, "lowres_only": args.lowres_only, "precision": precision, "seeds": seeds,
+    precision = str(resolve_precision(settings.precision, device)).replace("torch.", "")
+    result = {"model": model.name, "lowres_only": settings.lowres_only, "precision": precision, "seeds": seeds,
               "cases": args.cases, "phantom_grid": "128³ at 2 mm", "prompts": prompts,
               "task_titles": {"effusion": "Large right pleural effusion in the right dependent pleural space",
                               "nodule": f"{args.nodule_mm:.0f} mm nodule in a {args.nodule_mm:.0f} mm-radius ball "
                                         f"in the {lobe}"}}
     if "effusion" in args.tasks:
         regions = [dependent_pleural_space(ph, "right") for ph in phantoms]
-        result["effusion"] = run_task("effusion", model, phantoms, regions, prompts["effusion"], seeds,
-                                      args.resamples, args.lowres_only, log, args.precision)
+        result["effusion"] = run_task("effusion", model, list(zip(phantoms, regions)), prompts["effusion"], seeds,
+                                      args.resamples, settings, log)
     if "nodule" in args.tasks:
         regions = [ball_in_lobe(ph, args.nodule_lobe, args.nodule_mm)[0] for ph in phantoms]
-        result["nodule"] = run_task("nodule", model, phantoms, regions, prompts["nodule"], seeds,
-                                    args.resamples, args.lowres_only, log, args.precision)
+        result["nodule"] = run_task("nodule", model, list(zip(phantoms, regions)), prompts["nodule"], seeds,
+                                    args.resamples, settings, log)
     result["wall_s"] = time.perf_counter() - t0
     print(markdown(result))
     print(f"wall time {result['wall_s']:.0f} s")

@@ -42,7 +42,7 @@ def weights_file(folder: str | Path) -> Path:
     return found
 
 
-def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
     try:
         if file.suffix == ".safetensors":
             return load_file(str(file))
@@ -56,7 +56,7 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """BERT encoder keys from a masked-LM (``bert.*``, ``cls.*``) or plain model state_dict."""
     out = {}
     for key, value in state.items():
@@ -66,7 +66,7 @@ def _encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _fit_positions(state: dict[str, torch.Tensor], rows: int, generator: torch.Generator) -> None:
+def fit_positions(state: dict[str, torch.Tensor], rows: int, generator: torch.Generator) -> None:
     """Extend a position table to ``rows`` (new rows ~ N(0, 1), the official default init), in place."""
     table = state.get(POSITION_KEY)
     if table is not None and table.shape[0] < rows:
@@ -106,15 +106,15 @@ class ReportEncoder(nn.Module):
         weights = weights_file(path)
         generator = torch.Generator().manual_seed(seed)
         bert = BertModel(config, add_pooling_layer=False)
-        state = _encoder_state(_read_weights(weights))
-        _fit_positions(state, config.max_position_embeddings, generator)
+        state = encoder_state(read_weights(weights))
+        fit_positions(state, config.max_position_embeddings, generator)
         result = bert.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(f"{weights} does not fit a BERT encoder with {path / 'config.json'}: missing "
                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
         if fine_tuned is not None:
-            tuned = _encoder_state(_read_weights(Path(fine_tuned)))
-            _fit_positions(tuned, config.max_position_embeddings, generator)
+            tuned = encoder_state(read_weights(Path(fine_tuned)))
+            fit_positions(tuned, config.max_position_embeddings, generator)
             result = bert.load_state_dict(tuned, strict=False)
             loaded = len(tuned) - len(result.unexpected_keys)
             if loaded == 0:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io.images import Geometry
+from ..run_settings import MODEL_DEFAULTS
 from .jsonfiles import CheckpointError, read_json
 
 if TYPE_CHECKING:  # reading model.json needs no torch (model lists)
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # reading model.json needs no torch (model lists)
 
 MODEL_FORMAT = "medsyn-model/1"
 TEXT_SHA_KEY = "text_encoder_sha256"
-DEFAULTS = {"steps_lowres": 50, "steps_sr": 20, "guidance": 1.0, "sampler": "ddim"}
 
 
 @dataclass
@@ -83,7 +83,7 @@ def read_model_spec(folder: Path) -> dict:
 def write_model_spec(folder: Path, **spec) -> Path:
     folder = Path(folder)
     spec = {"format": MODEL_FORMAT, "text_encoder": "text_encoder", "lowres": "lowres", "superres": "superres",
-            "lowres_factor": 4, "defaults": dict(DEFAULTS), **spec}
+            "lowres_factor": 4, "defaults": dict(MODEL_DEFAULTS), **spec}
     if isinstance(spec.get("grid"), Geometry):
         spec["grid"] = spec["grid"].to_dict()
     spec[TEXT_SHA_KEY] = _text_encoder_sha256(folder, spec, check=False)
@@ -125,5 +125,6 @@ def load_model(folder: Path, device: torch.device | str = "cpu", load_superres: 
     if lowres.config.text_dim != encoder.hidden_size:
         raise ValueError(f"{folder}: the text encoder gives {encoder.hidden_size}-wide features but the low-res "
                          f"network expects {lowres.config.text_dim}")
+    defaults = {**MODEL_DEFAULTS, **spec.get("defaults", {})}
     return LoadedModel(spec.get("name", folder.name), encoder, lowres, superres, Geometry.from_dict(spec["grid"]),
-                       int(spec.get("lowres_factor", 4)), {**DEFAULTS, **spec.get("defaults", {})}, sha, spec, folder)
+                       int(spec.get("lowres_factor", 4)), defaults, sha, spec, folder)

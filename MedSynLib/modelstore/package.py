@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io.files import output_folder
-from ..io.images import Geometry
-from .bundle import DEFAULTS, write_model_spec
+from ..run_settings import MODEL_DEFAULTS
+from .bundle import write_model_spec
 from .card import render_model_card
 from .registry import user_model_folder
 from .store import read_stage_config, sha256_file
@@ -49,33 +50,58 @@ def file_hashes(folder: Path, parts: list[str]) -> dict[str, str]:
     return out
 
 
-def package_model(target: Path, text_encoder: Path, lowres: Path, superres: Path, *, name: str, title: str,
-                  license: str, grid: Geometry, lowres_factor: int = 4, defaults: dict | None = None,
-                  space: dict | None = None, training: dict | None = None, notes: str | None = None,
-                  card_fields: dict | None = None, extra_files: dict[str, Path] | None = None, overwrite: bool = False,
-                  **spec) -> Path:
-    """Write the model folder ``target`` from copies of its parts; returns it.
+@dataclass(frozen=True)
+class ModelParts:
+    """The folders a model is assembled from: ``text_encoder`` (a folder ``ReportEncoder.from_pretrained`` reads),
+    ``lowres`` / ``superres`` (stage folders, :func:`MedSynLib.modelstore.store.save_stage`), and ``extra`` files to
+    copy in (name in the model folder -> source), e.g. an atlas lung mask."""
 
-    name: a plain model name (letters, digits, ``._-``). text_encoder: a folder ``ReportEncoder.from_pretrained``
-    reads; lowres / superres: stage folders (:func:`MedSynLib.modelstore.store.save_stage`). grid: the
-    full-resolution grid (the low-res grid is every ``lowres_factor``-th voxel). defaults: sampler defaults
-    (steps_lowres, steps_sr, guidance, sampler). training: measured training facts for the card; notes: Markdown
-    sections for the card and card_fields the ``${...}`` values they use (see :mod:`.card`). extra_files: further
-    files to copy in (name in the folder -> source), e.g. an atlas lung mask. overwrite: replace an earlier model
-    folder at ``target`` (anything else there is refused).
+    text_encoder: Path
+    lowres: Path
+    superres: Path
+    extra: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model folder says about itself beyond model.json: ``notes`` (Markdown sections for MODEL_CARD.md)
+    and ``fields`` (the ``${...}`` values they use, see :mod:`.card`); ``training`` (measured training facts,
+    written to training.json and shown on the card)."""
+
+    notes: str | None = None
+    fields: dict | None = None
+    training: dict | None = None
+    training_data: str | None = None
+    """The card's "Training data" text (see :func:`MedSynLib.train.package.package_training_outputs`)."""
+
+
+def package_model(target: Path, parts: ModelParts, *, name: str, card: ModelCard = ModelCard(),
+                  overwrite: bool = False, **spec) -> Path:
+    """Write the model folder ``target`` from copies of its ``parts``; returns it.
+
+    name: a plain model name (letters, digits, ``._-``). spec: the rest of model.json: ``title``, ``license`` and
+    ``grid`` (the full-resolution grid, a Geometry; the low-res grid is every ``lowres_factor``-th voxel, default
+    4), ``defaults`` (sampler defaults over :data:`~MedSynLib.run_settings.MODEL_DEFAULTS`), ``space`` (default a
+    plain grid) and any further fields. overwrite: replace an earlier model folder at ``target`` (anything else
+    there is refused).
     """
+    missing = [key for key in ("title", "license", "grid") if spec.get(key) is None]
+    if missing:
+        raise ValueError(f"a model needs {', '.join(missing)} in its model.json")
+    text_encoder, lowres, superres = parts.text_encoder, parts.lowres, parts.superres
+    extra_files, training, notes, card_fields = parts.extra, card.training, card.notes, card.fields
+    spec = {"lowres_factor": 4, **spec, "defaults": {**MODEL_DEFAULTS, **(spec.get("defaults") or {})},
+            "space": spec.get("space") or {"kind": "grid"}}
     user_model_folder(name)  # the name check of the model store
     target, text_encoder, lowres, superres = map(Path, (target, text_encoder, lowres, superres))
     _check_parts(text_encoder, lowres, superres)
     with output_folder(target, "model.json", overwrite, [text_encoder, lowres, superres], what="model") as tmp:
         for part, source in (("text_encoder", text_encoder), ("lowres", lowres), ("superres", superres)):
             shutil.copytree(source, tmp / part, ignore=shutil.ignore_patterns(".*"))
-        for dest, source in (extra_files or {}).items():
+        for dest, source in extra_files.items():
             shutil.copy2(source, tmp / dest)
-        parts = ["text_encoder", "lowres", "superres", *(extra_files or {})]
-        write_model_spec(tmp, name=name, title=title, license=license, grid=grid, lowres_factor=lowres_factor,
-                         defaults={**DEFAULTS, **(defaults or {})}, space=space or {"kind": "grid"},
-                         files=file_hashes(tmp, parts), **spec)
+        copied = ["text_encoder", "lowres", "superres", *extra_files]
+        write_model_spec(tmp, name=name, files=file_hashes(tmp, copied), **spec)
         if training:
             (tmp / "training.json").write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
         (tmp / "MODEL_CARD.md").write_text(render_model_card(tmp, notes, card_fields), encoding="utf-8")

@@ -107,7 +107,7 @@ def _check_lowres_forward(case: Case) -> Iterator[Comparison]:
             if order == "eval":
                 for s in (1, 2, 3):
                     if f"out_guided_scale{s}" in io:
-                        guided = GuidedDenoiser(net, io["cond"], scale=s)(io["x"], io["time"])
+                        guided = GuidedDenoiser(net, io["cond"], guidance=s)(io["x"], io["time"])
                         yield case.compare(f"out_guided_scale{s}", guided)
                 yield case.compare("temb", net.time_mlp(io["time"]))
                 yield case.compare("h_init", net.init_conv(io["x"]))
@@ -166,7 +166,7 @@ def _check_lowres_sampling(case: Case) -> Iterator[Comparison]:
     steps = int(case.meta["diffusion_kwargs"]["ddim_timesteps"])
     net = case.network("eval")
     for run in case.meta["runs"].values():
-        denoise = GuidedDenoiser(net, case.io["cond"], scale=run["cond_scale"])
+        denoise = GuidedDenoiser(net, case.io["cond"], guidance=run["cond_scale"])
         yield from _replay(case, run["io_prefix"], denoise, steps)
 
 
@@ -194,7 +194,7 @@ def _check_conditional_lowres(case: Case) -> Iterator[Comparison]:
     for run in case.meta["runs"].values():
         prefix, channels = run["io_prefix"], run["modal"]
         held = hold_channels(known, channels)
-        denoise = GuidedDenoiser(nets["train"], io["cond"], scale=run["cond_scale"], space="eps-raw-time")
+        denoise = GuidedDenoiser(nets["train"], io["cond"], guidance=run["cond_scale"], space="eps-raw-time")
         record: list = []
         with torch.no_grad():
             final = sample(denoise, DDIMSampler(steps), io[f"{prefix}init_noise"], held=held, record=record)
@@ -203,7 +203,7 @@ def _check_conditional_lowres(case: Case) -> Iterator[Comparison]:
         yield case.compare(f"{prefix}final_unnormalized", (final + 1) / 2)
         yield case.exact(f"{prefix}held_channels_equal_known", final[:, channels], known[:, channels])
         if f"{prefix}evalorder_final_unnormalized" in io:
-            denoise = GuidedDenoiser(nets["eval"], io["cond"], scale=run["cond_scale"], space="eps-raw-time")
+            denoise = GuidedDenoiser(nets["eval"], io["cond"], guidance=run["cond_scale"], space="eps-raw-time")
             with torch.no_grad():
                 final = sample(denoise, DDIMSampler(steps), io[f"{prefix}init_noise"], held=held)
             yield case.compare(f"{prefix}evalorder_final_unnormalized", (final + 1) / 2)

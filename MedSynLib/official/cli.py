@@ -37,7 +37,7 @@ def add_actions(actions) -> None:
 
 
 def _import(args) -> int:
-    from .importer import import_official_model
+    from .importer import OfficialFiles, import_official_model
 
     reporter = Reporter(args.progress)
     try:
@@ -51,8 +51,8 @@ def _import(args) -> int:
             raise ValueError(f"missing {' and '.join(missing)}. Fix: give the official checkpoint folders, or the "
                              "official model/ folder as the first argument")
         target = user_model_folder(args.name)
-        import_official_model(target, parts["lowres"], parts["superres"], args.text_encoder, parts["text_finetuned"],
-                              args.atlas, args.up_order, args.name, args.accept_license, args.overwrite, reporter)
+        files = OfficialFiles(parts["lowres"], parts["superres"], args.text_encoder, parts["text_finetuned"], args.atlas)
+        import_official_model(target, files, args.up_order, args.name, args.accept_license, args.overwrite, reporter)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         reporter.emit({"event": "error", "message": str(exc), "fix": ""})
         print(f"medsyn: error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ import SimpleITK as sitk
 
 from ..io.files import output_folder
 from ..io.images import Geometry, read_image, to_image, write_image
-from ..modelstore.bundle import DEFAULTS, write_model_spec
+from ..modelstore.bundle import write_model_spec
 from ..modelstore.registry import registry
+from ..run_settings import MODEL_DEFAULTS
 
 OFFICIAL_NAME = "medsyn-official"
 ATLAS_FILE = "atlas_lung_mask.nii.gz"
@@ -50,16 +52,27 @@ def _atlas_mask(path: Path, out: Path) -> None:
                 description="MedSyn atlas lung mask (50 right, 100 left)")
 
 
-def import_official_model(target: Path, lowres: Path, superres: Path, text_encoder: Path,
-                          text_finetuned: Path | None = None, atlas: Path | None = None, up_order: str = "eval",
-                          name: str = OFFICIAL_NAME, accept_license: bool = False, overwrite: bool = False,
-                          progress: Callable[[str, int, int], None] | None = None) -> Path:
-    """Convert the official checkpoints into the model folder ``target`` (written atomically); returns it.
+@dataclass(frozen=True)
+class OfficialFiles:
+    """Where the official weights are. lowres / superres: official ``<N>_ckpt`` folders, results folders (largest N
+    is used) or ``.bin`` files. text_encoder: a local CXR-BERT / BERT folder; text_finetuned: the official
+    ``pretrained_lm/pytorch_model.bin`` (merged into the encoder, which is saved in this project's format);
+    atlas: the official atlas lung mask (labels 50 right, 100 left), for segmenting real CTs."""
 
-    lowres / superres: official ``<N>_ckpt`` folders, results folders (largest N is used) or ``.bin`` files.
-    text_encoder: a local CXR-BERT / BERT folder; text_finetuned: the official ``pretrained_lm/pytorch_model.bin``
-    (merged into the encoder, which is saved in this project's format).
-    """
+    lowres: Path
+    superres: Path
+    text_encoder: Path
+    text_finetuned: Path | None = None
+    atlas: Path | None = None
+
+
+def import_official_model(target: Path, files: OfficialFiles, up_order: str = "eval", name: str = OFFICIAL_NAME,
+                          accept_license: bool = False, overwrite: bool = False,
+                          progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Convert the official checkpoints ``files`` into the model folder ``target`` (written atomically); returns
+    it."""
+    lowres, superres, text_encoder = files.lowres, files.superres, files.text_encoder
+    text_finetuned, atlas = files.text_finetuned, files.atlas
     from ..models.text_encoder import ReportEncoder  # torch and transformers: not for the command line's parser
     from ..modelstore.store import read_stage_config
     from .checkpoint import import_official_stage
@@ -88,7 +101,7 @@ def import_official_model(target: Path, lowres: Path, superres: Path, text_encod
             space["atlas_mask"] = ATLAS_FILE
         write_model_spec(tmp, name=name, title=entry.get("title", "MedSyn official weights"),
                          license=entry.get("license", "CC-BY-NC 4.0"), grid=OFFICIAL_GRID, lowres_factor=4,
-                         defaults=dict(DEFAULTS), space=space,
+                         defaults=dict(MODEL_DEFAULTS), space=space,
                          license_accepted=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                          if accept_license else None,
                          provenance={"lowres": str(lowres), "superres": str(superres),

@@ -303,8 +303,3 @@ class Anatomy:
         self.segs_aorta = make_segments(aorta)
         self.segs_eso = make_segments(eso)
         self.segs_trunk = make_segments(trunk)
-
-    def skeleton_params(self) -> dict:
-        return {"A": self.A, "B": self.B, "Yc": self.Yc, "Yv": self.Yv, "r_vert": self.r_vert,
-                "z_carina": self.z_carina, "z_dome_r": self.z_dome_r, "z_dome_l": self.z_dome_l,
-                "heart": [self.Xh, self.Yh, self.Zh, self.ha, self.hb, self.hc]}

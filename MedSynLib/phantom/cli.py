@@ -9,11 +9,11 @@ from .. import arguments
 
 
 def _phantoms(args) -> int:
-    from .dataset import write_dataset
+    from .dataset import DatasetSpec, write_dataset
 
-    path = write_dataset(args.out, args.n, size=args.size, spacing=args.spacing, seed=args.seed,
-                         workers=args.workers, measure=not args.no_measure, wording=args.wording,
-                         report_variants=args.report_variants)
+    spec = DatasetSpec(size=args.size, spacing=args.spacing, seed=args.seed, measure=not args.no_measure,
+                       wording=args.wording, report_variants=args.report_variants)
+    path = write_dataset(args.out, args.n, spec, workers=args.workers)
     print(f"manifest: {path}")
     return 0
 

@@ -93,7 +93,7 @@ def _fluid_key(an: Anatomy, X, Y, Z, r=None):
     return Y + 14.0 * np.exp(-depth / 9.0) + 0.35 * (an.z_dome_r - Z)
 
 
-def generate(seed: int = 0, grid: Grid | None = None, anatomy: AnatomyParams | None = None,
+def make_phantom(seed: int = 0, grid: Grid | None = None, anatomy: AnatomyParams | None = None,
              findings: Findings | None = None, sex: str | None = None, age: int | None = None,
              **findings_force) -> Phantom:
     """Build one phantom. Same seed (and arguments) -> identical arrays, on any grid the anatomy is the same in mm."""

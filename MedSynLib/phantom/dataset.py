@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import SimpleITK as sitk
 from ..data.manifest import REPORT_SEPARATOR, strip_comments
 from ..io.files import atomic_write, check_collection_folder
 from ..io import images
-from .compose import SYNTHETIC_NOTE, Phantom, generate
+from .compose import SYNTHETIC_NOTE, Phantom, make_phantom
 from .grid import Grid
 from .measure import measure_all
 from .report import phrase_pool, render_report
@@ -119,7 +120,7 @@ def make_case(index: int, out: str, size: int, spacing: float, seed: int, measur
     if (final / "truth.json").exists():
         return cid
     s = case_seed(seed, index)
-    ph = generate(s, Grid.cube(size, spacing))
+    ph = make_phantom(s, Grid.cube(size, spacing))
     sp = ph.grid.spacing_zyx
     if measure:
         ph.truth["measured"] = measure_all(ph.ct, sp, ph.lobes, ph.airway, ph.effusion)
@@ -187,14 +188,29 @@ def _work(args):
     return make_case(*args)
 
 
-def write_dataset(out: str, n: int, size: int = 256, spacing: float = 1.0, seed: int = 0, workers: int = 1,
-                  measure: bool = True, log=print, wording: str = "all", report_variants: int = 1) -> Path:
-    """Write cases 0..n-1 that are missing, then the manifest. Returns the manifest path.
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a phantom data set holds: cases on a ``size``³ grid of ``spacing`` mm from ``seed``; ``measure`` also
+    records each case's measured findings.
 
     wording "train" keeps the held-out report templates out of the data set, so that a model trained on it can be
     prompted with wordings it never saw (``phrase_pool("heldout")``). report_variants: reports per case (the first
     and ``report_variants - 1`` paraphrases in other templates of the same wording; cases already written get
     theirs added, so a data set can gain paraphrases without regenerating its images)."""
+
+    size: int = 256
+    spacing: float = 1.0
+    seed: int = 0
+    measure: bool = True
+    wording: str = "all"
+    report_variants: int = 1
+
+
+def write_dataset(out: str, n: int, spec: DatasetSpec = DatasetSpec(), workers: int = 1, log=print) -> Path:
+    """Write cases 0..n-1 of ``spec`` that are missing (``workers`` processes), then the manifest. Returns the
+    manifest path."""
+    size, spacing, seed, measure = spec.size, spec.spacing, spec.seed, spec.measure
+    wording, report_variants = spec.wording, spec.report_variants
     phrase_pool(wording)  # validate before any work
     if report_variants < 1:
         raise ValueError(f"report_variants must be >= 1, got {report_variants}")

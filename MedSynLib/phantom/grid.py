@@ -170,7 +170,7 @@ def rasterize_tubes(grid: Grid, segs: np.ndarray, sd: np.ndarray, sd_outer: np.n
     for k in (3, 4, 6, 8):
         sel = ~done & (ext <= k)
         if sel.sum() >= 8:
-            _raster_batch(segs[sel], k, sp, cen, (nz, ny, nx), sd, sd_outer, margin_mm, min_radius)
+            _raster_batch(segs[sel], k, sp, cen, sd, sd_outer, margin_mm, min_radius)
             done |= sel
     for s in segs[~done]:
         p0, p1 = s["p0"], s["p1"]
@@ -206,8 +206,15 @@ def rasterize_tubes(grid: Grid, segs: np.ndarray, sd: np.ndarray, sd_outer: np.n
             np.minimum(sd_outer[box], v, out=sd_outer[box])
 
 
-def _raster_batch(segs, k, sp, cen, shape, sd, sd_outer, margin_mm, min_radius, chunk=4096):
-    nz, ny, nx = shape
+_RASTER_CHUNK = 4096
+"""Tubes rasterised together by :func:`_raster_batch` (bounds its temporary arrays)."""
+
+
+def _raster_batch(segs, k, sp, cen, sd, sd_outer, margin_mm, min_radius):
+    """:func:`rasterize_tubes` for tubes whose boxes fit ``k`` voxels a side, many at once (``sp`` spacing and
+    ``cen`` centre voxel, x, y, z)."""
+    nz, ny, nx = sd.shape
+    chunk = _RASTER_CHUNK
     flat = sd.reshape(-1)
     flat_o = sd_outer.reshape(-1) if sd_outer is not None else None
     o = np.arange(k)

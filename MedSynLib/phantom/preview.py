@@ -167,12 +167,12 @@ GALLERY_CASES = (
 
 def gallery(size: int = 256, spacing: float = 1.0, panel: int = 160, cases=GALLERY_CASES) -> np.ndarray:
     """Rows of phantoms: CT alone (axial, coronal, sagittal through the right lung) | the same with overlays."""
-    from .compose import generate
+    from .compose import make_phantom
     from .grid import Grid
 
     rows = []
     for seed, force in cases:
-        ph = generate(seed, Grid.cube(size, spacing), **force)
+        ph = make_phantom(seed, Grid.cube(size, spacing), **force)
         nz, ny, nx = ph.ct.shape
         c = (nz // 2, ny // 2, int(0.3 * nx))
         masks = {"lobes": ph.lobes, "airway": ph.airway, "vessels": ph.vessels}

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .findings import EFFUSION_SIZES, Findings
-from .compose import Phantom, generate
+from .compose import Phantom, make_phantom
 
 
 def _dilate_mm(mask: np.ndarray, spacing_zyx, mm: float) -> np.ndarray:
@@ -23,13 +23,13 @@ def dependent_pleural_space(phantom: Phantom, side: str, ml: float = EFFUSION_SI
     """The dependent (posterior, basal) pleural space of one side: where an effusion of ``ml`` mL would lie in this
     phantom (the same seed and anatomy rebuilt with that effusion), grown by ``margin_mm`` and kept on that side.
 
-    side: "right" or "left". The phantom must come from :func:`~.compose.generate` (its truth names the seed).
+    side: "right" or "left". The phantom must come from :func:`~.compose.make_phantom` (its truth names the seed).
     """
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     findings = Findings.from_dict(copy.deepcopy(phantom.truth["findings"]))
     findings.effusion_ml = {"right": 0.0, "left": 0.0, side: float(ml)}
-    filled = generate(seed=phantom.truth["seed"], grid=phantom.grid, findings=findings)
+    filled = make_phantom(seed=phantom.truth["seed"], grid=phantom.grid, findings=findings)
     region = _dilate_mm(filled.effusion > 0, phantom.grid.spacing_zyx, margin_mm)
     x = phantom.grid.axes()[2]  # LPS: the right side has x < 0
     return (region & np.broadcast_to((x < 0) if side == "right" else (x >= 0), region.shape)).astype(np.uint8)

@@ -22,7 +22,7 @@ import SimpleITK as sitk  # noqa: E402
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 from .dataset import write_case  # noqa: E402
-from .compose import generate  # noqa: E402
+from .compose import make_phantom  # noqa: E402
 from .grid import Grid  # noqa: E402
 from .measure import measure_all  # noqa: E402
 from .report import render_report  # noqa: E402
@@ -47,13 +47,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args(argv)
-    generate(0, Grid.cube(32, 8.0))  # warm-up (imports, first-call overheads)
+    make_phantom(0, Grid.cube(32, 8.0))  # warm-up (imports, first-call overheads)
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes inflate wall time; CPU time is ours)")
     rows = []
     for size, sp in ((64, 4.0), (256, 1.0)):
         g = Grid.cube(size, sp)
-        t_all, c_all, ph = _time(lambda: generate(a.seed, g, **ALL_FINDINGS), a.repeat)
-        t_rand, c_rand, _ = _time(lambda: generate(a.seed + 1, g), a.repeat)
+        t_all, c_all, ph = _time(lambda: make_phantom(a.seed, g, **ALL_FINDINGS), a.repeat)
+        t_rand, c_rand, _ = _time(lambda: make_phantom(a.seed + 1, g), a.repeat)
         rows.append((size, sp, c_all, c_rand, ph))
         print(f"generate {size}³ @ {sp:g} mm: all findings {t_all:.2f} s wall / {c_all:.2f} s CPU; "
               f"random findings {t_rand:.2f} s wall / {c_rand:.2f} s CPU", flush=True)

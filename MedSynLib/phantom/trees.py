@@ -10,6 +10,8 @@ an independent tree draining to the left atrium.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .anatomy import LLL, LUL, RLL, RML, RUL, Anatomy
@@ -33,21 +35,39 @@ class _Builder:
         return out
 
 
-def _grow(b: _Builder, p, pts, k, cell_vol, rmin, r_cap, rng, parent, lobe, gen, lam, wall_frac, leaf_n,
-          lam_first=None):
+@dataclass
+class _Growth:
+    """What stays fixed while one lobe's tree grows: the builder, the random generator, the lobe, the radius law
+    ``r = k (n cell_vol)^(1/3)`` (stop below ``rmin``), the branch length fraction ``lam``, the wall fraction and
+    the leaf size (lattice points)."""
+
+    b: _Builder
+    rng: np.random.Generator
+    lobe: int
+    k: float
+    cell_vol: float
+    rmin: float
+    lam: float
+    wall_frac: float
+    leaf_n: int
+
+
+def _grow(g: _Growth, p, pts, r_cap, parent, gen, lam_first=None):
+    """Grow from ``p`` into the lattice points ``pts``: one segment towards their centroid, then two subtrees on
+    either side of a cut through it (radius at most ``r_cap``, generation ``gen``)."""
     n = len(pts)
     c = pts.sum(0) / n
-    r = min(k * (n * cell_vol) ** (1 / 3), r_cap)
-    if r < rmin:
+    r = min(g.k * (n * g.cell_vol) ** (1 / 3), r_cap)
+    if r < g.rmin:
         return
-    w = wall_frac * r + (0.3 if wall_frac > 0 else 0.0)
-    if n <= leaf_n:
-        b.add(p, c, r, 0.8 * r, w, parent, lobe, gen)
+    w = g.wall_frac * r + (0.3 if g.wall_frac > 0 else 0.0)
+    if n <= g.leaf_n:
+        g.b.add(p, c, r, 0.8 * r, w, parent, g.lobe, gen)
         return
-    e = p + (lam if lam_first is None else lam_first) * (c - p)
-    idx = b.add(p, e, r, 0.95 * r, w, parent, lobe, gen)
+    e = p + (g.lam if lam_first is None else lam_first) * (c - p)
+    idx = g.b.add(p, e, r, 0.95 * r, w, parent, g.lobe, gen)
     ext = pts.max(0) - pts.min(0)
-    axis = rng.normal(0, 0.35, 3)
+    axis = g.rng.normal(0, 0.35, 3)
     axis[int(np.argmax(ext))] += 1.0
     proj = (pts - c) @ axis
     side = proj > 0  # cut through the centroid, across the (jittered) longest axis
@@ -56,7 +76,7 @@ def _grow(b: _Builder, p, pts, k, cell_vol, rmin, r_cap, rng, parent, lobe, gen,
         side = np.zeros(n, bool)
         side[np.argsort(proj)[n // 2:]] = True
     for sub in (pts[side], pts[~side]):
-        _grow(b, e, sub, k, cell_vol, rmin, 0.95 * r, rng, idx, lobe, gen + 1, lam, wall_frac, leaf_n)
+        _grow(g, e, sub, 0.95 * r, idx, gen + 1)
 
 
 def build_trees(an: Anatomy, lobe_pts: dict[int, np.ndarray], cell_mm: float, seed: int):
@@ -106,18 +126,18 @@ def build_trees(an: Anatomy, lobe_pts: dict[int, np.ndarray], cell_mm: float, se
             continue
         side = "R" if lobe in (RUL, RML, RLL) else "L"
         o, par, gen = origins[lobe]
-        _grow(air, o, pts, k_air, cell, 0.85, 0.62 * rt, np.random.default_rng(topo[lobe]), par, lobe, gen,
-              0.32, wf, 1, lam_first=0.5)
+        _grow(_Growth(air, np.random.default_rng(topo[lobe]), lobe, k_air, cell, 0.85, 0.32, wf, 1),
+              o, pts, 0.62 * rt, par, gen, lam_first=0.5)
         ao = o + off[side] + (np.array([0, 0, 8.0]) if lobe in (RUL, LUL) else 0)
         hi = hil_idx[side]
         a_idx = art.add(an.hilum_art[side], ao, 9.0, 8.0, 0.0, hi, lobe, 1)
-        _grow(art, ao, pts, k_art, cell, 0.55, 8.0, np.random.default_rng(topo[lobe]), a_idx, lobe, 2,
-              0.32, 0.0, 1, lam_first=0.5)
+        _grow(_Growth(art, np.random.default_rng(topo[lobe]), lobe, k_art, cell, 0.55, 0.32, 0.0, 1),
+              ao, pts, 8.0, a_idx, 2, lam_first=0.5)
         oi, opt = ost_idx[side]
         vo = o + np.array([0.0, 6.0, -16.0 if lobe in (RLL, LLL) else -4.0])
         v_idx = vein.add(opt, vo, 7.0, 6.5, 0.0, oi, lobe, 1)
-        _grow(vein, vo, pts, k_vein, cell, 0.55, 6.5, np.random.default_rng(vseed[lobe]), v_idx, lobe, 2,
-              0.42, 0.0, 1)
+        _grow(_Growth(vein, np.random.default_rng(vseed[lobe]), lobe, k_vein, cell, 0.55, 0.42, 0.0, 1),
+              vo, pts, 6.5, v_idx, 2)
     return air.array(), art.array(), vein.array()
 
 

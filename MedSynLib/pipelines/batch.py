@@ -33,8 +33,9 @@ from ..arguments import SEED_MAX
 from ..environment import distributed
 from ..io.files import atomic_write, check_collection_folder, remove_stale_partials
 from ..io.text import read_csv_rows
+from ..run_settings import MODEL_KEYS
 from .generation import GenerationResult
-from .outputs import SIDECAR, write_result
+from .outputs import SIDECAR
 
 MANIFEST = "manifest.csv"
 SHARDS = "shards"
@@ -136,7 +137,9 @@ def read_prompts(path: Path, per_prompt: int, base_seed: int = 0) -> list[Case]:
 
 def request_of(sidecar: dict) -> dict:
     """What a result was made from, as its sidecar records it: the fields a resumed batch must find unchanged."""
-    return {"report": sidecar.get("report"), "seed": sidecar.get("seed"), "settings": sidecar.get("settings"),
+    settings = sidecar.get("settings") or {}
+    return {"report": sidecar.get("report"), "seed": sidecar.get("seed"),
+            "settings": {name: settings.get(name) for name in MODEL_KEYS},
             "lowres_only": sidecar.get("lowres_only"), "held_channels": sidecar.get("held_channels"),
             "model_sha256": (sidecar.get("model") or {}).get("sha256"),
             "dicom": "dicom" in (sidecar.get("files") or {})}
@@ -260,17 +263,17 @@ def claim_batch_folder(out_dir: Path, inputs=()) -> Path:
     return check_collection_folder(out_dir, is_batch_folder, inputs, what="batch output")
 
 
-def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], GenerationResult], model_info: dict,
-              request: Callable[[Case], dict], preview: bool = False, shard: Shard = Shard(),
-              redo_changed: bool = False,
-              on_case: Callable[[int, int, Case, str, str], None] | None = None, dicom: bool = False) -> list[dict]:
-    """Generate every unfinished case of ``shard`` with ``make(case)`` and write it; returns the shard's rows.
+def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], GenerationResult],
+              write: Callable[[GenerationResult, Path, bool], Path], request: Callable[[Case], dict],
+              shard: Shard = Shard(), redo_changed: bool = False,
+              on_case: Callable[[int, int, Case, str, str], None] | None = None) -> list[dict]:
+    """Generate every unfinished case of ``shard`` with ``make(case)`` and write it with ``write(result, folder,
+    overwrite)`` (e.g. :func:`.outputs.write_result`, with or without DICOM); returns the shard's rows.
 
     ``request(case)``: what a finished case must have been made from (:func:`request_of`). Cases made from another
     request raise ValueError before anything is written, unless ``redo_changed``.
     ``on_case(position, count, case, status, error)`` (position in the shard's ``count`` cases) is called with
-    status "running", "skipped", "done" or "failed". ``dicom``: each case also in DICOM (:func:`write_result`).
-    A ``ValueError`` fails only its case; anything else (cancel,
+    status "running", "skipped", "done" or "failed". A ``ValueError`` fails only its case; anything else (cancel,
     out of memory) stops the shard, leaving finished cases, the shard's rows and the manifest in place.
     """
     out_dir = Path(out_dir)
@@ -294,8 +297,7 @@ def run_batch(cases: list[Case], out_dir: Path, make: Callable[[Case], Generatio
             continue
         notify(i, len(mine), case, "running", "")
         try:
-            write_result(make(case), out_dir / case.folder, "generate", model_info, preview=preview,
-                         overwrite=redo_changed, dicom=dicom)
+            write(make(case), out_dir / case.folder, redo_changed)
             rows[i] = folders.row(case)
         except ValueError as exc:
             rows[i] = folders.row(case, "failed", str(exc))

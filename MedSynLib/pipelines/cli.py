@@ -10,7 +10,6 @@ as ``warning`` events.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +20,8 @@ from ..environment import distributed
 from ..errors import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, Failure, MedSynError,
                       debugging, describe, split_fix)
 from ..progress import Reporter
-from ..runtime import PRECISIONS, precision_warning, resolve_device, reuse_freed_memory
+from ..run_settings import RunSettings, add_arguments
+from ..runtime import precision_warning, resolve_device, reuse_freed_memory
 
 if TYPE_CHECKING:  # the commands import the pipeline (torch) when they run; the parsers need none of it
     from .batch import Shard
@@ -31,24 +31,7 @@ CONDITIONS = ("lobes", "airway", "vessels")
 
 def _common(p) -> None:
     p.add_argument("--model", default=None, help="registry name or model folder (default: the packaged demo model)")
-    p.add_argument("--seed", type=arguments.seed, default=0)
-    p.add_argument("--steps-lowres", type=arguments.steps, default=None,
-                   help="low-res sampler steps (default: the model's, from its model.json)")
-    p.add_argument("--steps-sr", type=arguments.steps, default=None,
-                   help="super-resolution sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=arguments.guidance, default=None,
-                   help="classifier-free guidance scale (1 = none; default: the model's)")
-    p.add_argument("--sampler", default=None, help="ddim (official) or dpmpp2m (default: the model's)")
-    p.add_argument("--device", type=arguments.device, default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto = bf16 (fp16 on older GPUs) on CUDA; on the CPU bf16 where it has AMX-BF16, else fp32 "
-                        "($MEDSYN_PRECISION pins what auto means)")
-    p.add_argument("--lowres-only", action="store_true", help="stop after the 64³ stage (fast preview)")
-    p.add_argument("--max-gpu-memory", type=arguments.gigabytes, default=None, metavar="GB",
-                   help="memory budget: the super-resolution stage is split into as many depth chunks as needed "
-                        "(default on CUDA: the GPU's free memory)")
-    p.add_argument("--sr-tiles", type=arguments.count(1, 256), default=None, metavar="N",
-                   help="force N overlapping depth chunks in the super-resolution stage")
+    add_arguments(p)
     p.add_argument("--preview", action="store_true",
                    help="also write preview.png (axial, coronal and sagittal planes through the lungs, then the same "
                         "with the masks)")
@@ -131,7 +114,7 @@ def add_parser(sub) -> None:
                         "network evaluations)")
     e.add_argument("--blend-mm", type=arguments.blend_mm, default=None,
                    help="blend width inside the region's border (default: one voxel of the model grid)")
-    _one_result(e, _run_edit, "edit")
+    _one_result(e, _run, "edit")
     b = sub.add_parser("batch", help="K SYNTHETIC CTs for each report of a CSV file (resumable, with a manifest)")
     b.add_argument("--prompts", required=True, type=Path,
                    help="CSV with a 'report' column, optional 'id' and 'seed' columns")
@@ -152,12 +135,6 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _settings(args, reporter: Reporter) -> dict:
-    return dict(steps_lowres=args.steps_lowres, steps_sr=args.steps_sr, guidance=args.guidance,
-                sampler=args.sampler, precision=args.precision, lowres_only=args.lowres_only, progress=reporter,
-                max_gpu_memory_gb=args.max_gpu_memory, sr_tiles=args.sr_tiles)
-
-
 def _conditions(args) -> dict:
     from ..io.images import read_image
 
@@ -167,18 +144,19 @@ def _conditions(args) -> dict:
     return conditions
 
 
-def _load(args, reporter: Reporter, reports: dict[str, str] | None = None):
-    """The model of ``--model`` on ``--device``; warns (before any sampling) of a slow precision and of the batch
-    ``reports`` (case id -> text) the model will read only in part. A single run's warnings come with its result."""
+def _load(args, settings: RunSettings, reporter: Reporter, reports: dict[str, str] | None = None):
+    """The model of ``--model`` on the settings' device; warns (before any sampling) of a slow precision and of the
+    batch ``reports`` (case id -> text) the model will read only in part. A single run's warnings come with its
+    result."""
     from ..modelstore.bundle import load_model
     from ..modelstore.registry import resolve_model
 
-    device = resolve_device(args.device)
+    device = resolve_device(settings.device)
     reuse_freed_memory()  # this process runs the sampling loops and ends
-    slow = precision_warning(args.precision, device)
+    slow = precision_warning(settings.precision, device)
     if slow:
         reporter.warn(slow)
-    model = load_model(resolve_model(args.model), device, load_superres=not args.lowres_only)
+    model = load_model(resolve_model(args.model), device, load_superres=not settings.lowres_only)
     for label, report in (reports or {}).items():
         for warning in model.text_encoder.report_warnings(report):
             reporter.warn(f"{label}: {warning}")
@@ -219,50 +197,91 @@ def _remote(args) -> int:
 
 
 def _run(args) -> int:
+    """``generate``, ``segment`` and ``edit``: one result folder from one model run (or on a server)."""
     if args.server:
         return _remote(args)
-    from ..io.images import read_image
-    from .generation import generate, segment
-    from .outputs import model_info, result_folder, write_result
+    from .outputs import result_folder
 
     reporter = Reporter(args.progress)
 
     def work() -> int:
-        settings = _settings(args, reporter)
-        inputs = [getattr(args, n, None) for n in ("report_file", "ct", "reference_ct", *CONDITIONS)]
+        settings = RunSettings.from_args(args)
+        inputs = [getattr(args, n, None) for n in ("report_file", "ct", "region", "reference_ct", *CONDITIONS)]
         with result_folder(args.out, args.overwrite, inputs) as output:
             _dicom_source(args)
-            if args.mode == "generate":
-                report = args.report if args.report is not None else _read_report(args.report_file)
-                conditions = _conditions(args)
-                reference = conditions.pop("reference_ct", None)
-                model = _load(args, reporter)
-                result = generate(report, model, conditions, seed=args.seed, reference_ct=reference, **settings)
-                for warning in result.metadata["warnings"]:
-                    reporter.warn(warning)
-                sidecar = write_result(result, output, "generate", model_info(model), preview=args.preview,
-                                       dicom=args.format == "dicom")
-            else:
-                ct = read_image(args.ct, "CT", args.series)
-                model = _load(args, reporter)
-                result = segment(ct, model, report=args.report, seed=args.seed, force=args.force, **settings)
-                for warning in result.metadata["warnings"]:
-                    reporter.warn(warning)
-                sidecar = write_result(result, output, "segment", model_info(model), preview=args.preview,
-                                       source_ct=args.ct, dicom=args.format == "dicom", series=args.series)
-        info = model_info(model)
+            result, info, write = COMMANDS[args.mode](args, settings, reporter)
+            for warning in result.metadata["warnings"]:
+                reporter.warn(warning)
+            sidecar = write(output)
         reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **_statement(info)})
         if args.progress == "text":
-            print(f"wrote {args.out} (SYNTHETIC)" if args.mode == "generate" else f"wrote {args.out}",
-                  file=sys.stderr)
+            print(f"wrote {args.out}{_marked(args.mode, result)}", file=sys.stderr)
             _print_statement(info)
         return 0
 
     return _guarded(reporter, work)
 
 
-def _batch_shard(args) -> Shard:
-    """The shard this process makes: ``--shard``, else torchrun's RANK / WORLD_SIZE (which also picks the GPU)."""
+def _marked(mode: str, result) -> str:
+    """How the last line marks a result: SYNTHETIC, or EDITED with the volume replaced."""
+    if mode == "edit":
+        return f" (EDITED: {result.metadata['region']['volume_ml']:.1f} mL replaced)"
+    return " (SYNTHETIC)" if mode == "generate" else ""
+
+
+def _generate(args, settings: RunSettings, reporter: Reporter):
+    from .generation import generate
+    from .outputs import model_info, write_result
+
+    report = args.report if args.report is not None else _read_report(args.report_file)
+    conditions = _conditions(args)
+    reference = conditions.pop("reference_ct", None)
+    model = _load(args, settings, reporter)
+    result = generate(report, model, conditions, settings, reference_ct=reference, progress=reporter)
+    info = model_info(model)
+    return result, info, lambda output: write_result(result, output, info, preview=args.preview,
+                                                     dicom=args.format == "dicom")
+
+
+def _segment(args, settings: RunSettings, reporter: Reporter):
+    from ..io.images import read_image
+    from .generation import segment
+    from .outputs import model_info, write_result
+
+    ct = read_image(args.ct, "CT", args.series)
+    model = _load(args, settings, reporter)
+    result = segment(ct, model, args.report, settings, progress=reporter, force=args.force)
+    info = model_info(model)
+    return result, info, lambda output: write_result(result, output, info, preview=args.preview,
+                                                     source_ct=args.ct, dicom=args.format == "dicom",
+                                                     series=args.series)
+
+
+def _edit(args, settings: RunSettings, reporter: Reporter):
+    from ..io.images import read_image
+    from .edit import EditOptions, edit
+    from .outputs import model_info, write_edit_result
+
+    report = args.report if args.report is not None else _read_report(args.report_file)
+    options = EditOptions(region_label=args.region_label, resamples=args.resamples, blend_mm=args.blend_mm)
+    ct = read_image(args.ct, "CT", args.series)
+    region = read_image(args.region, "region")
+    keep = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
+    model = _load(args, settings, reporter)
+    result = edit(ct, region, report, model, settings, keep=keep, options=options, progress=reporter)
+    info = model_info(model)
+    return result, info, lambda output: write_edit_result(result, output, info, source_ct=args.ct,
+                                                          preview=args.preview, dicom=args.format == "dicom",
+                                                          series=args.series)
+
+
+COMMANDS = {"generate": _generate, "segment": _segment, "edit": _edit}
+"""Mode -> (args, settings, reporter) -> (result, model_info, write(output folder) -> sidecar path)."""
+
+
+def _batch_shard(args, settings: RunSettings) -> tuple[Shard, RunSettings]:
+    """The shard this process makes: ``--shard``, else torchrun's RANK / WORLD_SIZE (which also picks the GPU,
+    returned in the settings)."""
     import torch
 
     from .batch import Shard
@@ -270,67 +289,28 @@ def _batch_shard(args) -> Shard:
     layout = distributed()
     if args.shard is not None and layout.active:
         raise MedSynError("--shard and torchrun both split the cases", "use one of them")
-    if layout.active and args.device in ("auto", "cuda") and torch.cuda.is_available():
-        args.device = f"cuda:{layout.local_rank}"
-    return Shard.parse(args.shard) if args.shard is not None else Shard.from_environment()
-
-
-def _run_edit(args) -> int:
-    if args.server:
-        return _remote(args)
-    from ..io.images import Provenance, read_image
-    from .edit import edit
-    from .outputs import model_info, result_folder, write_edit_result
-
-    reporter = Reporter(args.progress)
-
-    def work() -> int:
-        settings = _settings(args, reporter)
-        inputs = [args.report_file, args.ct, args.region, *(getattr(args, n) for n in CONDITIONS)]
-        with result_folder(args.out, args.overwrite, inputs) as output:
-            report = args.report if args.report is not None else _read_report(args.report_file)
-            _dicom_source(args)
-            ct = read_image(args.ct, "CT", args.series)
-            region = read_image(args.region, "region")
-            keep = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
-            model = _load(args, reporter)
-            result = edit(ct, region, report, model, keep=keep, region_label=args.region_label, seed=args.seed,
-                          resamples=args.resamples, blend_mm=args.blend_mm, **settings)
-            for warning in result.metadata["warnings"]:
-                reporter.warn(warning)
-            sidecar = write_edit_result(result, output, model_info(model), source_ct=args.ct, preview=args.preview,
-                                        dicom=args.format == "dicom", series=args.series,
-                                        source=Provenance.of(ct))
-        info = model_info(model)
-        reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **_statement(info)})
-        if args.progress == "text":
-            print(f"wrote {args.out} (EDITED: {result.metadata['region']['volume_ml']:.1f} mL replaced)",
-                  file=sys.stderr)
-            _print_statement(info)
-        return 0
-
-    return _guarded(reporter, work)
+    if layout.active and settings.device in ("auto", "cuda") and torch.cuda.is_available():
+        settings = settings.replace(device=f"cuda:{layout.local_rank}")
+    return (Shard.parse(args.shard) if args.shard is not None else Shard.from_environment()), settings
 
 
 def _run_batch(args) -> int:
     from .batch import MANIFEST, claim_batch_folder, read_prompts, run_batch
-    from .generation import CONDITION_CHANNELS, generate, sampling_settings
-    from .outputs import model_info
+    from .generation import CONDITION_CHANNELS, generate
+    from .outputs import model_info, write_result
 
     reporter = Reporter(args.progress)
 
     def work() -> int:
-        shard = _batch_shard(args)
+        shard, settings = _batch_shard(args, RunSettings.from_args(args))
         claim_batch_folder(args.out, [args.prompts, args.reference_ct, *(getattr(args, n) for n in CONDITIONS)])
-        cases = read_prompts(args.prompts, args.per_prompt, args.seed)
+        cases = read_prompts(args.prompts, args.per_prompt, settings.seed)
         _dicom_source(args)
         conditions = _conditions(args)
         reference = conditions.pop("reference_ct", None)
-        model = _load(args, reporter, {case.id: case.report for case in shard.select(cases)})
-        settings = _settings(args, reporter)
-        request = {"settings": sampling_settings(model, steps_lowres=args.steps_lowres, steps_sr=args.steps_sr,
-                                                 guidance=args.guidance, sampler=args.sampler),
-                   "lowres_only": args.lowres_only, "held_channels": sorted(CONDITION_CHANNELS[k] for k in conditions),
+        model = _load(args, settings, reporter, {case.id: case.report for case in shard.select(cases)})
+        request = {"settings": settings.resolved(model).sampling(), "lowres_only": settings.lowres_only,
+                   "held_channels": sorted(CONDITION_CHANNELS[k] for k in conditions),
                    "model_sha256": dict(model.sha256), "dicom": args.format == "dicom"}
         label = f"shard {shard} " if shard.count > 1 else ""
 
@@ -345,11 +325,17 @@ def _run_batch(args) -> int:
             if args.progress == "text" and status != "running":
                 print(f"{label}[{index + 1}/{count}] {case.folder}: {status} {error}".rstrip(), file=sys.stderr)
 
-        rows = run_batch(cases, args.out, lambda c: generate(c.report, model, conditions, seed=c.seed,
-                                                            reference_ct=reference, **settings),
-                         model_info(model), lambda c: {"report": c.report, "seed": c.seed, **request},
-                         preview=args.preview, shard=shard, redo_changed=args.redo_changed, on_case=on_case,
-                         dicom=args.format == "dicom")
+        def make(case):
+            return generate(case.report, model, conditions, settings.replace(seed=case.seed), reference_ct=reference,
+                            progress=reporter)
+
+        def write(result, folder: Path, overwrite: bool) -> Path:
+            return write_result(result, folder, info, preview=args.preview, overwrite=overwrite,
+                                dicom=args.format == "dicom")
+
+        info = model_info(model)
+        rows = run_batch(cases, args.out, make, write, lambda c: {"report": c.report, "seed": c.seed, **request},
+                         shard=shard, redo_changed=args.redo_changed, on_case=on_case)
         failed = [r for r in rows if r["status"] == "failed"]
         manifest = str(Path(args.out) / MANIFEST)
         if failed:

@@ -18,21 +18,10 @@ import torch
 
 from ..io.alignment import resample
 from ..io.codecs import hu_to_model
-from ..io.images import Geometry
+from ..io.images import Geometry, Provenance
 from ..modelstore.bundle import LoadedModel
-from .generation import (
-    CONDITION_CHANNELS,
-    Progress,
-    _decode,
-    _encode_report,
-    _placed,
-    _Run,
-    _sample_both_stages,
-    _sr_tiles,
-    encode_condition,
-    hold_channels,
-    sampling_settings,
-)
+from ..run_settings import RunSettings
+from .generation import CONDITION_CHANNELS, Progress, _Run, encode_condition, hold_channels
 from .placement import place_ct
 from .result_check import check_blend, check_edit_changed, check_region_share
 
@@ -54,6 +43,8 @@ class EditResult:
     difference_hu: np.ndarray
     geometry: Geometry
     metadata: dict = field(default_factory=dict)
+    source: Provenance = field(default_factory=Provenance)
+    """What the input CT's header says it is (a SYNTHETIC input gives a SYNTHETIC_EDITED result)."""
 
 
 def region_on_ct(region: sitk.Image, ct: sitk.Image, label: int | None = None) -> np.ndarray:
@@ -117,20 +108,35 @@ def paste(ct: np.ndarray, generated_hu: np.ndarray, weight: np.ndarray) -> np.nd
     return out
 
 
-def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
-         keep: dict[str, sitk.Image] | None = None, region_label: int | None = None, seed: int = 0,
-         steps_lowres: int | None = None, steps_sr: int | None = None, guidance: float | None = None,
-         sampler: str | None = None, precision: str = "auto", lowres_only: bool = False, resamples: int = 0,
-         blend_mm: float | None = None, progress: Progress | None = None, max_gpu_memory_gb: float | None = None,
-         sr_tiles: int | None = None) -> EditResult:
+@dataclass(frozen=True)
+class EditOptions:
+    """How an edit treats its region: ``region_label`` picks the voxels of one label of the region's label map
+    (None: every nonzero voxel); ``resamples`` R repeats each sampler step R times from its own noise level
+    (RePaint; R + 1 times the network evaluations); ``blend_mm`` is the width of the blend inside the region's
+    border (None: one voxel of the grid the model generated on, 1 mm, or 4 mm with ``lowres_only``)."""
+
+    region_label: int | None = None
+    resamples: int = 0
+    blend_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.blend_mm is not None and not (np.isfinite(self.blend_mm) and self.blend_mm > 0):
+            raise ValueError(f"the blend margin must be a positive number of mm, got {self.blend_mm}")
+        if self.resamples < 0:
+            raise ValueError(f"resamples must be 0 or more, got {self.resamples}")
+
+
+def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel, settings: RunSettings | None = None, *,
+         keep: dict[str, sitk.Image] | None = None, options: EditOptions | None = None,
+         progress: Progress | None = None) -> EditResult:
     """Replace ``region`` (a label map in any geometry) of the CT (HU) by content generated for ``report``.
 
-    keep: lobe / airway / vessel label maps of this CT (its geometry or any other), held outside the region.
-    resamples: RePaint resampling per step (:func:`~MedSynLib.diffusion.sample`). blend_mm: width of the blend
-    inside the region's border (default: one voxel of the grid the model generated on, 1 mm or 4 mm with
-    ``lowres_only``). Raises ValueError, before any sampling, for an empty region, a region outside the CT or the
-    model's field of view, and a region that covers everything.
+    settings: as for :func:`~.generation.generate`. keep: lobe / airway / vessel label maps of this CT (its geometry
+    or any other), held outside the region. options: :class:`EditOptions` (region label, RePaint resampling, blend
+    width). Raises ValueError, before any sampling, for an empty region, a region outside the CT or the model's
+    field of view, and a region that covers everything.
     """
+    options = options or EditOptions()
     if not isinstance(report, str) or not report.strip():
         raise ValueError("the report is empty: describe the edited scan (Findings / Impression)")
     if ct.GetNumberOfComponentsPerPixel() != 1:
@@ -142,22 +148,15 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
     unknown = set(keep) - set(CONDITION_CHANNELS)
     if unknown:
         raise ValueError(f"unknown anatomy mask {sorted(unknown)}; use lobes, airway, vessels")
-    if blend_mm is not None and not (np.isfinite(blend_mm) and blend_mm > 0):
-        raise ValueError(f"the blend margin must be a positive number of mm, got {blend_mm}")
-    if resamples < 0:
-        raise ValueError(f"resamples must be 0 or more, got {resamples}")
-    inside = region_on_ct(region, ct, region_label)
-    device = next(model.lowres.parameters()).device
-    run = _Run(model, device, precision, progress)
-    settings = sampling_settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance,
-                                 sampler=sampler)
-    placement = _placed(run, place_ct, ct, model)
+    inside = region_on_ct(region, ct, options.region_label)
+    run = _Run(model, settings, progress)
+    placement = run.placed(place_ct, ct, model)
     grid, transform = placement.grid, placement.transform
     target, inverse = Geometry.of(ct), transform.GetInverse()
-    generated_grid = grid.subsampled(model.lowres_factor) if lowres_only else grid
-    margin = float(max(generated_grid.spacing)) if blend_mm is None else float(blend_mm)
+    generated_grid = grid.subsampled(model.lowres_factor) if run.settings.lowres_only else grid
+    margin = float(max(generated_grid.spacing)) if options.blend_mm is None else float(options.blend_mm)
     weight = blend_weight(inside, target, margin)
-    if blend_mm is not None:  # before any sampling (the default margin is one voxel of the grid generated on)
+    if options.blend_mm is not None:  # before any sampling (the default margin is one voxel of the grid generated on)
         check_blend(weight, margin)
     region_image = target.apply(sitk.GetImageFromArray(inside.astype(np.uint8)))
     outside_box = inside & ~placement.to_patient(np.ones(grid.size[::-1], np.uint8), target).astype(bool)
@@ -180,23 +179,23 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel,
     for name, image in keep.items():
         known[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, grid, transform)
     held_channels = [0] + sorted(CONDITION_CHANNELS[k] for k in keep)
-    held = hold_channels(torch.from_numpy(known).to(device), held_channels, where=torch.from_numpy(~free))
-    tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
-    text = _encode_report(model, run, report)
-    x64, x256 = _sample_both_stages(model, text, held, seed, settings, run, lowres_only, tiles, resamples)
-    generated = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, [], with_ct=True)
+    held = hold_channels(torch.from_numpy(known).to(run.device), held_channels, where=torch.from_numpy(~free))
+    tiles = run.sr_tiles()
+    text = run.encode_report(report)
+    x64, x256 = run.sample_both_stages(text, held, tiles, options.resamples)
+    generated = run.decode(x64, x256, grid, report, [], with_ct=True)
     source = generated.geometry
     generated_hu = resample(source.apply(sitk.GetImageFromArray(generated.ct_hu.astype(np.float32))), target,
                             sitk.sitkLinear, -1024.0, inverse)
     edited = paste(values, generated_hu, weight)
     masks = {name: np.where(inside, placement.to_patient(getattr(generated, name), target, source), 0)
              .astype(np.uint8) for name in ("lobes", "airway", "vessels")}
-    metadata = {**generated.metadata, **placement.metadata, "warnings": [*placement.warnings, *run.warnings],
-                "mode": "edit", "edited": True, "held_channels": held_channels, "held": "outside the region",
-                "kept_anatomy": sorted(keep), "resamples": resamples,
+    metadata = {**generated.metadata, **placement.metadata, "mode": "edit",
+                "edited": True, "held_channels": held_channels, "held": "outside the region",
+                "kept_anatomy": sorted(keep), "resamples": options.resamples,
                 "blend_mm": margin, "region": _region_extent(inside, ct), "sr_tiles": tiles,
                 "timings_s": dict(run.timings)}
     difference = np.where(inside, edited.astype(np.float32) - values.astype(np.float32), 0).astype(np.float32)
     check_edit_changed(difference)
     return EditResult(edited, inside.astype(np.uint8), masks["lobes"], masks["airway"], masks["vessels"],
-                      difference, target, metadata)
+                      difference, target, metadata, Provenance.of(ct))

@@ -21,7 +21,6 @@ refused (:class:`.placement.UntrustedSegmentation`) when it does not fit, unless
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from ..io.alignment import resample
 from ..io.images import Geometry
 from ..io.lobes import LOBE_ISLAND_ML, LOBE_VOTE_MM, decode_generated_lobes
 from ..modelstore.bundle import LoadedModel
+from ..run_settings import RunSettings
 from ..runtime import autocast, resolve_precision
 from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles
 from .placement import Placement, UntrustedSegmentation, place_ct, place_masks, segmentation_quality
@@ -97,11 +97,14 @@ def encode_condition(name: str, image: sitk.Image, grid: Geometry,
 
 
 class _Run:
-    """One sampling run: device/precision, seeds, progress and timings."""
+    """One sampling run: the model, its settings (the model's defaults filled in), device/precision, progress,
+    timings and warnings; the steps generate, segment and edit share."""
 
-    def __init__(self, model: LoadedModel, device: torch.device, precision: str, progress: Progress | None):
-        self.model, self.device = model, device
-        self.dtype = resolve_precision(precision, device)
+    def __init__(self, model: LoadedModel, settings: RunSettings | None, progress: Progress | None):
+        self.model = model
+        self.settings = (settings or RunSettings()).resolved(model)
+        self.device = next(model.lowres.parameters()).device
+        self.dtype = resolve_precision(self.settings.precision, self.device)
         self.progress = progress
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = []
@@ -118,60 +121,99 @@ class _Run:
     def on_step(self, stage: str):
         return None if self.progress is None else (lambda i, n: self.progress(stage, i + 1, n))
 
+    def placed(self, place, *args) -> Placement:
+        """``place(*args)``, timed; its warnings join the run's."""
+        t0 = time.perf_counter()
+        placement = place(*args)
+        self.timings["placement_s"] = time.perf_counter() - t0
+        self.warnings += placement.warnings
+        return placement
 
-def _placed(run: _Run, place, *args) -> Placement:
-    t0 = time.perf_counter()
-    placement = place(*args)
-    run.timings["placement_s"] = time.perf_counter() - t0
-    return placement
+    def sr_tiles(self) -> int:
+        """Tile count of the SR stage: ``sr_tiles`` if set, else the fewest that fit the memory budget (an
+        explicit budget that cannot be met is an error; the automatic CUDA budget then gets the smallest chunks);
+        1 for a low-res-only run."""
+        model, settings = self.model, self.settings
+        if settings.lowres_only:
+            return 1
+        if settings.sr_tiles is not None:
+            return settings.sr_tiles
+        budget = gpu_budget_bytes(self.device, settings.max_gpu_memory_gb)
+        if budget is None or model.superres is None:
+            return 1
+        x, y, z = model.grid.size
+        resident = parameter_bytes(model.lowres, model.superres, model.text_encoder)
+        return plan_sr_tiles(model.superres.config, (z, y, x), self.dtype, budget, resident,
+                             strict=settings.max_gpu_memory_gb is not None)
 
+    def encode_report(self, report: str) -> torch.Tensor:
+        """The report's text states (1, tokens, width); refuses a report without one word-piece (only control,
+        zero-width or other characters the tokenizer drops); its warnings (too long, mostly unknown words) join the
+        run's."""
+        if not self.model.text_encoder.tokenizer.tokenize(report):
+            raise MedSynError("the report has no word the text encoder can read (only control characters, "
+                              "zero-width spaces or other characters it drops)",
+                              "write the Findings / Impression as plain text")
+        self.warnings += self.model.text_encoder.report_warnings(report)
+        text = self.stage("text", lambda: self.model.text_encoder([report]))
+        check_finite(text, "the text encoder", "its weights are damaged: restore or re-import the model")
+        return text
 
-def _sr_tiles(model: LoadedModel, run: _Run, sr_tiles: int | None, max_gpu_memory_gb: float | None) -> int:
-    """Tile count of the SR stage: ``sr_tiles`` if given, else the fewest that fit the memory budget (an explicit
-    budget that cannot be met is an error; the automatic CUDA budget then gets the smallest chunks)."""
-    if sr_tiles is not None:
-        if sr_tiles < 1:
-            raise ValueError(f"--sr-tiles must be at least 1, got {sr_tiles}")
-        return sr_tiles
-    budget = gpu_budget_bytes(run.device, max_gpu_memory_gb)
-    if budget is None or model.superres is None:
-        return 1
-    x, y, z = model.grid.size
-    resident = parameter_bytes(model.lowres, model.superres, model.text_encoder)
-    return plan_sr_tiles(model.superres.config, (z, y, x), run.dtype, budget, resident,
-                         strict=max_gpu_memory_gb is not None)
+    def noise(self, shape, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+        """The initial noise of a stage from ``seed``, and the generator (advanced past it) for resampling noise."""
+        generator = torch.Generator().manual_seed(int(seed))
+        return draw_noise(shape, generator=generator, device=self.device), generator
 
+    def sample_both_stages(self, text: torch.Tensor, held: HeldChannels | None, tiles: int, resamples: int = 0):
+        """Stage 1 (held voxels subsampled to its grid) and, unless ``lowres_only``, stage 2 with the full-res
+        holding. Stage noise comes from ``seed`` (low-res) and ``seed + 1`` (SR); ``resamples`` as in
+        :func:`sample`."""
+        model, settings = self.model, self.settings
+        factor = model.lowres_factor
+        x, y, z = model.grid.size  # a placed grid has the model grid's size
+        lowres_shape = (1, model.lowres.config.channels, z // factor, y // factor, x // factor)
+        held_low = held.subsampled(factor) if held is not None else None
+        low_sampler = make_sampler(settings.sampler, settings.steps_lowres)
+        noise, generator = self.noise(lowres_shape, settings.seed)
+        x64 = self.stage("lowres", lambda: sample(
+            GuidedDenoiser(model.lowres, text, settings.guidance), low_sampler, noise, held_low,
+            self.on_step("lowres"), resamples=resamples, generator=generator))
+        check_finite(x64, "the low-res network", NETWORK_FIX)
+        if settings.lowres_only:
+            return x64.float(), None
+        sr_sampler = make_sampler(settings.sampler, settings.steps_sr)
+        noise, generator = self.noise((1, lowres_shape[1], z, y, x), settings.seed + 1)
+        x256 = self.stage("superres", lambda: sample(
+            TiledSuperRes(model.superres, upsample_lowres(x64.float(), factor), tiles), sr_sampler, noise, held,
+            self.on_step("superres"), resamples=resamples, generator=generator))
+        check_finite(x256, "the super-resolution network", NETWORK_FIX)
+        return x64.float(), x256.float()
 
-def _seeded_noise(shape, seed: int, run: _Run) -> tuple[torch.Tensor, torch.Generator]:
-    """The initial noise of a stage from ``seed``, and the generator (advanced past it) for resampling noise."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return draw_noise(shape, generator=generator, device=run.device), generator
-
-
-def _sample_both_stages(model: LoadedModel, text: torch.Tensor, held: HeldChannels | None, seed: int,
-                        settings: dict, run: _Run, lowres_only: bool, sr_tiles: int = 1, resamples: int = 0):
-    """Stage 1 (held voxels subsampled to its grid) and, unless ``lowres_only``, stage 2 with the full-res holding.
-
-    Stage noise comes from ``seed`` (low-res) and ``seed + 1`` (SR); ``resamples`` as in :func:`sample`."""
-    factor = model.lowres_factor
-    x, y, z = model.grid.size  # a placed grid has the model grid's size
-    lowres_shape = (1, model.lowres.config.channels, z // factor, y // factor, x // factor)
-    held_low = held.subsampled(factor) if held is not None else None
-    low_sampler = make_sampler(settings["sampler"], settings["steps_lowres"])
-    noise, generator = _seeded_noise(lowres_shape, seed, run)
-    x64 = run.stage("lowres", lambda: sample(
-        GuidedDenoiser(model.lowres, text, settings["guidance"]), low_sampler, noise, held_low,
-        run.on_step("lowres"), resamples=resamples, generator=generator))
-    check_finite(x64, "the low-res network", NETWORK_FIX)
-    if lowres_only:
-        return x64.float(), None
-    sr_sampler = make_sampler(settings["sampler"], settings["steps_sr"])
-    noise, generator = _seeded_noise((1, lowres_shape[1], z, y, x), seed + 1, run)
-    x256 = run.stage("superres", lambda: sample(
-        TiledSuperRes(model.superres, upsample_lowres(x64.float(), factor), sr_tiles), sr_sampler, noise, held,
-        run.on_step("superres"), resamples=resamples, generator=generator))
-    check_finite(x256, "the super-resolution network", NETWORK_FIX)
-    return x64.float(), x256.float()
+    def decode(self, x64, x256, grid: Geometry, report: str | None, held: list[int],
+               with_ct: bool) -> GenerationResult:
+        """The sampled volumes as a result on ``grid`` (the model grid as placed) or its low-res subsample."""
+        model, settings = self.model, self.settings
+        lowres_only = settings.lowres_only
+        final = x64 if lowres_only else x256
+        vol = final[0].cpu()
+        if with_ct:
+            check_generated_ct(vol[0].numpy(), NETWORK_FIX)
+        lowres_grid = grid.subsampled(model.lowres_factor)
+        geometry = lowres_grid if lowres_only else grid
+        held_lobes = CONDITION_CHANNELS["lobes"] in held  # held lobes come back exactly as given
+        lobes = (model_to_lobes(vol[1]) if held_lobes
+                 else decode_generated_lobes(vol[1], tuple(reversed(geometry.spacing))))
+        metadata = {"report": report, "seed": settings.seed, "settings": settings.as_dict(), "held_channels": held,
+                    "lowres_only": lowres_only, "space": model.space, "device": str(self.device),
+                    "precision": str(self.dtype).removeprefix("torch."),
+                    "lobe_majority_vote_mm": None if held_lobes else LOBE_VOTE_MM,
+                    "lobe_islands_below_ml": None if held_lobes else LOBE_ISLAND_ML,
+                    "timings_s": dict(self.timings), "warnings": list(self.warnings)}
+        return GenerationResult(
+            ct_hu=model_to_hu_int16(vol[0]) if with_ct else None,
+            lobes=lobes, airway=model_to_mask(vol[2]), vessels=model_to_mask(vol[3]),
+            lowres=x64[0].cpu().numpy().astype(np.float32), geometry=geometry, lowres_geometry=lowres_grid,
+            metadata=metadata)
 
 
 NETWORK_FIX = "run with --precision fp32; if that does not help, the model's weights are damaged (re-import it)"
@@ -183,47 +225,20 @@ def check_finite(values: torch.Tensor, source: str, fix: str) -> None:
         raise ValueError(f"{source} produced NaN or infinite values, so there is no result to write. Fix: {fix}")
 
 
-def _encode_report(model: LoadedModel, run: "_Run", report: str) -> torch.Tensor:
-    """The text states of ``report``; refuses a report without one word-piece (only control, zero-width or other
-    characters the tokenizer drops) and adds the report's warnings (too long, mostly unknown words) to ``run``."""
-    if not model.text_encoder.tokenizer.tokenize(report):
-        raise MedSynError("the report has no word the text encoder can read (only control characters, zero-width "
-                          "spaces or other characters it drops)", "write the Findings / Impression as plain text")
-    run.warnings += model.text_encoder.report_warnings(report)
-    text = run.stage("text", lambda: model.text_encoder([report]))
-    check_finite(text, "the text encoder", "its weights are damaged: restore or re-import the model")
-    return text
-
-
-def sampling_settings(model: LoadedModel, **overrides) -> dict:
-    """The sampler settings a run uses: each ``None`` in ``overrides`` (steps_lowres, steps_sr, guidance, sampler)
-    replaced by the model's default. A guidance that is not a finite number >= 0 is refused."""
-    settings = {k: (model.defaults[k] if v is None else v) for k, v in overrides.items()}
-    guidance = settings.get("guidance")
-    if guidance is not None and not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 0):
-        raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
-    return settings
-
-
-def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] | None = None, seed: int = 0,
-             steps_lowres: int | None = None, steps_sr: int | None = None, guidance: float | None = None,
-             sampler: str | None = None, precision: str = "auto", lowres_only: bool = False,
-             progress: Progress | None = None, reference_ct: sitk.Image | None = None,
-             max_gpu_memory_gb: float | None = None, sr_tiles: int | None = None) -> GenerationResult:
+def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] | None = None,
+             settings: RunSettings | None = None, *, reference_ct: sitk.Image | None = None,
+             progress: Progress | None = None) -> GenerationResult:
     """Report (+ optional lobe/airway/vessel label maps to hold fixed) -> synthetic CT and masks on the model grid
     (placed where the conditions lie: module docstring; ``metadata["placement"]`` says how).
 
-    With ``lowres_only`` the arrays are the stage-1 result on the low-res grid. ``reference_ct``: the patient CT
-    the condition masks were drawn on (the model's box goes onto its lungs, or the atlas alignment is made from
-    it). ``sr_tiles`` forces the number of SR chunks along f; otherwise ``max_gpu_memory_gb`` (on CUDA default: the
-    free memory) picks it.
+    ``settings``: seed, steps, guidance, sampler, precision, memory (:class:`~MedSynLib.run_settings.RunSettings`;
+    default: the model's sampler defaults, seed 0). With ``lowres_only`` the arrays are the stage-1 result on the
+    low-res grid. ``reference_ct``: the patient CT the condition masks were drawn on (the model's box goes onto its
+    lungs, or the atlas alignment is made from it). ``progress(stage, step, steps)`` is called after each step.
     """
     if not isinstance(report, str) or not report.strip():
         raise ValueError("the report is empty: give Findings/Impression text to condition on")
-    device = next(model.lowres.parameters()).device
-    run = _Run(model, device, precision, progress)
-    settings = sampling_settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance,
-                                 sampler=sampler)
+    run = _Run(model, settings, progress)
     conditions = {k: v for k, v in (conditions or {}).items() if v is not None}
     unknown = set(conditions) - set(CONDITION_CHANNELS)
     if unknown:
@@ -231,59 +246,49 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
     known, held = None, sorted(CONDITION_CHANNELS[k] for k in conditions)
     grid, metadata = model.grid, {}
     if conditions:
-        placement = (_placed(run, place_ct, reference_ct, model) if reference_ct is not None
-                     else _placed(run, place_masks, conditions, model))
+        placement = (run.placed(place_ct, reference_ct, model) if reference_ct is not None
+                     else run.placed(place_masks, conditions, model))
         grid, metadata = placement.grid, dict(placement.metadata)
-        run.warnings += placement.warnings
         x, y, z = grid.size
         volume = np.zeros((1, 4, z, y, x), np.float32)
         for name, image in conditions.items():
             volume[0, CONDITION_CHANNELS[name]] = encode_condition(name, image, grid, placement.transform)
-        known = torch.from_numpy(volume).to(device)
-    tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
-    text = _encode_report(model, run, report)
-    x64, x256 = _sample_both_stages(model, text, hold_channels(known, held), seed, settings, run, lowres_only,
-                                    tiles)
-    result = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, held, with_ct=True)
+        known = torch.from_numpy(volume).to(run.device)
+    tiles = run.sr_tiles()
+    text = run.encode_report(report)
+    x64, x256 = run.sample_both_stages(text, hold_channels(known, held), tiles)
+    result = run.decode(x64, x256, grid, report, held, with_ct=True)
     result.metadata.update(metadata, sr_tiles=tiles)
     return result
 
 
-def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed: int = 0,
-            steps_lowres: int | None = None, steps_sr: int | None = None, guidance: float | None = None,
-            sampler: str | None = None, precision: str = "auto", lowres_only: bool = False,
-            progress: Progress | None = None, max_gpu_memory_gb: float | None = None,
-            sr_tiles: int | None = None, force: bool = False) -> GenerationResult:
+def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, settings: RunSettings | None = None, *,
+            progress: Progress | None = None, force: bool = False) -> GenerationResult:
     """Segment a real CT (HU) by holding the CT channel fixed; masks come back on the CT's own grid.
 
-    The CT goes into model space through :func:`.placement.place_ct`; ``metadata`` records how ("placement", and
-    "alignment" for atlas models or "model_grid_used" for grid models) and the check of the result
-    ("quality", :func:`.placement.segmentation_quality`). A result that fails the check raises
-    :class:`.placement.UntrustedSegmentation` unless ``force``.
+    ``settings`` as for :func:`generate`. The CT goes into model space through :func:`.placement.place_ct`;
+    ``metadata`` records how ("placement", and "alignment" for atlas models or "model_grid_used" for grid models)
+    and the check of the result ("quality", :func:`.placement.segmentation_quality`). A result that fails the check
+    raises :class:`.placement.UntrustedSegmentation` unless ``force``.
     """
     values = sitk.GetArrayViewFromImage(ct)
     if not np.isfinite(values).all():
         raise ValueError("the CT contains NaN or infinite values")
-    device = next(model.lowres.parameters()).device
-    run = _Run(model, device, precision, progress)
-    settings = sampling_settings(model, steps_lowres=steps_lowres, steps_sr=steps_sr, guidance=guidance,
-                                 sampler=sampler)
-    placement = _placed(run, place_ct, ct, model)
+    run = _Run(model, settings, progress)
+    placement = run.placed(place_ct, ct, model)
     grid = placement.grid
-    run.warnings += placement.warnings
     hu = placement.to_model(sitk.Cast(ct, sitk.sitkFloat32), sitk.sitkLinear, -1024.0)
     x, y, z = grid.size
     known = torch.zeros((1, 4, z, y, x))
     known[0, 0] = torch.from_numpy(hu_to_model(hu).astype(np.float32))
-    known = known.to(device)
+    known = known.to(run.device)
     if report:
-        text = _encode_report(model, run, report)
+        text = run.encode_report(report)
     else:
         text = model.lowres.null_text(1).detach()
-    tiles = 1 if lowres_only else _sr_tiles(model, run, sr_tiles, max_gpu_memory_gb)
-    x64, x256 = _sample_both_stages(model, text, hold_channels(known, [0]), seed, settings, run, lowres_only,
-                                    tiles)
-    result = _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, [0], with_ct=False)
+    tiles = run.sr_tiles()
+    x64, x256 = run.sample_both_stages(text, hold_channels(known, [0]), tiles)
+    result = run.decode(x64, x256, grid, report, [0], with_ct=False)
     target = Geometry.of(ct)
     for name in ("lobes", "airway", "vessels"):
         setattr(result, name, placement.to_patient(getattr(result, name), target, result.geometry))
@@ -297,26 +302,3 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, seed:
                                         "view, orientation in the header); --force writes it anyway", quality)
         result.metadata["warnings"].append(message + " (written because of --force)")
     return result
-
-
-def _decode(x64, x256, model, grid, lowres_only, settings, run, seed, report, held, with_ct) -> GenerationResult:
-    """The sampled volumes as a result on ``grid`` (the model grid as placed) or its low-res subsample."""
-    final = x64 if lowres_only else x256
-    vol = final[0].cpu()
-    if with_ct:
-        check_generated_ct(vol[0].numpy(), NETWORK_FIX)
-    lowres_grid = grid.subsampled(model.lowres_factor)
-    geometry = lowres_grid if lowres_only else grid
-    held_lobes = CONDITION_CHANNELS["lobes"] in held  # held lobes come back exactly as given
-    lobes = model_to_lobes(vol[1]) if held_lobes else decode_generated_lobes(vol[1], tuple(reversed(geometry.spacing)))
-    metadata = {"report": report, "seed": seed, "settings": settings, "held_channels": held,
-                "lowres_only": lowres_only, "space": model.space, "device": str(run.device),
-                "precision": str(run.dtype).removeprefix("torch."),
-                "lobe_majority_vote_mm": None if held_lobes else LOBE_VOTE_MM,
-                "lobe_islands_below_ml": None if held_lobes else LOBE_ISLAND_ML,
-                "timings_s": dict(run.timings), "warnings": list(run.warnings)}
-    return GenerationResult(
-        ct_hu=model_to_hu_int16(vol[0]) if with_ct else None,
-        lobes=lobes, airway=model_to_mask(vol[2]), vessels=model_to_mask(vol[3]),
-        lowres=x64[0].cpu().numpy().astype(np.float32), geometry=geometry, lowres_geometry=lowres_grid,
-        metadata=metadata)

@@ -146,9 +146,7 @@ def parameter_bytes(*modules) -> int:
 def gpu_budget_bytes(device: torch.device, max_gpu_memory_gb: float | None) -> float | None:
     """The memory the SR stage may plan for: ``max_gpu_memory_gb``; on CUDA without it, the device's free memory
     plus what this process already holds; None (no limit) on the CPU without it."""
-    if max_gpu_memory_gb is not None:
-        if max_gpu_memory_gb <= 0:
-            raise ValueError(f"--max-gpu-memory must be positive, got {max_gpu_memory_gb}")
+    if max_gpu_memory_gb is not None:  # a positive number (RunSettings checks it)
         return max_gpu_memory_gb * GIB
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..io.files import OutputFolder
-from ..io.images import SYNTHETIC_DESCRIPTION, Provenance, to_image, write_image, write_segmentation
+from ..io.images import SYNTHETIC_DESCRIPTION, to_image, write_image, write_segmentation
 from ..modelstore.bundle import LoadedModel
 from .generation import GenerationResult
 
@@ -56,10 +56,11 @@ def result_folder(out_dir: Path, overwrite: bool = False, inputs=()) -> OutputFo
     return OutputFolder(out_dir, SIDECAR, overwrite, inputs)
 
 
-def write_result(result: GenerationResult, out_dir: Path | OutputFolder, mode: str, model_info: dict,
-                 preview: bool = False, source_ct: Path | None = None, overwrite: bool = False,
-                 dicom: bool = False, series: str | None = None) -> Path:
-    """Write the result folder ``out_dir`` atomically; returns the sidecar path.
+def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_info: dict, preview: bool = False,
+                 source_ct: Path | None = None, overwrite: bool = False, dicom: bool = False,
+                 series: str | None = None) -> Path:
+    """Write the result folder ``out_dir`` atomically (a generated CT, or a segmentation: a result without a CT);
+    returns the sidecar path.
 
     out_dir: a folder path, or a :func:`result_folder` already claimed (and locked) by the caller.
     preview: also write ``preview.png`` (axial, coronal, sagittal planes, lung window, mask overlays) of the
@@ -69,6 +70,7 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, mode: s
     SYNTHETIC series with its Segmentation; a segmentation as a Segmentation referencing ``source_ct``, the DICOM
     folder it was made from (``series``: its Series Instance UID where the folder holds several).
     """
+    mode = "segment" if result.ct_hu is None else "generate"
     output = out_dir if isinstance(out_dir, OutputFolder) else result_folder(out_dir, overwrite, [source_ct])
     out_dir = output.path
     seed = result.metadata.get("seed")
@@ -113,12 +115,12 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, mode: s
 
 def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, source_ct: Path | None = None,
                       preview: bool = False, overwrite: bool = False, dicom: bool = False,
-                      series: str | None = None, source: Provenance = Provenance()) -> Path:
+                      series: str | None = None) -> Path:
     """Write an :class:`~.edit.EditResult` folder like :func:`write_result`; returns the sidecar path.
 
     Every file is marked EDITED in its name and header; the edited CT is the input scan with one region replaced,
-    so it is SYNTHETIC (name, header, sidecar) exactly when the input was (``source``: what the input's header
-    says, :class:`~MedSynLib.io.images.Provenance`). The sidecar records the region (volume, bounding box) and
+    so it is SYNTHETIC (name, header, sidecar) exactly when the input was (``result.source``: what the input's
+    header says, :class:`~MedSynLib.io.images.Provenance`). The sidecar records the region (volume, bounding box) and
     ``files.ct`` names the edited CT. preview: also write ``preview.png`` of the edited CT with the region's
     generated masks.
     dicom: also write the edited CT as a new EDITED series of the patient's study, referencing ``source_ct`` (the
@@ -128,6 +130,7 @@ def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, so
 
     output = out_dir if isinstance(out_dir, OutputFolder) else result_folder(out_dir, overwrite, [source_ct])
     tag = f"seed{result.metadata.get('seed')}"
+    source = result.source
     mark = "SYNTHETIC_EDITED" if source.synthetic else "EDITED"
     files = {"ct": f"{mark}_MedSyn_CT_{tag}.nii.gz", "region": f"{mark}_MedSyn_region.nii.gz",
              "difference": f"{mark}_MedSyn_difference_HU_{tag}.nii.gz",

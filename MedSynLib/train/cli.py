@@ -121,6 +121,7 @@ def add_actions(actions) -> None:
 
 def _package(args) -> int:
     from ..io.images import Geometry, read_image
+    from ..modelstore.package import ModelCard, ModelParts
     from ..modelstore.registry import user_model_folder
     from .package import package_training_outputs  # torch: loaded by the command, not by its parser
 
@@ -130,11 +131,12 @@ def _package(args) -> int:
                                       ("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
         grid = Geometry.of(read_image(args.grid, "grid image")) if args.grid else None
         notes = args.card_notes.read_text(encoding="utf-8") if args.card_notes else None
-        package_training_outputs(target, args.text_encoder, args.lowres, args.superres, name=args.name,
+        parts = ModelParts(args.text_encoder, args.lowres, args.superres)
+        card = ModelCard(notes=notes, training_data=args.training_data)
+        package_training_outputs(target, parts, name=args.name, dtype=args.dtype, card=card,
+                                 official_defaults=args.official_sampler_defaults, overwrite=args.overwrite,
                                  title=args.title, license=args.license, defaults=defaults,
-                                 official_defaults=args.official_sampler_defaults, training_data=args.training_data,
-                                 statement=args.statement, datasets=args.dataset, grid=grid, dtype=args.dtype,
-                                 notes=notes, overwrite=args.overwrite)
+                                 statement=args.statement, datasets=args.dataset, grid=grid)
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"medsyn models package: error: {exc}", file=sys.stderr)
         return 2

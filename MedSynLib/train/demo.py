@@ -17,29 +17,32 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..modelstore.package import ModelCard, ModelParts
 from ..phantom import Grid
-from ..phantom.dataset import write_dataset
+from ..recipes import DEMO_OPTIMISATION, RECIPES
+from ..phantom.dataset import DatasetSpec, write_dataset
 from .demo_card_template import DEMO_CARD_NOTES
 from .diffusion import DiffusionTrainer, TrainConfig
 from .package import log_summary, package_training_outputs
 from .text_encoder import train_text_encoder
 
 GRID = Grid.cube(256, 1.0).geometry  # the phantoms' own grid
-TEXT = {"vocab_size": 2000, "hidden": 128, "layers": 2, "heads": 4, "batch_size": 16, "max_length": 160, "lr": 2e-3}
-LOWRES_UNET = {"dim": 64, "dim_mults": [1, 2, 2], "attn_heads": 4, "text_dim": 128, "mid_depth": 2, "patch": 4,
-               "init_kernel_size": 3}
-SUPERRES_UNET = {"dim": 32, "dim_mults": [1, 2, 4], "attn_heads": 2, "mid_depth": 1, "patch": 4,
-                 "init_kernel_size": 1}
-LOWRES_TRAIN = {"batch_size": 2, "lr": 2e-4, "lr_schedule": "cosine", "warmup_steps": 100, "preview_every": 1000}
+_TEXT_RECIPE, _LOWRES_RECIPE, _SR_RECIPE = (RECIPES[f"demo-{part}"] for part in ("text", "lowres", "sr"))
+TEXT = {k: _TEXT_RECIPE[k] for k in ("vocab_size", "hidden", "layers", "heads", "batch_size", "max_length", "lr")}
+LOWRES_UNET = _LOWRES_RECIPE["unet"]
+SUPERRES_UNET = _SR_RECIPE["unet"]
+LOWRES_TRAIN = {k: _LOWRES_RECIPE[k] for k in ("batch_size", "lr", "lr_schedule", "warmup_steps", "preview_every")}
+SUPERRES_TRAIN = {k: _SR_RECIPE[k] for k in ("crop", "batch_size", "lr")}
+"""The demo's networks and optimisation: the ``demo-*`` recipes of :mod:`MedSynLib.recipes` (one copy)."""
 LOWRES_PHASES = (10000,)
 """The low-res stage trains in phases: a run to 10,000 steps (warm-up, then a cosine decay to 0.1 lr at step
 10,000), then the same run resumed with the full budget (``--lowres-steps``), whose learning rate follows the
 cosine of that budget from step 10,000 on. A phase at or above the budget is skipped."""
-SUPERRES_TRAIN = {"crop": [64, 64, 64], "batch_size": 2, "lr": 2e-4}
 SAMPLING = {"steps_lowres": 12, "steps_sr": 2, "guidance": 2.0, "sampler": "dpmpp2m"}
 STATEMENT = ("Trained on SYNTHETIC procedural phantoms only (MedSynLib.phantom); it is NOT a clinical model and its "
              "outputs are synthetic images that must never be used as patient data.")
@@ -52,19 +55,37 @@ def _log(msg: str) -> None:
 STAGES = ("phantoms", "text", "lowres", "superres", "package")
 
 
-def train_demo(work: Path, package: Path | None, lowres_cases: int, sr_cases: int, text_steps: int,
-               lowres_steps: int, sr_steps: int, workers: int, seed: int, stop_after: int | None,
-               only: str | None = None, report_variants: int = 8) -> dict:
+@dataclass(frozen=True)
+class DemoBudget:
+    """The demo's data and step budgets; the defaults are what the packaged demo model used (the steps and seed:
+    the ``demo-*`` recipes)."""
+
+    lowres_cases: int = 300
+    sr_cases: int = 24
+    report_variants: int = 8
+    """Reports per low-res case (paraphrases in the training templates; one drawn per step)."""
+    text_steps: int = _TEXT_RECIPE["steps"]
+    lowres_steps: int = _LOWRES_RECIPE["steps"]
+    sr_steps: int = _SR_RECIPE["steps"]
+    seed: int = _LOWRES_RECIPE["seed"]
+
+
+def train_demo(work: Path, package: Path | None, budget: DemoBudget = DemoBudget(), workers: int = 2,
+               stop_after: int | None = None, only: str | None = None) -> dict:
     """Run every part in order (or ``only`` one of :data:`STAGES`: the low-res and SR stages can then run as two
-    processes side by side once the text encoder exists). Finished parts are skipped, interrupted ones resume."""
+    processes side by side once the text encoder exists). Finished parts are skipped, interrupted ones resume;
+    ``stop_after`` ends each stage phase after that many training steps in this run."""
     work = Path(work)
+    lowres_cases, sr_cases, seed = budget.lowres_cases, budget.sr_cases, budget.seed
+    text_steps, lowres_steps, sr_steps = budget.text_steps, budget.lowres_steps, budget.sr_steps
+    report_variants = budget.report_variants
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    low_manifest = write_dataset(str(work / "phantoms64"), lowres_cases, size=64, spacing=4.0, seed=seed,
-                                 workers=workers, measure=False, log=None, wording="train",
-                                 report_variants=report_variants)
-    sr_manifest = write_dataset(str(work / "phantoms256"), sr_cases, size=256, spacing=1.0, seed=seed + 1,
-                                workers=workers, measure=False, log=None, wording="train")
+    low_spec = DatasetSpec(size=64, spacing=4.0, seed=seed, measure=False, wording="train",
+                           report_variants=report_variants)
+    low_manifest = write_dataset(str(work / "phantoms64"), lowres_cases, low_spec, workers=workers, log=None)
+    sr_spec = DatasetSpec(size=256, spacing=1.0, seed=seed + 1, measure=False, wording="train")
+    sr_manifest = write_dataset(str(work / "phantoms256"), sr_cases, sr_spec, workers=workers, log=None)
     times["phantoms_s"] = time.perf_counter() - t0
     _log(f"phantoms ready: {lowres_cases} at 64³/4 mm, {sr_cases} at 256³/1 mm")
 
@@ -86,13 +107,16 @@ def train_demo(work: Path, package: Path | None, lowres_cases: int, sr_cases: in
         if only not in (None, stage):
             continue
         t0 = time.perf_counter()
-        for budget in stage_phases(stage, steps):
+        for phase in stage_phases(stage, steps):
             config = TrainConfig(stage=stage, manifest=str(manifest), out=str(work / stage), unet=unet,
-                                 grid=GRID.to_dict(), steps=budget, seed=seed, precision="bf16", ema_decay=0.995,
-                                 ema_start=min(200, steps // 4), checkpoint_every=50, log_every=25, **extra)
+                                 grid=GRID.to_dict(), steps=phase, seed=seed, precision=DEMO_OPTIMISATION["precision"],
+                                 ema_decay=DEMO_OPTIMISATION["ema_decay"],
+                                 ema_start=min(DEMO_OPTIMISATION["ema_start"], steps // 4),
+                                 checkpoint_every=DEMO_OPTIMISATION["checkpoint_every"],
+                                 log_every=DEMO_OPTIMISATION["log_every"], **extra)
             trainer = DiffusionTrainer(config)
             trainer.run(stop_after=stop_after)
-            if trainer.step < budget:
+            if trainer.step < phase:
                 _log(f"{stage} stopped at step {trainer.step}/{steps}; run the same command again to continue")
                 return {"finished": False, "times": times}
         times[f"{stage}_s"] = time.perf_counter() - t0
@@ -124,11 +148,11 @@ def card_fields(data: dict) -> dict:
 
 def package_model(folder: Path, work: Path, data: dict) -> Path:
     """Package the finished runs in ``work`` as the demo model folder (EMA weights as float16, model card)."""
+    hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}"
     package_training_outputs(
-        folder, work / "text", work / "lowres", work / "superres", name="medsyn-demo",
+        folder, ModelParts(work / "text", work / "lowres", work / "superres"), name="medsyn-demo", dtype="float16",
+        card=ModelCard(DEMO_CARD_NOTES, card_fields(data), {"hardware": hardware}), overwrite=True,
         title="MedSyn demo (synthetic phantoms; not a clinical model)", license="Apache-2.0", defaults=SAMPLING,
-        dtype="float16", notes=DEMO_CARD_NOTES, card_fields=card_fields(data),
-        hardware=f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}", overwrite=True,
         synthetic_training_data=True, statement=STATEMENT)
     _log(f"packaged {folder}")
     return folder
@@ -138,15 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.train.demo", description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="working folder (phantoms, caches, checkpoints)")
     p.add_argument("--package", type=Path, default=None, help="write the finished model folder here")
-    p.add_argument("--lowres-cases", type=int, default=300)
-    p.add_argument("--sr-cases", type=int, default=24)
-    p.add_argument("--report-variants", type=int, default=8,
+    default = DemoBudget()
+    p.add_argument("--lowres-cases", type=int, default=default.lowres_cases)
+    p.add_argument("--sr-cases", type=int, default=default.sr_cases)
+    p.add_argument("--report-variants", type=int, default=default.report_variants,
                    help="reports per low-res case (paraphrases in the training templates; one drawn per step)")
-    p.add_argument("--text-steps", type=int, default=6000)
-    p.add_argument("--lowres-steps", type=int, default=17000)
-    p.add_argument("--sr-steps", type=int, default=9000)
+    p.add_argument("--text-steps", type=int, default=default.text_steps)
+    p.add_argument("--lowres-steps", type=int, default=default.lowres_steps)
+    p.add_argument("--sr-steps", type=int, default=default.sr_steps)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--stop-after", type=int, default=None, help="training steps per stage phase in this run")
     p.add_argument("--only", choices=STAGES, default=None, help="run one part (e.g. lowres and superres side by side)")
     p.add_argument("--threads", type=int, default=None,
@@ -155,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = train_demo(args.work, args.package, args.lowres_cases, args.sr_cases, args.text_steps,
-                        args.lowres_steps, args.sr_steps, args.workers, args.seed, args.stop_after, args.only,
-                        args.report_variants)
+    budget = DemoBudget(args.lowres_cases, args.sr_cases, args.report_variants, args.text_steps, args.lowres_steps,
+                        args.sr_steps, args.seed)
+    result = train_demo(args.work, args.package, budget, args.workers, args.stop_after, args.only)
     print(json.dumps(result), flush=True)
     return 0
 

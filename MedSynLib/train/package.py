@@ -10,6 +10,7 @@ from the low-res run's config (or a stage folder's provenance, or ``--grid IMAGE
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -18,11 +19,11 @@ import torch
 
 from ..io.images import Geometry
 from ..models.unet import UNetConfig, build_unet
-from ..modelstore.bundle import DEFAULTS
-from ..modelstore.package import package_model
+from ..modelstore.package import ModelCard, ModelParts, package_model
 from ..modelstore.registry import user_model_folder
 from ..modelstore.store import read_stage_config, save_stage
 from .diffusion import CHECKPOINT
+from ..run_settings import MODEL_DEFAULTS
 from .text_encoder import ENCODER_DIR, METRICS_FILE
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -86,7 +87,7 @@ def text_part(source: Path) -> tuple[Path, dict]:
 SYNTHETIC_STATEMENT = ("Trained on SYNTHETIC data only; it is NOT a clinical model and its outputs are synthetic "
                        "images that must never be used as patient data.")
 """The statement of a model whose training manifest marks every case synthetic, unless another is given."""
-OFFICIAL_DEFAULTS_TEXT = "DDIM {steps_lowres} / {steps_sr} steps, guidance {guidance}".format(**DEFAULTS)
+OFFICIAL_DEFAULTS_TEXT = "DDIM {steps_lowres} / {steps_sr} steps, guidance {guidance}".format(**MODEL_DEFAULTS)
 
 
 def manifest_facts(config: dict) -> dict:
@@ -103,42 +104,44 @@ def manifest_facts(config: dict) -> dict:
 
 
 def _checked_defaults(defaults: dict | None, official_defaults: bool) -> dict:
-    missing = [k for k in DEFAULTS if k not in (defaults or {})]
+    missing = [k for k in MODEL_DEFAULTS if k not in (defaults or {})]
     if missing and not official_defaults:
         raise ValueError("the model's sampler defaults are not given (" + ", ".join(
             "--" + k.replace("_", "-") for k in missing) + "). Fix: give the settings you checked its results with "
             f"(--steps-lowres, --steps-sr, --guidance, --sampler), or --official-sampler-defaults to use the "
             f"official ones ({OFFICIAL_DEFAULTS_TEXT}) for those not given")
-    return {**DEFAULTS, **(defaults or {})}
+    return {**MODEL_DEFAULTS, **(defaults or {})}
 
 
-def package_training_outputs(target: Path, text_encoder: Path, lowres: Path, superres: Path, *, name: str,
-                             title: str | None = None, license: str = "unknown", defaults: dict | None = None,
-                             official_defaults: bool = False, training_data: str | None = None,
-                             statement: str | None = None, grid: Geometry | None = None, dtype: str = "float32",
-                             notes: str | None = None, card_fields: dict | None = None,
-                             datasets: list[str] | None = None, hardware: str | None = None, overwrite: bool = False,
+def package_training_outputs(target: Path, parts: ModelParts, *, name: str, dtype: str = "float32",
+                             card: ModelCard = ModelCard(), official_defaults: bool = False, overwrite: bool = False,
                              **spec) -> Path:
-    """Package training outputs (see the module docstring) as the model folder ``target``; returns it.
+    """Package training outputs ``parts`` (see the module docstring; each a run folder or a finished part) as the
+    model folder ``target``; returns it. Weights are stored as ``dtype``. spec: model.json fields as for
+    :func:`~MedSynLib.modelstore.package.package_model` (``title`` defaults to the name, ``license`` to "unknown",
+    ``grid`` to the low-res run's).
 
-    defaults: the sampler defaults, all four (steps_lowres, steps_sr, guidance, sampler) unless
-    ``official_defaults`` fills the missing ones with the official DDIM settings. training_data: the card's
-    "Training data" text; needed unless ``notes`` has that section or the low-res run's manifest marks every case
-    synthetic (:func:`manifest_facts`), which also makes :data:`SYNTHETIC_STATEMENT` the default ``statement``
-    (the sentence shown with every result) and sets ``synthetic_training_data``.
+    ``defaults``: the sampler defaults, all four (steps_lowres, steps_sr, guidance, sampler) unless
+    ``official_defaults`` fills the missing ones with the official DDIM settings. ``card.training_data``: the card's
+    "Training data" text; needed unless ``card.notes`` has that section or the low-res run's manifest marks every
+    case synthetic (:func:`manifest_facts`), which also makes :data:`SYNTHETIC_STATEMENT` the default ``statement``
+    (the sentence shown with every result) and sets ``synthetic_training_data``. ``card.training`` may carry
+    ``hardware``, added to what the runs measured.
     """
+    lowres, superres = parts.lowres, parts.superres
+    notes, training_data, statement = card.notes, card.training_data, spec.pop("statement", None)
     user_model_folder(name)  # the name check of the model store, before any work
-    defaults = _checked_defaults(defaults, official_defaults)
+    spec["defaults"] = _checked_defaults(spec.get("defaults"), official_defaults)
     with tempfile.TemporaryDirectory(prefix=".medsyn-package-", dir=Path(target).parent
                                      if Path(target).parent.is_dir() else None) as scratch:
-        text_dir, text_metrics = text_part(text_encoder)
+        text_dir, text_metrics = text_part(parts.text_encoder)
         low_dir, low_config, low_summary = stage_part(lowres, "lowres", Path(scratch), DTYPES[dtype])
         sr_dir, _, sr_summary = stage_part(superres, "superres", Path(scratch), DTYPES[dtype])
-        if grid is None:
+        if spec.get("grid") is None:
             if "grid" not in low_config:
                 raise ValueError(f"the grid of {lowres} is unknown (no training config). Fix: pass --grid IMAGE, an "
                                  "image on the full-resolution grid the model was trained on")
-            grid = Geometry.from_dict(low_config["grid"])
+            spec["grid"] = Geometry.from_dict(low_config["grid"])
         facts = manifest_facts(low_config)
         if training_data is None and "## Training data" not in (notes or ""):
             if not facts.get("synthetic"):
@@ -157,8 +160,9 @@ def package_training_outputs(target: Path, text_encoder: Path, lowres: Path, sup
             notes = f"## Training data\n{training_data}\n\n" + (notes or "")
         training = {"text_encoder": {k: text_metrics.get(k) for k in ("steps", "wall_time_s", "heldout", "corpus")}
                     if text_metrics else {},
-                    "lowres": low_summary, "superres": sr_summary, **({"hardware": hardware} if hardware else {})}
-        return package_model(target, text_dir, low_dir, sr_dir, name=name, title=title or name, license=license,
-                             grid=grid, lowres_factor=int(low_config.get("lowres_factor", 4)), defaults=defaults,
-                             training=training, notes=notes, card_fields=card_fields, datasets=datasets or [],
+                    "lowres": low_summary, "superres": sr_summary, **(card.training or {})}
+        spec = {"license": "unknown", "datasets": [], "lowres_factor": int(low_config.get("lowres_factor", 4)),
+                **{k: v for k, v in spec.items() if v is not None}, "title": spec.get("title") or name}
+        card = dataclasses.replace(card, notes=notes, training=training)
+        return package_model(target, ModelParts(text_dir, low_dir, sr_dir, parts.extra), name=name, card=card,
                              overwrite=overwrite, **spec)

@@ -1,4 +1,5 @@
-"""A Generate, Segment or Edit run: its settings, its ``medsyn`` arguments, its private work folder and its result
+"""A Generate, Segment or Edit run: its ``medsyn`` arguments (the model and a
+:class:`~MedSynLib.run_settings.RunSettings`), its private work folder and its result
 folder.
 
 The work folder (``<output_root>/.medsyn-work-*``) holds the report text, the condition label maps, the input CT,
@@ -8,58 +9,41 @@ an edit's region and the command's ``--out``; it is deleted on cancel or failure
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import os
 import shutil
 import tempfile
 from typing import Callable
 
+from MedSynLib.run_settings import RunSettings
+
 from .process import CANCEL_GRACE_S, MedSynProcess, child_environment, medsyn_command
 
 
-@dataclasses.dataclass
-class Settings:
-    """The run settings shared by ``generate`` and ``segment`` (steps and guidance: the model's defaults unless
-    the user changed them in the panel)."""
-
-    model: str = "default"
-    seed: int = 42
-    steps_lowres: int = 50
-    steps_sr: int = 20
-    guidance: float = 1.0
-    device: str = "auto"  # auto | cpu | cuda
-    lowres_only: bool = False
-
-    def arguments(self) -> list[str]:
-        args = ["--seed", str(int(self.seed)), "--steps-lowres", str(int(self.steps_lowres)),
-                "--steps-sr", str(int(self.steps_sr)), "--guidance", repr(float(self.guidance)),
-                "--device", self.device, "--model", self.model]
-        if self.lowres_only:
-            args.append("--lowres-only")
-        return args
+def run_arguments(model: str, settings: RunSettings, out_dir: str) -> list[str]:
+    """The options every run ends with: the model, the settings (:meth:`RunSettings.to_argv`), JSON progress and
+    the result folder."""
+    return ["--model", model, *settings.to_argv(), "--progress", "json", "--out", out_dir]
 
 
-def generate_arguments(report_file: str, out_dir: str, settings: Settings,
+def _anatomy(masks: dict[str, str] | None) -> list[str]:
+    return [arg for channel in ("lobes", "airway", "vessels") if masks and masks.get(channel)
+            for arg in (f"--{channel}", masks[channel])]
+
+
+def generate_arguments(report_file: str, out_dir: str, model: str, settings: RunSettings,
                        conditions: dict[str, str] | None = None) -> list[str]:
-    args = ["generate", "--report-file", report_file]
-    for channel in ("lobes", "airway", "vessels"):
-        if conditions and conditions.get(channel):
-            args += [f"--{channel}", conditions[channel]]
-    return args + settings.arguments() + ["--progress", "json", "--out", out_dir]
+    return ["generate", "--report-file", report_file, *_anatomy(conditions), *run_arguments(model, settings, out_dir)]
 
 
-def segment_arguments(ct_file: str, out_dir: str, settings: Settings) -> list[str]:
-    return ["segment", "--ct", ct_file] + settings.arguments() + ["--progress", "json", "--out", out_dir]
+def segment_arguments(ct_file: str, out_dir: str, model: str, settings: RunSettings) -> list[str]:
+    return ["segment", "--ct", ct_file, *run_arguments(model, settings, out_dir)]
 
 
-def edit_arguments(ct_file: str, region_file: str, report_file: str, out_dir: str, settings: Settings,
-                   keep: dict[str, str] | None = None) -> list[str]:
-    args = ["edit", "--ct", ct_file, "--region", region_file, "--report-file", report_file]
-    for channel in ("lobes", "airway", "vessels"):
-        if keep and keep.get(channel):
-            args += [f"--{channel}", keep[channel]]
-    return args + settings.arguments() + ["--progress", "json", "--out", out_dir]
+def edit_arguments(ct_file: str, region_file: str, report_file: str, out_dir: str, model: str,
+                   settings: RunSettings, keep: dict[str, str] | None = None) -> list[str]:
+    return ["edit", "--ct", ct_file, "--region", region_file, "--report-file", report_file, *_anatomy(keep),
+            *run_arguments(model, settings, out_dir)]
 
 
 def default_output_root() -> str:
@@ -122,21 +106,22 @@ class MedSynJob:
         self.process = MedSynProcess(self.command_factory(arguments), env=env, cwd=self.work_dir).start()
         return self.process
 
-    def start_generate(self, report_text: str, settings: Settings,
+    def start_generate(self, report_text: str, model: str, settings: RunSettings,
                        conditions: dict[str, str] | None = None) -> MedSynProcess:
         self.lowres_only = settings.lowres_only
         report = self.write_report(report_text)
-        return self.start(generate_arguments(report, self.out_dir, settings, conditions), settings.device)
+        return self.start(generate_arguments(report, self.out_dir, model, settings, conditions), settings.device)
 
-    def start_segment(self, ct_file: str, settings: Settings) -> MedSynProcess:
+    def start_segment(self, ct_file: str, model: str, settings: RunSettings) -> MedSynProcess:
         self.lowres_only = settings.lowres_only
-        return self.start(segment_arguments(ct_file, self.out_dir, settings), settings.device)
+        return self.start(segment_arguments(ct_file, self.out_dir, model, settings), settings.device)
 
-    def start_edit(self, ct_file: str, region_file: str, report_text: str, settings: Settings,
+    def start_edit(self, ct_file: str, region_file: str, report_text: str, model: str, settings: RunSettings,
                    keep: dict[str, str] | None = None) -> MedSynProcess:
         self.lowres_only = settings.lowres_only
         report = self.write_report(report_text)
-        return self.start(edit_arguments(ct_file, region_file, report, self.out_dir, settings, keep), settings.device)
+        return self.start(edit_arguments(ct_file, region_file, report, self.out_dir, model, settings, keep),
+                          settings.device)
 
     def finish(self) -> str:
         """After the exit event: move the results out of the work folder and return the results folder; raises

@@ -16,10 +16,11 @@ import time
 from typing import Callable, Optional
 
 import slicer
+from MedSynLib.run_settings import RunSettings
 
 from . import conditions, device, models, remote, results
 from .anatomy import LOBE_FIELDS, AnatomyChoices, modifying  # noqa: F401 (LOBE_FIELDS: for the module)
-from .job import MedSynJob, Settings
+from .job import MedSynJob
 from .process import MedSynProcess, child_environment, medsyn_command, python_executable
 from .progress import Event
 
@@ -86,11 +87,12 @@ class MedSynSlicerLogic(AnatomyChoices):
         return p
 
     @staticmethod
-    def settings(p) -> Settings:
-        return Settings(model=p.model or models.DEFAULT_MODEL, seed=int(p.seed), steps_lowres=int(p.stepsLowres),
-                        steps_sr=int(p.stepsSuperres), guidance=float(p.guidanceScale),
-                        device="auto" if p.device == Device.REMOTE else p.device.value,
-                        lowres_only=bool(p.lowresOnly))
+    def settings(p) -> RunSettings:
+        """The run settings in the panel (the model's defaults unless the user changed them; a remote run's device
+        is the server's choice)."""
+        return RunSettings(seed=int(p.seed), steps_lowres=int(p.stepsLowres), steps_sr=int(p.stepsSuperres),
+                           guidance=float(p.guidance), device="auto" if p.device == Device.REMOTE else p.device.value,
+                           lowres_only=bool(p.lowresOnly))
 
     @staticmethod
     def keptSettings(p) -> dict:
@@ -139,7 +141,7 @@ class MedSynSlicerLogic(AnatomyChoices):
                 p.model = info.name
             p.stepsLowres = int(info.steps_lowres)
             p.stepsSuperres = int(info.steps_sr)
-            p.guidanceScale = float(info.guidance)
+            p.guidance = float(info.guidance)
             p.modelDefaultsOf = info.name
         return True
 
@@ -232,7 +234,7 @@ class MedSynSlicerLogic(AnatomyChoices):
             files = conditions.export_conditions(p.conditionSegmentation, self.conditionSelection(p),
                                                  job.conditions_dir)
             job.held = self.heldChannels(p)
-            job.start_generate(report, self.settings(p), files)
+            job.start_generate(report, p.model or models.DEFAULT_MODEL, self.settings(p), files)
         except BaseException:
             job.cleanup()
             raise
@@ -268,7 +270,7 @@ class MedSynSlicerLogic(AnatomyChoices):
         job = self.newJob(p, f"MedSyn_segmentation_{time.strftime('%Y%m%d-%H%M%S')}", force)
         job.source, job.target = volume, self.outputFor(p, volume)
         try:
-            job.start_segment(self._writeInputCT(volume, job), self.settings(p))
+            job.start_segment(self._writeInputCT(volume, job), p.model or models.DEFAULT_MODEL, self.settings(p))
         except BaseException:
             job.cleanup()
             raise
@@ -287,7 +289,8 @@ class MedSynSlicerLogic(AnatomyChoices):
                                                os.path.join(job.work_dir, "region.nii.gz"))
             keep = conditions.export_conditions(p.editAnatomySegmentation, self.editAnatomySelection(p),
                                                 job.conditions_dir)
-            job.start_edit(self._writeInputCT(p.editVolume, job), region, report, self.settings(p), keep)
+            job.start_edit(self._writeInputCT(p.editVolume, job), region, report, p.model or models.DEFAULT_MODEL,
+                           self.settings(p), keep)
             job.source = p.editVolume
         except BaseException:
             job.cleanup()
@@ -345,7 +348,7 @@ class MedSynSlicerLogic(AnatomyChoices):
         return self.finishJob(job, p, show=show)
 
 
-KEPT_SETTINGS = ("model", "modelDefaultsOf", "seed", "stepsLowres", "stepsSuperres", "guidanceScale", "device",
+KEPT_SETTINGS = ("model", "modelDefaultsOf", "seed", "stepsLowres", "stepsSuperres", "guidance", "device",
                  "lowresOnly", "outputFolder")
 """Parameter names of the Settings section: the user's, kept over a scene close."""
 RUNS = {"generate": "startGenerate", "segment": "startSegment", "edit": "startEdit"}

@@ -31,7 +31,18 @@ The names below load on first use, so that ``medsyn train-text --help`` (:mod:`.
 transformers.
 """
 
+from typing import TYPE_CHECKING
+
 from ...lazy import lazy_exports
+
+if TYPE_CHECKING:  # what the lazy names are, for editors and type checkers (nothing is imported at run time)
+    from .checkpoint import CHECKPOINT_DIR, ENCODER_DIR, METRICS_FILE
+    from .config import TextTrainConfig
+    from .corpus import Report, ReportFormatError, corpus_digest, heldout_split, load_corpus, split_sections
+    from .examples import Examples, mask_tokens
+    from .loop import evaluate, train_text_encoder
+    from .model import PretrainingModel, build_model
+    from .vocab import SPECIAL_TOKENS, load_tokenizer, train_wordpiece_vocab, write_vocab
 
 _EXPORTS = {"CHECKPOINT_DIR": "checkpoint", "ENCODER_DIR": "checkpoint", "METRICS_FILE": "checkpoint",
             "TextTrainConfig": "config", "Report": "corpus", "ReportFormatError": "corpus",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ...io.files import atomic_write, umask
 
 ENCODER_DIR, CHECKPOINT_DIR, METRICS_FILE = "text_encoder", "checkpoint", "training.json"
 
@@ -23,16 +24,10 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def temp_dir(out: Path, name: str) -> Path:
     """A fresh folder beside its final place, with the permissions a plain mkdir would give (not mkdtemp's 0700)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-    tmp.chmod(0o777 & ~_umask())
+    tmp.chmod(0o777 & ~umask())
     return tmp
 
 
@@ -44,9 +39,5 @@ def checkpoint_dir(out: Path) -> Path | None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    """``data`` as indented JSON in ``path``, replaced atomically."""
+    atomic_write(path, json.dumps(data, indent=2) + "\n")

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
-from ...models.text_encoder import _encoder_state, _fit_positions, _read_weights
+from ...models.text_encoder import encoder_state, fit_positions, read_weights
 from .config import TextTrainConfig, draw_generator
 from .examples import IGNORE
 
@@ -62,7 +62,7 @@ def build_model(cfg: TextTrainConfig, vocab_size: int | None, bert_config: BertC
                        None)
         if weights is None:
             raise FileNotFoundError(f"--init folder {folder} has no model.safetensors or pytorch_model.bin")
-        state = _read_weights(weights)
+        state = read_weights(weights)
         notes["init_weights"] = str(weights)
     elif bert_config is None:
         bert_config = BertConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
@@ -75,8 +75,8 @@ def build_model(cfg: TextTrainConfig, vocab_size: int | None, bert_config: BertC
                          f"{bert_config.type_vocab_size}")
     model = PretrainingModel(bert_config)
     if state is not None:
-        encoder = _encoder_state(state)
-        _fit_positions(encoder, bert_config.max_position_embeddings, draw_generator(cfg.seed, "positions"))
+        encoder = encoder_state(state)
+        fit_positions(encoder, bert_config.max_position_embeddings, draw_generator(cfg.seed, "positions"))
         result = model.bert.load_state_dict(encoder, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(f"{notes['init_weights']} does not fit a BERT encoder: missing "

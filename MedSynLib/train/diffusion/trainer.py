@@ -13,199 +13,34 @@ installed (the ``[tensorboard]`` extra) the same scalars go to ``tensorboard/``;
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.manifest import read_manifest
-from ..data.preprocess import TextFeatureCache, VolumeCache, encode_volume
-from ..diffusion.schedule import TIME_SCALE, add_noise, x0_loss
-from ..environment import distributed
-from ..io.files import atomic_write
-from ..io.images import Geometry
-from ..models.text_encoder import ReportEncoder
-from ..models.unet import UNetConfig, build_unet
-from ..modelstore.store import check_state_dict, load_stage, save_stage, sha256_file
-from ..seeding import seeded_generator
-from ..settings import settings_from_dict
-from .monitor import TrainingLog
+from ...data.manifest import read_manifest
+from ...data.preprocess import TextFeatureCache, VolumeCache, encode_volume
+from ...diffusion.schedule import TIME_SCALE, add_noise, x0_loss
+from ...environment import distributed
+from ...io.files import atomic_write
+from ...io.images import Geometry
+from ...models.text_encoder import ReportEncoder
+from ...models.unet import UNetConfig, build_unet
+from ...modelstore.store import check_state_dict, load_stage, save_stage, sha256_file
+from ..monitor import TrainingLog
+from .batches import Batches, _generator, sr_condition
+from .config import TrainConfig, learning_rate
+from .ema import EMA
+from .split import split_cases
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
-
-
-@dataclass
-class TrainConfig:
-    """Everything a diffusion training run needs (saved as JSON in the run folder).
-
-    grid: the full-resolution training grid (Geometry dict); the low-res stage trains on its ``lowres_factor``
-    subsample (voxel f·i, as the official data). crop: SR training crop (f, h, w) at full resolution
-    (multiples of lowres_factor); None = whole volume. batch_size is the global batch (all ranks, per micro-step).
-    Validation: the cases the manifest's ``split`` column marks ``val``, else the ``val_fraction`` of cases chosen by
-    a hash of their id (see :func:`held_out`), are kept out of training; every ``val_every`` steps (0 = never) their
-    x0 loss at ``val_timesteps`` fixed diffusion times and fixed noise is logged as ``val_loss``.
-    """
-
-    stage: str = "lowres"
-    manifest: str = ""
-    out: str = ""
-    unet: dict = field(default_factory=dict)
-    text_encoder: str | None = None
-    grid: dict = field(default_factory=lambda: Geometry((256, 256, 256), (1.0, 1.0, 1.0),
-                                                        (-127.5, -127.5, -127.5)).to_dict())
-    lowres_factor: int = 4
-    crop: list[int] | None = None
-    cache: str | None = None
-    steps: int = 1000
-    batch_size: int = 1
-    grad_accum: int = 1
-    lr: float = 1e-4
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    lr_min_ratio: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    precision: str = "fp32"
-    ema_decay: float = 0.999
-    ema_start: int = 0
-    ema_every: int = 1
-    text_dropout: float = 0.1
-    sr_noise_aug: float = 0.4
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    preview_every: int = 0
-    preview_steps: int = 10
-    val_every: int = 0
-    val_fraction: float = 0.0
-    val_timesteps: int = 4
-    skip_bad: bool = False
-    init_from: str | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return settings_from_dict(cls, d, "training options")
-
-    def validate(self) -> None:
-        if self.stage not in ("lowres", "superres"):
-            raise ValueError(f"stage must be lowres or superres, got {self.stage!r}")
-        if self.stage == "lowres" and not self.text_encoder:
-            raise ValueError("the low-res stage needs text_encoder (a folder written by `medsyn train-text`)")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.val_every < 0 or not 0 <= self.val_fraction < 1 or self.val_timesteps < 1:
-            raise ValueError("need val_every >= 0 (0 = no validation), 0 <= val_fraction < 1 and val_timesteps >= 1")
-
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Learning rate of optimisation step ``step`` (0-based): linear warm-up over ``warmup_steps``, then constant
-    or a cosine decay to ``lr_min_ratio * lr`` at ``steps`` (a pure function of the step, so resumes stay exact;
-    a run resumed with a larger ``steps`` continues on the longer cosine from where it stands)."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.lr_schedule == "constant":
-        return config.lr
-    span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    return config.lr * (config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def held_out(case_id: str, fraction: float) -> bool:
-    """Whether a case is a validation case when ``fraction`` of the cases are held out: its id's sha256 falls in
-    the lowest ``fraction`` of the range, so the choice does not depend on the order or number of cases."""
-    digest = hashlib.sha256(case_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") < fraction * 2 ** 64
-
-
-def split_cases(cases: list, fraction: float) -> tuple[list, list]:
-    """(training, validation) cases: the manifest's ``split`` column where it marks any case ``val``, else
-    :func:`held_out` by id; errors when a split leaves no training case or no validation case."""
-    marked = any(c.split == "val" for c in cases)
-    val = [c for c in cases if (c.split == "val" if marked else held_out(c.case_id, fraction))]
-    train = [c for c in cases if c not in val]
-    if not train:
-        raise ValueError("every case is held out for validation; lower val_fraction or mark fewer cases 'val'")
-    if (marked or fraction > 0) and not val:
-        raise ValueError(f"val_fraction {fraction} holds out none of the {len(cases)} cases; raise it, or mark "
-                         "validation cases with split=val in the manifest")
-    return train, val
-
-
-def _generator(*seeds: int) -> torch.Generator:
-    """The generator of the draws named by the integers ``seeds``, keyed by their tuple's repr, e.g. "(0, 5, 1)"."""
-    return seeded_generator(repr(tuple(int(s) for s in seeds)))
-
-
-class EMA:
-    """Exponential moving average of a network's parameters (the weights that are sampled from)."""
-
-    def __init__(self, net: torch.nn.Module, decay: float):
-        self.net = copy.deepcopy(net).eval().requires_grad_(False)
-        self.decay = decay
-
-    @torch.no_grad()
-    def update(self, net: torch.nn.Module, decay: float | None = None) -> None:
-        d = self.decay if decay is None else decay
-        for ema_p, p in zip(self.net.parameters(), net.parameters()):
-            ema_p.lerp_(p.detach(), 1 - d)
-
-
-class Batches:
-    """The training samples of each step, as model-space tensors (global batch, identical on every rank)."""
-
-    def __init__(self, config: TrainConfig, cases, volumes: VolumeCache, texts: TextFeatureCache | None):
-        self.config, self.cases, self.volumes, self.texts = config, cases, volumes, texts
-
-    def indices(self, consumed: int, count: int) -> list[int]:
-        n = len(self.cases)
-        out = []
-        for k in range(consumed, consumed + count):
-            epoch, pos = divmod(k, n)
-            order = torch.randperm(n, generator=_generator(self.config.seed, epoch, 1))
-            out.append(int(order[pos]))
-        return out
-
-    def sample(self, index: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        case = self.cases[index]
-        arrays = self.volumes.get(case)
-        if self.config.stage == "lowres":  # one of the case's reports (paraphrases), drawn per sample
-            return encode_volume(arrays), self.texts.get(case, int(torch.randint(len(case.reports), (1,),
-                                                                                 generator=gen)))
-        f = self.config.lowres_factor
-        crop = self.config.crop or list(arrays["ct"].shape)
-        starts = [int(torch.randint(0, (s - c) // f + 1, (1,), generator=gen)) * f
-                  for s, c in zip(arrays["ct"].shape, crop)]
-        window = tuple(slice(s, s + c) for s, c in zip(starts, crop))
-        return encode_volume({k: a[window] for k, a in arrays.items()}), None
-
-    def batch(self, consumed: int, count: int, gen: torch.Generator):
-        items = [self.sample(i, gen) for i in self.indices(consumed, count)]
-        x = torch.stack([it[0] for it in items])
-        text = torch.stack([it[1] for it in items]) if items[0][1] is not None else None
-        return x, text
-
-
-def sr_condition(x: torch.Tensor, factor: int, alpha: float, noise: torch.Tensor) -> torch.Tensor:
-    """Official SR training conditioning: nearest x(1/f) (voxel f·i), nearest x f, then ``(1 - a) lr + a eps``."""
-    low = x[..., ::factor, ::factor, ::factor]
-    up = torch.nn.functional.interpolate(low, scale_factor=factor, mode="nearest")
-    return (1 - alpha) * up + alpha * noise
 
 
 class DiffusionTrainer:
@@ -439,16 +274,16 @@ class DiffusionTrainer:
         case's low-res volume, on the central training crop. ``preview_steps`` DDIM steps from fixed noise (seed
         ``config.seed``), so previews of successive steps are comparable; the training RNG is not touched.
         """
-        from ..diffusion.samplers import make_sampler
-        from ..diffusion.sampling import GuidedDenoiser, SuperResDenoiser, draw_noise, sample
-        from ..io.codecs import model_to_hu, model_to_lobes, model_to_mask
-        from ..phantom.preview import montage, stack_rows, write_png
+        from ...diffusion.samplers import make_sampler
+        from ...diffusion.sampling import GuidedDenoiser, SuperResDenoiser, draw_noise, sample
+        from ...io.codecs import model_to_hu, model_to_lobes, model_to_mask
+        from ...phantom.preview import montage, stack_rows, write_png
 
         cfg, case = self.config, self.batches.cases[0]
         reference = encode_volume(self.batches.volumes.get(case))[None]
         net = self.ema.net.eval()
         if cfg.stage == "lowres":
-            denoise = GuidedDenoiser(net, self.batches.texts.get(case)[None].to(self.device))
+            denoise = GuidedDenoiser(net, self.batches.texts.get(case)[None].to(self.device), 1.0)
             spacing = Geometry.from_dict(cfg.grid).subsampled(cfg.lowres_factor).spacing
         else:
             if cfg.crop:
