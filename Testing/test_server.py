@@ -351,3 +351,25 @@ def test_serve_refuses_to_start_without_a_safe_token(tmp_path, case, message):
     r = medsyn("serve", *args, "--work-dir", tmp_path / "work", "--gpus", "none", env=env, timeout=120)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_a_finished_result_is_removed_after_the_keep_time(tmp_path):
+    import asyncio
+
+    from MedSynLib.server.jobs import Job, JobQueue, Limits
+
+    async def run():
+        queue = JobQueue(tmp_path, [], Limits(keep_hours=1 / 3600))  # kept 1 s
+        job_id, folder = queue.new_folder()
+        (folder / "result.zip").write_bytes(b"result")
+        queue.jobs[job_id] = Job(job_id, "generate", [], folder, {}, state="done", finished=time.time())
+        await queue.start()
+        kept = folder.exists()
+        for _ in range(100):  # at most 10 s
+            if not folder.exists():
+                break
+            await asyncio.sleep(0.1)
+        await queue.stop()
+        return kept, folder.exists(), job_id in queue.jobs
+
+    assert asyncio.run(run()) == (True, False, False)
