@@ -376,7 +376,7 @@ def run_command(args, parser) -> int:
             reporter.emit(event)
 
     try:
-        if args.device != "auto":
+        if args.device not in (None, "auto"):
             raise RemoteError("--device does not apply to a server run: the server gives each job a GPU of its own",
                               "leave out --device (`medsyn serve` lists its GPUs)")
         options, files = options_from_args(parser, args)

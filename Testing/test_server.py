@@ -215,7 +215,7 @@ def test_bad_requests_get_clean_errors(server, tmp_path):
         assert status == 404 and answer["error"]["exit_code"] == 2, (path, answer)
     # options the command line refuses, or that would name a file on the server
     for options, message in ((["--report=x", "--frobnicate=1"], "unrecognized arguments: --frobnicate=1"),
-                             (["--report=x", "--seed=x"], "invalid int value"),
+                             (["--report=x", "--seed=x"], "argument --seed"),
                              (["--report-file=/etc/passwd"], "names a file on the server"),
                              (["--report=x", "--model=/etc"], "is not a model of this server"),
                              (["--report=x", "--device=cuda"], "not an option of a server job")):
