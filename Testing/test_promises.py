@@ -269,10 +269,10 @@ def test_a_dicom_series_with_gaps_or_duplicates_is_refused(tiny_model, tmp_path,
 # --- 7. model folders: every listed file hashed, every path inside, the schema checked ----------------------------
 def _packaged(tiny_model, tmp_path):
     """The tiny model packaged by ``medsyn models package`` (model.json lists every file's sha256)."""
-    from MedSynLib.modelstore.package import package_model
+    from MedSynLib.modelstore.package import ModelParts, package_model
 
-    return package_model(tmp_path / "packaged", tiny_model / "text_encoder", tiny_model / "lowres",
-                         tiny_model / "superres", name="packaged", title="t", license="Apache-2.0", grid=GRID)
+    parts = ModelParts(tiny_model / "text_encoder", tiny_model / "lowres", tiny_model / "superres")
+    return package_model(tmp_path / "packaged", parts, name="packaged", title="t", license="Apache-2.0", grid=GRID)
 
 
 @pytest.mark.parametrize("damage", ["changed vocab.txt", "part outside the folder", "part through a link outside",
