@@ -132,6 +132,7 @@ class MedSynSlicerWidget(AnatomySection, SettingsSection, RemoteServerSection, S
         self._regionObserved = None
         self._updatingGui = False
         self.runs: Optional[PanelRuns] = None
+        self._devicesMissing: set = set()  # the Device choices shown as not available
 
     @property
     def job(self):
@@ -310,12 +311,16 @@ class MedSynSlicerWidget(AnatomySection, SettingsSection, RemoteServerSection, S
         view = self.runs.views[p.mode]
         states = panelstate.control_states(p, self.runs.busy, self.runs.cancelling, self.logic.whyNotReady(p),
                                            view.refused, bool(view.messages))
-        for name, properties in states.items():
+        for name, properties in states.items():  # set only what changes: this runs at every poll
+            widget = getattr(self.ui, name)
             for key, value in properties.items():
-                setattr(getattr(self.ui, name), key, value)
-        combo, missing = self.ui.deviceComboBox, {Device.label(d) for d in unavailable_devices(self.logic.deviceInfo)}
-        for i in range(combo.count):
-            combo.model().item(i).setEnabled(combo.itemText(i) not in missing)
+                if getattr(widget, key) != value:
+                    setattr(widget, key, value)
+        missing = {Device.label(d) for d in unavailable_devices(self.logic.deviceInfo)}
+        if missing != self._devicesMissing:
+            self._devicesMissing, combo = missing, self.ui.deviceComboBox
+            for i in range(combo.count):
+                combo.model().item(i).setEnabled(combo.itemText(i) not in missing)
         self.showRuns()
 
     def isBusy(self) -> bool:
@@ -355,12 +360,15 @@ class MedSynSlicerWidget(AnatomySection, SettingsSection, RemoteServerSection, S
     def showRuns(self) -> None:
         """Show the current tab's last run (status, progress, messages), and the dialogs the runs queued."""
         view = self.runs.views[self._parameterNode.mode if self._parameterNode is not None else MODES[0]]
-        self.ui.statusLabel.text = "\n".join(t for t in (view.status, self.runs.importStatus) if t)
-        self.ui.progressBar.value = view.progress
-        self.ui.progressLabel.text = view.progress_text
+        shown = {"statusLabel": "\n".join(t for t in (view.status, self.runs.importStatus) if t),
+                 "progressLabel": view.progress_text, "deviceInfoLabel": self.runs.deviceText}
+        for name, text in shown.items():
+            if getattr(self.ui, name).text != text:
+                getattr(self.ui, name).text = text
+        if self.ui.progressBar.value != view.progress:
+            self.ui.progressBar.value = view.progress
         if self.ui.messagesTextEdit.toPlainText() != view.message_text():
             self.ui.messagesTextEdit.setPlainText(view.message_text())
-        self.ui.deviceInfoLabel.text = self.runs.deviceText
         alerts, self.runs.alerts = self.runs.alerts, []
         for alert in alerts:
             details = {"detailedText": alert.details} if alert.details else {}
