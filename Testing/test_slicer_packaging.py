@@ -165,8 +165,9 @@ def test_module_sources_compile_for_python_312_without_imp(path):
             assert (node.module or "").split(".")[0] not in ("imp", "distutils"), path
 
 
-ASKS_THE_USER = {"dialogs.py"}
-"""MedSynSlicerLib modules that show Qt dialogs: they import ``qt`` inside their functions, never at the top."""
+ASKS_THE_USER = {"dialogs.py", "remote.py"}
+"""MedSynSlicerLib modules that show Qt dialogs or settings (the Remote server's): they import ``qt`` inside their
+functions, never at the top."""
 
 
 def test_scene_package_imports_no_qt():
