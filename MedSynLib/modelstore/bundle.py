@@ -36,22 +36,9 @@ MODEL_FORMAT = "medsyn-model/1"
 TEXT_SHA_KEY = "text_encoder_sha256"
 
 
-@dataclass
-class LoadedModel:
-    name: str
-    text_encoder: ReportEncoder
-    lowres: torch.nn.Module
-    superres: torch.nn.Module
-    grid: Geometry
-    lowres_factor: int
-    defaults: dict
-    sha256: dict
-    spec: dict
-    folder: Path | None = None
-
-    @property
-    def lowres_grid(self) -> Geometry:
-        return self.grid.subsampled(self.lowres_factor)
+class _ModelSpaceMixin:
+    """What a model's space is (``spec``, ``name``, ``folder``): shared by :class:`ModelSpace` and
+    :class:`LoadedModel`."""
 
     @property
     def space(self) -> str:
@@ -68,6 +55,40 @@ class LoadedModel:
                 + (f" ({path})" if path else "") + ". Fix: re-import it with `medsyn models import ... --atlas FILE` "
                 "(the official preprocess/*_Reg_mask.nii.gz, labels 50 right lung, 100 left lung)")
         return path
+
+
+@dataclass
+class ModelSpace(_ModelSpaceMixin):
+    """A model's grid and space from its ``model.json`` alone (no weights loaded): enough to check and place a CT
+    before the model is loaded."""
+
+    name: str
+    grid: Geometry
+    spec: dict
+    folder: Path | None = None
+
+    @classmethod
+    def of(cls, folder: Path) -> "ModelSpace":
+        spec = read_model_spec(folder)
+        return cls(spec.get("name", Path(folder).name), Geometry.from_dict(spec["grid"]), spec, Path(folder))
+
+
+@dataclass
+class LoadedModel(_ModelSpaceMixin):
+    name: str
+    text_encoder: ReportEncoder
+    lowres: torch.nn.Module
+    superres: torch.nn.Module
+    grid: Geometry
+    lowres_factor: int
+    defaults: dict
+    sha256: dict
+    spec: dict
+    folder: Path | None = None
+
+    @property
+    def lowres_grid(self) -> Geometry:
+        return self.grid.subsampled(self.lowres_factor)
 
 
 def read_model_spec(folder: Path) -> dict:

@@ -22,8 +22,11 @@ import SimpleITK as sitk
 from ..io.alignment import grid_on_points, inside_fraction, lung_centred_grid, resample
 from ..io.images import Geometry, read_image
 from ..io.lungs import ChestMasks, coarse_grid, find_chest
-from ..modelstore.bundle import LoadedModel
+from ..modelstore.bundle import LoadedModel, ModelSpace
 from .atlas import align_to_atlas
+
+ModelSpaceLike = LoadedModel | ModelSpace
+"""What placement needs of a model: its ``grid``, ``space`` and atlas mask (weights loaded or not)."""
 
 MAX_LOST_FRACTION = 0.01
 """Condition masks may lose at most this share of their lungs (lobes, else all masks) to the model's box."""
@@ -75,10 +78,11 @@ def _box_mm(grid: Geometry) -> str:
     return " x ".join(f"{n * s:g}" for n, s in zip(grid.size, grid.spacing))
 
 
-def place_ct(ct: sitk.Image, model: LoadedModel) -> Placement:
-    """Where the CT (HU) goes in ``model``'s space (module docstring). Metadata: ``placement`` (lung mL, lung
-    outside the box in mL and as a fraction), and ``model_grid_used`` (grid models) or ``alignment`` (atlas)."""
-    chest = find_chest(ct)
+def place_ct(ct: sitk.Image, model: ModelSpaceLike, chest: ChestMasks | None = None) -> Placement:
+    """Where the CT (HU) goes in ``model``'s space (module docstring); ``chest`` when its lungs are already found.
+    Metadata: ``placement`` (lung mL, lung outside the box in mL and as a fraction), and ``model_grid_used`` (grid
+    models) or ``alignment`` (atlas)."""
+    chest = chest if chest is not None else find_chest(ct)
     if model.space == "atlas":
         alignment = align_to_atlas(chest.image("lungs"), read_image(model.atlas_mask_file(), "atlas lung mask"))
         grid, transform = model.grid, alignment.transform
@@ -123,25 +127,40 @@ def place_masks(masks: dict[str, sitk.Image], model: LoadedModel) -> Placement:
     if model.space != "atlas" and inside_fraction(outline, grid) < 1.0:
         grid = grid_on_points(outline, model.grid, view=masks["lobes"] if "lobes" in masks else None)
         on = f"the lungs the {'lobes' if 'lobes' in points else 'masks'} outline (the masks did not fit the box)"
-    lost = {name: 1.0 - inside_fraction(p, grid) for name, p in points.items()}
-    lost_outline = 1.0 - inside_fraction(outline, grid)
-    box = _box_mm(model.grid)
-    if lost_outline > MAX_LOST_FRACTION:
-        what = "lobes" if "lobes" in points else "condition masks"
-        fix = ("draw the masks on a CT the model generated, or pass the patient CT they were drawn on as "
-               "--reference-ct" if model.space == "atlas" else "crop the masks to the lungs (the box must hold them)")
-        raise ValueError(f"{100 * lost_outline:.1f} % of the {what} lie outside the model's {box} mm field of view "
-                         f"even with the box placed on them; the model would drop that part. Fix: {fix}")
-    placement = Placement(grid, sitk.Transform(), {"model_grid_used": grid.to_dict()})
+    fix = ("draw the masks on a CT the model generated, or pass the patient CT they were drawn on as "
+           "--reference-ct" if model.space == "atlas" else "crop the masks to the lungs (the box must hold them)")
+    placement = Placement(grid, sitk.Transform(), {"model_grid_used": grid.to_dict(), "placement": {"on": on}})
+    hold_masks(placement, masks, model, fix, points=points, how="even with the box placed on them")
+    return placement
+
+
+def hold_masks(placement: Placement, masks: dict[str, sitk.Image], model: ModelSpaceLike, fix: str,
+               force: bool = False, points: dict | None = None, how: str = "") -> None:
+    """Measure, per mask, what the placed box would drop of the masks to hold; the rule everywhere: more than
+    :data:`MAX_LOST_FRACTION` of the lobes (without lobes, of all masks) is refused (ValueError naming ``fix``)
+    unless ``force``; any other loss is a warning. Records ``placement.metadata["placement"]["outside"]`` (per
+    mask: fraction and mL outside, and whether it was forced)."""
+    points = points if points is not None else {name: _mask_points(image) for name, image in masks.items()}
+    transform = placement.transform if model.space == "atlas" else None
+    lost = {name: 1.0 - inside_fraction(p, placement.grid, transform) for name, p in points.items()}
     voxel_ml = {name: float(np.prod(coarse_grid(masks[name]).spacing)) / 1000.0 for name in masks}
-    placement.metadata["placement"] = {"on": on, "outside": {
-        name: {"fraction": round(f, 4), "ml": round(f * len(points[name]) * voxel_ml[name], 1)}
-        for name, f in lost.items()}}
+    ml = {name: f * len(points[name]) * voxel_ml[name] for name, f in lost.items()}
+    box = _box_mm(model.grid)
+    outline = ["lobes"] if "lobes" in points else list(points)
+    total = sum(len(points[n]) for n in outline)
+    lost_outline = sum(lost[n] * len(points[n]) for n in outline) / max(total, 1)
+    refused = lost_outline > MAX_LOST_FRACTION
+    placement.metadata.setdefault("placement", {})["outside"] = {
+        name: {"fraction": round(f, 4), "ml": round(ml[name], 1)} for name, f in lost.items()}
+    if refused and not force:
+        what = "lobes" if "lobes" in points else "condition masks"
+        raise ValueError(f"{100 * lost_outline:.1f} % of the {what} lie outside the model's {box} mm field of view"
+                         f"{' ' + how if how else ''}; the model would drop that part. Fix: {fix}"
+                         + ("; --force holds what fits and records the loss" if how == "" else ""))
     for name, f in lost.items():
         if f > 0:
-            placement.warnings.append(f"{100 * f:.1f} % ({f * len(points[name]) * voxel_ml[name]:.0f} mL) of the "
-                                      f"{name} mask lies outside the model's {box} mm box and is dropped")
-    return placement
+            placement.warnings.append(f"{100 * f:.1f} % ({ml[name]:.0f} mL) of the {name} mask lies outside the "
+                                      f"model's {box} mm box and is dropped" + (" (--force)" if refused else ""))
 
 
 def segmentation_quality(placement: Placement, lobes: np.ndarray, airway: np.ndarray, geometry: Geometry) -> dict:
