@@ -52,11 +52,28 @@ def _views(a: np.ndarray, spacing_zyx, center=None):
             (a[::-1, :, cx], nz * sz, ny * sy)]
 
 
+OUTLINE_COLOR = np.array([1.0, 0.85, 0.0], np.float32)
+
+
+def _outlined(rgb2d: np.ndarray, mask2d: np.ndarray) -> np.ndarray:
+    """``rgb2d`` with the border pixels of ``mask2d`` (in the plane) painted :data:`OUTLINE_COLOR`."""
+    m = np.asarray(mask2d) > 0
+    inner = m.copy()
+    inner[1:] &= m[:-1]
+    inner[:-1] &= m[1:]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    out = rgb2d.copy()
+    out[m & ~inner] = OUTLINE_COLOR
+    return out
+
+
 def montage(ct: np.ndarray, spacing_zyx=(1.0, 1.0, 1.0), masks: dict | None = None, panel: int = 256,
-            window=LUNG_WINDOW, center=None) -> np.ndarray:
+            window=LUNG_WINDOW, center=None, outline: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 (panel, 3 * panel, 3): axial | coronal | sagittal with coloured mask overlays.
 
-    ``masks`` maps "lobes" / "airway" / "vessels" to (z, y, x) arrays on the CT's grid.
+    ``masks`` maps "lobes" / "airway" / "vessels" to (z, y, x) arrays on the CT's grid; ``outline``: a region
+    (z, y, x) drawn as a yellow outline in each plane.
     """
     w, l = window
     g = np.clip((ct.astype(np.float32) - (l - w / 2)) / w, 0, 1)
@@ -73,7 +90,11 @@ def montage(ct: np.ndarray, spacing_zyx=(1.0, 1.0, 1.0), masks: dict | None = No
                 continue
             a = _ALPHA[name]
             rgb[sel] = rgb[sel] * (1 - a) + col * a
-    panels = [_fit(v, h, wd, panel, 0.0) for v, h, wd in _views(rgb, spacing_zyx, center)]
+    views = _views(rgb, spacing_zyx, center)
+    if outline is not None:
+        views = [(_outlined(v, m), h, wd) for (v, h, wd), (m, _, _) in zip(views, _views(outline, spacing_zyx,
+                                                                                          center))]
+    panels = [_fit(v, h, wd, panel, 0.0) for v, h, wd in views]
     return (np.concatenate(panels, axis=1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -136,18 +157,25 @@ def lung_planes(lobes: np.ndarray | None, shape_zyx) -> tuple[int, int, int]:
 
 def preview_files(ct: str, out: str, lobes: str | None = None, airway: str | None = None,
                   vessels: str | None = None, panel: int = 256, description: str | None = None,
-                  center: tuple[int, int, int] | None = None) -> np.ndarray:
+                  center: tuple[int, int, int] | None = None, region: str | None = None) -> np.ndarray:
     """Preview of image files (NIfTI, NRRD, ...) -> PNG at ``out`` (``description`` in its metadata); returns the
     RGB array (2 * panel, 3 * panel, 3): the CT's axial, coronal and sagittal planes, then the same planes with the
-    masks. ``center``: the (z, y, x) LPS indices of the planes; default :func:`lung_planes` of the lobes."""
+    masks. ``center``: the (z, y, x) LPS indices of the planes; default :func:`lung_planes` of the lobes.
+    ``region``: a label map (an edit's region): the planes go through its centre and it is outlined in both rows."""
     ref = read_image(ct, "CT")
     arr, sp = read_lps(ct)
     masks = {}
     for name, pth in (("lobes", lobes), ("airway", airway), ("vessels", vessels)):
         if pth:
             masks[name] = read_lps(pth, ref, label=True)[0]
+    outline = None
+    if region:
+        outline = read_lps(region, ref, label=True)[0] > 0
+        if outline.any():
+            center = tuple(int(round(c)) for c in np.argwhere(outline).mean(0))
     center = center or lung_planes(masks.get("lobes"), arr.shape)
-    rgb = stack_rows([montage(arr, sp, None, panel, center=center), montage(arr, sp, masks, panel, center=center)])
+    rgb = stack_rows([montage(arr, sp, None, panel, center=center, outline=outline),
+                      montage(arr, sp, masks, panel, center=center, outline=outline)])
     write_png(rgb, out, description)
     return rgb
 

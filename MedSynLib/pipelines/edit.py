@@ -22,7 +22,8 @@ from ..io.images import Geometry, Provenance
 from ..modelstore.bundle import LoadedModel
 from ..run_settings import RunSettings
 from .generation import CONDITION_CHANNELS, Progress, _Run, encode_condition, hold_channels
-from .placement import place_ct
+from .placement import hold_masks
+from .scan_check import ScanCheck
 from .result_check import check_blend, check_edit_changed, check_region_share
 
 EDITED_DESCRIPTION = "EDITED by MedSyn: a region replaced by generated content; not the original scan"
@@ -128,13 +129,16 @@ class EditOptions:
 
 def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel, settings: RunSettings | None = None, *,
          keep: dict[str, sitk.Image] | None = None, options: EditOptions | None = None,
-         progress: Progress | None = None) -> EditResult:
+         progress: Progress | None = None, force: bool = False, scan: ScanCheck | None = None) -> EditResult:
     """Replace ``region`` (a label map in any geometry) of the CT (HU) by content generated for ``report``.
 
     settings: as for :func:`~.generation.generate`. keep: lobe / airway / vessel label maps of this CT (its geometry
     or any other), held outside the region. options: :class:`EditOptions` (region label, RePaint resampling, blend
     width). Raises ValueError, before any sampling, for an empty region, a region outside the CT or the model's
-    field of view, and a region that covers everything.
+    field of view, and a region that covers everything. The CT passes the scan check first, as for
+    :func:`~.generation.segment` (``scan`` when the caller ran it; :class:`.scan_check.ScanRefused` unless
+    ``force``, whose problems then become warnings); kept masks follow the rule of :func:`.placement.hold_masks`
+    (more than 1 % of the lobes outside the model's box refused unless ``force``).
     """
     options = options or EditOptions()
     if not isinstance(report, str) or not report.strip():
@@ -150,7 +154,12 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel, se
         raise ValueError(f"unknown anatomy mask {sorted(unknown)}; use lobes, airway, vessels")
     inside = region_on_ct(region, ct, options.region_label)
     run = _Run(model, settings, progress)
-    placement = run.placed(place_ct, ct, model)
+    scan = run.scanned(ct, force, "CT", scan)
+    placement = scan.placement
+    if keep:
+        known_warnings = len(placement.warnings)
+        hold_masks(placement, keep, model, "give the masks of this CT's lungs (the box holds the lungs)", force=force)
+        run.warnings += placement.warnings[known_warnings:]
     grid, transform = placement.grid, placement.transform
     target, inverse = Geometry.of(ct), transform.GetInverse()
     generated_grid = grid.subsampled(model.lowres_factor) if run.settings.lowres_only else grid
@@ -190,7 +199,7 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel, se
     edited = paste(values, generated_hu, weight)
     masks = {name: np.where(inside, placement.to_patient(getattr(generated, name), target, source), 0)
              .astype(np.uint8) for name in ("lobes", "airway", "vessels")}
-    metadata = {**generated.metadata, **placement.metadata, "mode": "edit",
+    metadata = {**generated.metadata, **placement.metadata, "mode": "edit", "scan_check": scan.to_dict(),
                 "edited": True, "held_channels": held_channels, "held": "outside the region",
                 "kept_anatomy": sorted(keep), "resamples": options.resamples,
                 "blend_mm": margin, "region": _region_extent(inside, ct), "sr_tiles": tiles,

@@ -46,7 +46,8 @@ from ..modelstore.bundle import LoadedModel
 from ..run_settings import RunSettings
 from ..runtime import autocast, resolve_precision
 from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles
-from .placement import Placement, UntrustedSegmentation, place_ct, place_masks, segmentation_quality
+from .placement import Placement, UntrustedSegmentation, hold_masks, place_masks, segmentation_quality
+from .scan_check import ScanCheck, require_scan, scan_warnings
 from .result_check import check_generated_ct
 
 CONDITION_CHANNELS = {"lobes": 1, "airway": 2, "vessels": 3}
@@ -128,6 +129,14 @@ class _Run:
         self.timings["placement_s"] = time.perf_counter() - t0
         self.warnings += placement.warnings
         return placement
+
+    def scanned(self, ct: sitk.Image, force: bool, what: str = "CT", scan: ScanCheck | None = None) -> ScanCheck:
+        """The scan check of ``ct`` (``scan`` when the caller ran it; :class:`.scan_check.ScanRefused` unless
+        ``force``), timed; its placement's and a forced check's warnings join the run's."""
+        scan = require_scan(ct, self.model, force, what, check=scan)
+        self.timings["scan_check_s"] = scan.seconds
+        self.warnings += scan_warnings(scan, what) + scan.placement.warnings
+        return scan
 
     def sr_tiles(self) -> int:
         """Tile count of the SR stage: ``sr_tiles`` if set, else the fewest that fit the memory budget (an
@@ -227,14 +236,16 @@ def check_finite(values: torch.Tensor, source: str, fix: str) -> None:
 
 def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] | None = None,
              settings: RunSettings | None = None, *, reference_ct: sitk.Image | None = None,
-             progress: Progress | None = None) -> GenerationResult:
+             progress: Progress | None = None, force: bool = False, scan: ScanCheck | None = None) -> GenerationResult:
     """Report (+ optional lobe/airway/vessel label maps to hold fixed) -> synthetic CT and masks on the model grid
-    (placed where the conditions lie: module docstring; ``metadata["placement"]`` says how).
+    (placed where the conditions lie: module docstring; ``metadata["placement"]`` says how, and for each mask what
+    the box drops of it: over 1 % of the lobes is refused unless ``force``, any other loss is a warning).
 
     ``settings``: seed, steps, guidance, sampler, precision, memory (:class:`~MedSynLib.run_settings.RunSettings`;
     default: the model's sampler defaults, seed 0). With ``lowres_only`` the arrays are the stage-1 result on the
     low-res grid. ``reference_ct``: the patient CT the condition masks were drawn on (the model's box goes onto its
-    lungs, or the atlas alignment is made from it). ``progress(stage, step, steps)`` is called after each step.
+    lungs, or the atlas alignment is made from it); it passes the scan check first (:func:`.scan_check.require_scan`,
+    or ``scan`` when the caller ran it). ``progress(stage, step, steps)`` is called after each step.
     """
     if not isinstance(report, str) or not report.strip():
         raise ValueError("the report is empty: give Findings/Impression text to condition on")
@@ -245,10 +256,18 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
         raise ValueError(f"unknown condition {sorted(unknown)}; use lobes, airway, vessels")
     known, held = None, sorted(CONDITION_CHANNELS[k] for k in conditions)
     grid, metadata = model.grid, {}
+    if conditions and reference_ct is not None:
+        scan = run.scanned(reference_ct, force, "reference CT", scan)
+        placement = scan.placement
+        known_warnings = len(placement.warnings)
+        hold_masks(placement, conditions, model, "draw the masks on a CT whose lungs the model's box holds, or "
+                   "crop them to the lungs", force=force)
+        run.warnings += placement.warnings[known_warnings:]
+        metadata = {"scan_check": scan.to_dict()}
+    elif conditions:
+        placement = run.placed(place_masks, conditions, model)
     if conditions:
-        placement = (run.placed(place_ct, reference_ct, model) if reference_ct is not None
-                     else run.placed(place_masks, conditions, model))
-        grid, metadata = placement.grid, dict(placement.metadata)
+        grid, metadata = placement.grid, {**placement.metadata, **metadata}
         x, y, z = grid.size
         volume = np.zeros((1, 4, z, y, x), np.float32)
         for name, image in conditions.items():
@@ -263,10 +282,13 @@ def generate(report: str, model: LoadedModel, conditions: dict[str, sitk.Image] 
 
 
 def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, settings: RunSettings | None = None, *,
-            progress: Progress | None = None, force: bool = False) -> GenerationResult:
+            progress: Progress | None = None, force: bool = False, scan: ScanCheck | None = None) -> GenerationResult:
     """Segment a real CT (HU) by holding the CT channel fixed; masks come back on the CT's own grid.
 
-    ``settings`` as for :func:`generate`. The CT goes into model space through :func:`.placement.place_ct`;
+    ``settings`` as for :func:`generate`. The scan check runs first (:func:`.scan_check.require_scan`, or ``scan``
+    when the caller ran it): a CT the model cannot take raises :class:`.scan_check.ScanRefused` before any sampling,
+    unless ``force`` (its problems then become warnings). The CT goes into model space through
+    :func:`.placement.place_ct`;
     ``metadata`` records how ("placement", and "alignment" for atlas models or "model_grid_used" for grid models)
     and the check of the result ("quality", :func:`.placement.segmentation_quality`). A result that fails the check
     raises :class:`.placement.UntrustedSegmentation` unless ``force``.
@@ -275,7 +297,8 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, setti
     if not np.isfinite(values).all():
         raise ValueError("the CT contains NaN or infinite values")
     run = _Run(model, settings, progress)
-    placement = run.placed(place_ct, ct, model)
+    scan = run.scanned(ct, force, "CT", scan)
+    placement = scan.placement
     grid = placement.grid
     hu = placement.to_model(sitk.Cast(ct, sitk.sitkFloat32), sitk.sitkLinear, -1024.0)
     x, y, z = grid.size
@@ -294,7 +317,7 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, setti
         setattr(result, name, placement.to_patient(getattr(result, name), target, result.geometry))
     result.geometry = target
     quality = segmentation_quality(placement, result.lobes, result.airway, target)
-    result.metadata.update(placement.metadata, quality=quality, sr_tiles=tiles)
+    result.metadata.update(placement.metadata, quality=quality, sr_tiles=tiles, scan_check=scan.to_dict())
     if not quality["passed"]:
         message = "segmentation not trusted: " + "; ".join(quality["problems"])
         if not force:
