@@ -2,8 +2,9 @@
 cancellation, errors.
 
 Exit codes (:mod:`MedSynLib.errors`): 0 done; 2 bad input or setting (a message says what to fix; batch: some case
-failed); 3 out of memory (a message says what to change); 4 segmentation not trusted (it does not fit the CT's own
-lungs or trachea; nothing written unless ``--force``); 130 cancelled (SIGTERM / Ctrl-C). Nothing half-written is
+failed); 3 out of memory (a message says what to change); 4 the CT failed the scan check (before the model is
+loaded) or the segmentation is not trusted (it does not fit the CT's own lungs or trachea; nothing written unless
+``--force``); 130 cancelled (SIGTERM / Ctrl-C). Nothing half-written is
 left behind in any case. Warnings (e.g. lung outside the model's box) go to stderr and, with ``--progress json``,
 as ``warning`` events.
 """
@@ -89,6 +90,9 @@ def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="report (+ optional anatomy) -> SYNTHETIC CT with lobe/airway/vessel masks")
     _report_args(g, "report text (Findings / Impression)")
     _condition_args(g)
+    g.add_argument("--force", action="store_true",
+                   help="run even when the reference CT fails the scan check or the model's box would drop more than "
+                        "1 %% of the lobes (exit code 4 / 2 otherwise); the problems are recorded as warnings")
     _one_result(g, _run, "generate")
     s = sub.add_parser("segment", help="segment a real CT by holding the CT channel fixed")
     s.add_argument("--ct", required=True, type=Path,
@@ -96,7 +100,8 @@ def add_parser(sub) -> None:
     _series_arg(s)
     s.add_argument("--report", default=None, help="optional report text to condition on")
     s.add_argument("--force", action="store_true",
-                   help="write the segmentation even when it fails the quality check (exit code 4 otherwise)")
+                   help="run even when the CT fails the scan check, and write the segmentation even when it fails "
+                        "the quality check (exit code 4 otherwise); the problems are recorded as warnings")
     _one_result(s, _run, "segment")
     e = sub.add_parser("edit", help="replace a region of a CT by what the model generates for a report (marked EDITED)")
     e.add_argument("--ct", required=True, type=Path, help="CT in HU (NIfTI/NRRD, any geometry, or a DICOM folder)")
@@ -114,6 +119,9 @@ def add_parser(sub) -> None:
                         "network evaluations)")
     e.add_argument("--blend-mm", type=arguments.blend_mm, default=None,
                    help="blend width inside the region's border (default: one voxel of the model grid)")
+    e.add_argument("--force", action="store_true",
+                   help="run even when the CT fails the scan check (exit code 4 otherwise); the problems are "
+                        "recorded as warnings")
     _one_result(e, _run, "edit")
     b = sub.add_parser("batch", help="K SYNTHETIC CTs for each report of a CSV file (resumable, with a manifest)")
     b.add_argument("--prompts", required=True, type=Path,
@@ -163,10 +171,24 @@ def _load(args, settings: RunSettings, reporter: Reporter, reports: dict[str, st
     return model
 
 
+def _scan_first(args, reporter: Reporter, ct, what: str = "CT"):
+    """The scan check of ``ct`` for ``--model``, before the model is loaded: a ``scan_check`` event, then
+    :class:`.scan_check.ScanRefused` (exit code 4) unless ``--force``."""
+    from ..modelstore.bundle import ModelSpace
+    from ..modelstore.registry import resolve_model
+    from .scan_check import check_scan, require_scan
+
+    space = ModelSpace.of(resolve_model(args.model))
+    check = check_scan(ct, space)
+    reporter.emit(check.event())
+    return require_scan(ct, space, args.force, what, check=check)
+
+
 def _guarded(reporter: Reporter, work) -> int:
     """Run ``work() -> int`` and turn cancellation and every error into a message, a JSON ``error`` event and the
     exit code of :mod:`MedSynLib.errors`."""
     from .placement import UntrustedSegmentation
+    from .scan_check import ScanRefused
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -178,6 +200,11 @@ def _guarded(reporter: Reporter, work) -> int:
     except UntrustedSegmentation as exc:
         failure = Failure(EXIT_UNTRUSTED, *split_fix(str(exc)), "untrusted_segmentation")
         reporter.emit({**failure.event(), "quality": exc.quality})
+        print(f"{failure.text()}\nnothing was written", file=sys.stderr)
+        return EXIT_UNTRUSTED
+    except ScanRefused as exc:
+        failure = Failure(EXIT_UNTRUSTED, str(exc), exc.fix, "scan_refused")
+        reporter.emit({**failure.event(), "scan_check": exc.check.to_dict()})
         print(f"{failure.text()}\nnothing was written", file=sys.stderr)
         return EXIT_UNTRUSTED
     except Exception as exc:
@@ -236,8 +263,10 @@ def _generate(args, settings: RunSettings, reporter: Reporter):
     report = args.report if args.report is not None else _read_report(args.report_file)
     conditions = _conditions(args)
     reference = conditions.pop("reference_ct", None)
+    scan = _scan_first(args, reporter, reference, "reference CT") if reference and conditions else None
     model = _load(args, settings, reporter)
-    result = generate(report, model, conditions, settings, reference_ct=reference, progress=reporter)
+    result = generate(report, model, conditions, settings, reference_ct=reference, progress=reporter,
+                      force=args.force, scan=scan)
     info = model_info(model)
     return result, info, lambda output: write_result(result, output, info, preview=args.preview,
                                                      dicom=args.format == "dicom")
@@ -249,8 +278,9 @@ def _segment(args, settings: RunSettings, reporter: Reporter):
     from .outputs import model_info, write_result
 
     ct = read_image(args.ct, "CT", args.series)
+    scan = _scan_first(args, reporter, ct)
     model = _load(args, settings, reporter)
-    result = segment(ct, model, args.report, settings, progress=reporter, force=args.force)
+    result = segment(ct, model, args.report, settings, progress=reporter, force=args.force, scan=scan)
     info = model_info(model)
     return result, info, lambda output: write_result(result, output, info, preview=args.preview,
                                                      source_ct=args.ct, dicom=args.format == "dicom",
@@ -267,8 +297,10 @@ def _edit(args, settings: RunSettings, reporter: Reporter):
     ct = read_image(args.ct, "CT", args.series)
     region = read_image(args.region, "region")
     keep = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
+    scan = _scan_first(args, reporter, ct)
     model = _load(args, settings, reporter)
-    result = edit(ct, region, report, model, settings, keep=keep, options=options, progress=reporter)
+    result = edit(ct, region, report, model, settings, keep=keep, options=options, progress=reporter,
+                  force=args.force, scan=scan)
     info = model_info(model)
     return result, info, lambda output: write_edit_result(result, output, info, source_ct=args.ct,
                                                           preview=args.preview, dicom=args.format == "dicom",
