@@ -175,7 +175,7 @@ def test_the_gate_trusts_a_right_segmentation_only_where_it_can(base, name):
     the CT's airway air): passed where the scan holds the whole lung; refused, naming the cut, where the field of
     view cuts the lungs; and on a CT whose orientation is lost (the chest on its side in the file) the upright
     lobes a model draws do not match the CT's lungs: refused."""
-    from MedSynLib.pipelines.placement import LUNG_DICE_MIN, place_ct, segmentation_quality
+    from MedSynLib.pipelines.placement import LUNG_COVER_MIN, place_ct, segmentation_quality
 
     variant = make_variant(base, name, SCALE)
     placement = place_ct(variant.ct, _GridModel())
@@ -187,7 +187,7 @@ def test_the_gate_trusts_a_right_segmentation_only_where_it_can(base, name):
         lobes = sitk.GetArrayFromImage(variant.lobes)
     quality = segmentation_quality(placement, lobes, (ct < -400) & (lobes == 0), target)
     if name == "lost_orientation":
-        assert not quality["passed"] and quality["lung_dice"] < LUNG_DICE_MIN
+        assert not quality["passed"] and quality["lung_covered"] < LUNG_COVER_MIN  # measured 0.40
         assert "do not match the CT's own lungs" in " ".join(quality["problems"])
     elif variant.whole_lung:
         assert quality["passed"] and quality["lung_dice"] > 0.9 and quality["trachea_covered"] > 0.8

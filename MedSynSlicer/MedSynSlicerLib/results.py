@@ -364,8 +364,13 @@ def load_edit_results(folder: str, input_volume=None, show: bool = True) -> Load
 
 def quality_line(quality: dict) -> str:
     """A segmentation's quality check (the sidecar's ``quality``) in words."""
-    text = (f"Quality check: lobes vs. the CT's own lungs Dice {quality['lung_dice']:.2f} "
-            f"(needs {quality['lung_dice_min']})")
+    if "lung_covered" in quality:  # the gate since #29: coverage both ways, dense disease counted as lung
+        text = (f"Quality check: lobes cover {100 * quality['lung_covered']:.0f} % of the CT's aerated lung "
+                f"(needs {100 * quality['lung_covered_min']:.0f} %), {100 * quality['lobes_on_lung']:.0f} % of "
+                f"them lie on its lungs (needs {100 * quality['lobes_on_lung_min']:.0f} %)")
+    else:  # a result written before
+        text = (f"Quality check: lobes vs. the CT's own lungs Dice {quality['lung_dice']:.2f} "
+                f"(needs {quality['lung_dice_min']})")
     if quality.get("trachea_covered") is not None:
         text += (f", airway covers {100 * quality['trachea_covered']:.0f} % of the trachea "
                  f"(needs {100 * quality['trachea_covered_min']:.0f} %)")
