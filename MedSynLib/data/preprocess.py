@@ -1,8 +1,9 @@
 """Cases -> model space, cached.
 
-A case is resampled onto the training grid (CT linear with -1024 HU outside, masks nearest), placed on its
-lungs as a CT to segment is (:func:`MedSynLib.io.alignment.lung_centred_grid`), and stored compactly (int16 HU,
-uint8 labels) in ``<cache>/volumes/<grid key>/<case_id>/``; report features go to ``<cache>/text/`` keyed by
+A case passes the scan check (:func:`MedSynLib.io.scan.check_chest_ct`: a chest CT in HU with whole lungs; else
+it is a :class:`BadCase`), is resampled onto the training grid (CT linear with -1024 HU outside, masks nearest),
+placed on its lungs as a CT to segment is (:func:`MedSynLib.io.alignment.lung_centred_grid`), and stored
+compactly (int16 HU, uint8 labels) in ``<cache>/volumes/<grid key>/<case_id>/``; report features go to ``<cache>/text/`` keyed by
 the text encoder's weights hash. Later epochs read only the cache.
 """
 
@@ -21,6 +22,7 @@ from ..io.alignment import lung_centred_grid, resample
 from ..io.codecs import hu_to_model, lobes_to_model, mask_to_model
 from ..io.files import atomic_write
 from ..io.images import Geometry, read_image
+from ..io.scan import check_chest_ct
 from .manifest import Case
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,10 @@ def load_case(case: Case, grid: Geometry) -> dict[str, np.ndarray]:
                     or not np.allclose(image.GetSpacing(), ct.GetSpacing(), atol=1e-4):
                 raise ValueError(f"{name} mask geometry {image.GetSize()} / {image.GetSpacing()} does not match "
                                  f"the CT {ct.GetSize()} / {ct.GetSpacing()}")
-        target = lung_centred_grid(ct, grid)
+        check = check_chest_ct(ct)  # the scan check every command runs: a case the model cannot learn from is bad
+        if not check.passed:
+            raise ValueError(f"the CT fails the scan check: {check.reason}")
+        target = lung_centred_grid(ct, grid, check.chest)
         out = {"ct": resample(sitk.Cast(ct, sitk.sitkInt16), target, sitk.sitkLinear, -1024)}
         for name, image in masks.items():
             out[name] = resample(sitk.Cast(image, sitk.sitkUInt8), target)
@@ -58,10 +63,11 @@ def encode_volume(arrays: dict[str, np.ndarray]) -> torch.Tensor:
         mask_to_model(arrays["airway"]), mask_to_model(arrays["vessels"])]).astype(np.float32))
 
 
-PREPROCESSING = 3
+PREPROCESSING = 4
 """Version of what :func:`load_case` computes, part of the cache key, so that volumes cached by an earlier version
 are not reused (1: the lung-centred grid was not snapped to CT voxels, so a CT on the grid's spacing was blurred;
-2: the box was centred on the lungs and airways found by a border test, not kept within the field of view)."""
+2: the box was centred on the lungs and airways found by a border test, not kept within the field of view; 3: lungs
+were any large air inside the body, bowel gas included, and no scan check refused partial scans)."""
 
 
 def grid_key(grid: Geometry) -> str:
