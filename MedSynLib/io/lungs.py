@@ -178,10 +178,12 @@ def hu_on_coarse_grid(ct: sitk.Image, spacing_mm: float = WORK_SPACING_MM) -> tu
     return grid, sitk.GetArrayFromImage(hu)
 
 
-def survey_chest(ct: sitk.Image, spacing_mm: float = WORK_SPACING_MM) -> ChestMasks:
-    """Body, lungs, trachea and gas of a CT in HU (module docstring) on :func:`coarse_grid` of the CT; masks may be
-    empty (no body, no lung): it never refuses. :func:`find_chest` refuses instead."""
-    grid, hu = hu_on_coarse_grid(ct, spacing_mm)
+def survey_chest(ct: sitk.Image, spacing_mm: float = WORK_SPACING_MM,
+                 coarse: tuple[Geometry, np.ndarray] | None = None) -> ChestMasks:
+    """Body, lungs, trachea and gas of a CT in HU (module docstring) on :func:`coarse_grid` of the CT (``coarse``:
+    :func:`hu_on_coarse_grid`'s result when already computed); masks may be empty (no body, no lung): it never
+    refuses. :func:`find_chest` refuses instead."""
+    grid, hu = coarse if coarse is not None else hu_on_coarse_grid(ct, spacing_mm)
     voxel_ml = float(np.prod(grid.spacing)) / 1000.0
     direction = np.array(grid.direction).reshape(3, 3)
     axial = 2 - int(np.argmax(np.abs(direction[2])))  # numpy axis of the CT axis closest to head-foot

@@ -60,9 +60,8 @@ class ScanCheck:
         return {"event": "scan_check", **self.to_dict()}
 
 
-def _not_hu(ct: sitk.Image) -> float | None:
-    """The CT's 0.5th percentile of values when it is above :data:`MAX_AIR_HU` (no air: not HU), else None."""
-    _, values = hu_on_coarse_grid(ct)
+def _not_hu(values: np.ndarray) -> float | None:
+    """The 0.5th percentile of ``values`` when it is above :data:`MAX_AIR_HU` (no air: not HU), else None."""
     low = float(np.percentile(values, AIR_PERCENTILE))
     return low if low > MAX_AIR_HU else None
 
@@ -115,13 +114,14 @@ def check_chest_ct(ct: sitk.Image) -> ScanCheck:
     if ct.GetNumberOfComponentsPerPixel() != 1:
         return ScanCheck(False, ["the image has several values per voxel (colour or vector): give the CT as a "
                                  "scalar volume in HU"], {}, seconds=time.perf_counter() - t0)
-    low = _not_hu(ct)
+    coarse = hu_on_coarse_grid(ct)
+    low = _not_hu(coarse[1])
     if low is not None:
         return ScanCheck(False, [f"the values are not Hounsfield units (the lowest are about {low:.0f}; air is near "
                                  "-1000 HU in a CT): it may be an MR, or a CT stored without its rescale slope and "
                                  "intercept; give the CT in HU"], {"low_value": round(low, 1)},
                          seconds=time.perf_counter() - t0)
-    chest = survey_chest(ct)
+    chest = survey_chest(ct, coarse=coarse)
     figures = chest_figures(chest)
     if not chest.body.any():
         problems = ["no patient in this scan (no soft tissue of at least 50 mL): give a chest CT in HU"]
