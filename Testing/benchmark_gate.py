@@ -146,7 +146,7 @@ def gate_row(folder: Path, model) -> dict:
     if scan.placement is not None:
         quality = segmentation_quality(scan.placement, seg_lobes, seg_airway, Geometry.of(ct))
         row.update(gate_passed=quality["passed"], problems=quality["problems"],
-                   **{k: quality[k] for k in ("lung_dice", "lung_covered", "trachea_covered") if k in quality})
+                   **{k: quality[k] for k in ("lung_dice", "lung_covered", "lobes_on_lung", "trachea_covered")})
     else:
         row.update(gate_passed=False, problems=[])
     row["refused"] = not (scan.passed and row["gate_passed"])
@@ -182,13 +182,13 @@ def main() -> int:
     cases = make_cases(args.per_class)
     if not args.gate_only:
         segment_cases(cases, args.work, args.model, args.lowres_only)
-    from MedSynLib.modelstore.bundle import load_model
+    from MedSynLib.modelstore.bundle import ModelSpace
     from MedSynLib.modelstore.registry import resolve_model
 
-    model = load_model(resolve_model(args.model), "cpu", load_superres=False)
+    model = ModelSpace.of(resolve_model(args.model))  # the check and the gate need the model's box, not its weights
     rows = []
     print("| case | grid | lobe Dice | airway Dice | truth | scan check | gate | lung Dice | lung covered | "
-          "trachea covered | problems |\n" + "|---" * 11 + "|")
+          "lobes on lung | trachea covered | problems |\n" + "|---" * 12 + "|")
     for case in cases:
         if not (args.work / case["case"] / "done.json").exists():
             continue
@@ -198,7 +198,7 @@ def main() -> int:
         print(f"| {row['case']} | {row['grid']} | {row['lobe_dice']:.3f} | {row['airway_dice']:.3f} | "
               f"{'good' if row['truth_good'] else 'bad'} | {'pass' if row['scan_passed'] else 'refuse'} | "
               f"{'pass' if row['gate_passed'] else 'refuse'} | {f(row.get('lung_dice'))} | "
-              f"{f(row.get('lung_covered'))} | {f(row.get('trachea_covered'))} | "
+              f"{f(row.get('lung_covered'))} | {f(row.get('lobes_on_lung'))} | {f(row.get('trachea_covered'))} | "
               f"{'; '.join(row['scan_problems'] + row['problems'])[:140]} |", flush=True)
     print()
     print(table(rows))

@@ -33,7 +33,7 @@ MAX_LOST_FRACTION = 0.01
 """Condition masks may lose at most this share of their lungs (lobes, else all masks) to the model's box."""
 WARN_OUTSIDE_FRACTION = 0.002
 """Lung outside the model's box above this share (0.2 %, a few mL) is warned about."""
-LUNG_COVER_MIN, LOBES_ON_LUNG_MIN = 0.85, 0.80
+LUNG_COVER_MIN, LOBES_ON_LUNG_MIN = 0.85, 0.68
 """The lobes must cover this share of the CT's aerated lung and lie this much on its lungs (dense disease
 included); calibrated on held-out phantoms (docs/segmentation.md)."""
 TRACHEA_COVER_MIN = 0.5
