@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERNAL
@@ -173,7 +174,11 @@ def create_app(root: Path, workers: list[Worker], limits: Limits, token: str | N
             queue.check_room()
         except QueueFull as exc:
             raise refuse(503, str(exc), "try again later", "queue_full") from None
-        form = await request.form(max_files=len(FILE_OPTIONS), max_fields=2, max_part_size=1 << 20)
+        try:
+            form = await request.form(max_files=len(FILE_OPTIONS), max_fields=2, max_part_size=1 << 20)
+        except ClientDisconnect:  # the client went away mid-upload: nothing was made
+            log.info("a client disconnected during its upload")
+            raise refuse(400, "the upload did not finish", "send it again", "disconnected") from None
         try:
             command, options, uploads = _read_form(form)
             job_id, folder = queue.new_folder()

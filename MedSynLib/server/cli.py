@@ -113,11 +113,11 @@ def _workers(gpus: str, cpu_workers: int):
     if isinstance(names, list):
         names = dict(enumerate(names))
     if names:
-        return [Worker(f"cuda:{i}", name, "cuda", {"CUDA_VISIBLE_DEVICES": str(i)}) for i, name in names.items()]
+        return [Worker(f"cuda:{i}", name, {"CUDA_VISIBLE_DEVICES": str(i)}) for i, name in names.items()]
     if cpu_workers < 1:
         raise ValueError("--cpu-workers must be at least 1")
     label = "CPU" if cpu_workers == 1 else f"CPU, {cpu_workers} jobs at once"
-    return [Worker("cpu" if cpu_workers == 1 else f"cpu:{i}", label, "cpu", {"CUDA_VISIBLE_DEVICES": ""})
+    return [Worker("cpu" if cpu_workers == 1 else f"cpu:{i}", label, {"CUDA_VISIBLE_DEVICES": ""})
             for i in range(cpu_workers)]
 
 

@@ -49,8 +49,7 @@ class Worker:
 
     name: str
     label: str
-    device: str  # the --device the command gets: "cuda" (the one GPU it sees) or "cpu"
-    env: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # CUDA_VISIBLE_DEVICES: its one GPU, or none (the command's "auto")
     job: Job | None = None
 
 
@@ -58,7 +57,7 @@ class Worker:
 class Job:
     id: str
     command: str
-    argv: list[str]  # the command line after ``python -m MedSynLib`` (without --device and --progress)
+    argv: list[str]  # the command line after ``python -m MedSynLib`` (without --progress)
     folder: Path
     inputs: dict[str, str]  # option name -> the server's copy of the upload
     created: float = field(default_factory=time.time)
@@ -205,7 +204,7 @@ class JobQueue:
                  "queue_wait_s": round(job.started - job.created, 3)})
         env = {**os.environ, **worker.env, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
         env.pop("MEDSYN_DEBUG", None)  # a client never gets a traceback
-        argv = [sys.executable, "-m", "MedSynLib", *job.argv, "--progress", "json", "--device", worker.device]
+        argv = [sys.executable, "-m", "MedSynLib", *job.argv, "--progress", "json"]  # device "auto": the worker's
         job.process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=job.folder, env=env, start_new_session=True, limit=1 << 20)
