@@ -153,13 +153,13 @@ def test_a_warning_reaches_the_panel_and_a_result_finished_elsewhere_is_kept(pan
     panel.enter()
     slicer_harness.pump()
     shown = ui.messagesTextEdit.toPlainText()
-    assert ui.statusLabel.text.startswith("Loaded 'SYNTHETIC MedSyn CT (seed 42, ")
+    assert ui.statusLabel.text.startswith(f"Loaded 'SYNTHETIC MedSyn CT (seed {p.seed}, ")
     assert ui.messagesTextEdit.visible and re.search(r"^Warning: the report is 2,\d{3} word-pieces long", shown,
                                                      re.M), shown
     assert "\nWhat to do: keep to the Findings and Impression" in shown
     assert shown.count("Warning: the report is") == 1, "said once (the event and the sidecar are the same)"
     assert p.conditionSegmentation is not None and \
-        p.conditionSegmentation.GetName().startswith("SYNTHETIC MedSyn segmentation (seed 42, ")
+        p.conditionSegmentation.GetName().startswith(f"SYNTHETIC MedSyn segmentation (seed {p.seed}, ")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in stops on SIGTERM")

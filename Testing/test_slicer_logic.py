@@ -96,7 +96,7 @@ STAND_IN = textwrap.dedent(r'''
 
     args = sys.argv[1:]
     opt = lambda name: args[args.index(name) + 1] if name in args else None
-    out, mode, seed = opt("--out"), args[0], int(opt("--seed"))
+    out, mode, seed = opt("--out"), args[0], int(opt("--seed") or 0)  # --seed 0 is the default: not passed
     part = out + ".partial"
     os.makedirs(part)
     def emit(**e): print(json.dumps(e), flush=True)
