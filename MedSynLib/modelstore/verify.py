@@ -16,11 +16,12 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..arguments import STEPS_MAX
 from ..errors import MedSynError
+from ..run_settings import SAMPLER_NAMES
 
 FIX = "repair model.json (or restore the model folder), or re-import / re-package the model"
 PARTS = ("text_encoder", "lowres", "superres")
-SAMPLER_NAMES = ("ddim", "dpmpp2m")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -76,8 +77,9 @@ def check_spec(spec: Mapping, folder: Path) -> None:
     if not isinstance(defaults, Mapping):
         raise _problem(path, f"defaults must be an object, got {defaults!r}")
     for key in ("steps_lowres", "steps_sr"):
-        if key in defaults and not _whole(defaults[key], 1, 1000):
-            raise _problem(path, f"defaults.{key} must be a whole number from 1 to 1000, got {defaults[key]!r}")
+        if key in defaults and not _whole(defaults[key], 1, STEPS_MAX):
+            raise _problem(path, f"defaults.{key} must be a whole number from 1 to {STEPS_MAX}, got "
+                                 f"{defaults[key]!r}")
     guidance = defaults.get("guidance", 1.0)
     if not _numbers([guidance], 1) or guidance < 0:
         raise _problem(path, f"defaults.guidance must be a finite number >= 0, got {guidance!r}")
