@@ -52,7 +52,8 @@ def check_region_share(values: np.ndarray, on_ct: np.ndarray, label: int | None)
                               "label map), or pick one label with --region-label")
     share = float(on_ct.mean())
     if share > REGION_MAX_SHARE:
-        raise MedSynError(f"the region covers {100 * share:.1f} % of the CT, so almost nothing would be kept",
+        covered = "the whole CT" if share == 1.0 else f"{100 * share:.1f} % of the CT"
+        raise MedSynError(f"the region covers {covered}, so almost nothing would be kept",
                           f"draw a region of at most {100 * REGION_MAX_SHARE:.0f} % of the CT, or use "
                           "'medsyn generate' for a whole new synthetic CT")
 
