@@ -164,7 +164,7 @@ def test_cli_writes_the_edited_ct_on_its_own_grid_marked_edited(grid_model, tmp_
 @pytest.mark.parametrize("case, message", [
     ("empty", "the region is empty"),
     ("far", "outside the CT's field of view"),
-    ("everything", "covers the whole CT"),
+    ("everything", "covers 100.0 % of the CT"),
     ("outside_model", "outside the model's field of view"),
 ])
 def test_bad_regions_exit_2_and_write_nothing(grid_model, tmp_path, case, message):
