@@ -87,8 +87,9 @@ def segment_cases(cases: list[dict], work: Path, model_name: str | None, lowres_
     from MedSynLib.io.images import to_image
     from MedSynLib.modelstore.bundle import load_model
     from MedSynLib.modelstore.registry import resolve_model
-    from MedSynLib.phantom.compose import generate
+    from MedSynLib.phantom.compose import make_phantom
     from MedSynLib.pipelines.generation import segment
+    from MedSynLib.run_settings import RunSettings
 
     model = None
     for case in cases:
@@ -98,7 +99,7 @@ def segment_cases(cases: list[dict], work: Path, model_name: str | None, lowres_
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         klass = case.get("source_class", case["class"])
-        phantom = generate(case["seed"], **CLASSES[klass])
+        phantom = make_phantom(case["seed"], **CLASSES[klass])
         geometry = phantom.grid.geometry
         ct = to_image(phantom.ct, geometry)
         truth = {"lobes": to_image(phantom.lobes, geometry), "airway": to_image(phantom.airway, geometry)}
@@ -112,7 +113,7 @@ def segment_cases(cases: list[dict], work: Path, model_name: str | None, lowres_
         if model is None:
             model = load_model(resolve_model(model_name), "cpu", load_superres=not lowres_only)
         t0 = time.perf_counter()
-        result = segment(ct, model, force=True, lowres_only=lowres_only)
+        result = segment(ct, model, settings=RunSettings(lowres_only=lowres_only), force=True)
         sitk.WriteImage(ct, str(folder / "ct.nii.gz"))
         for name, image in truth.items():
             sitk.WriteImage(image, str(folder / f"truth_{name}.nii.gz"))

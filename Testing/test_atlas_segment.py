@@ -148,7 +148,7 @@ def test_segment_aligns_the_ct_and_maps_the_masks_back(atlas_model, monkeypatch,
     assert Geometry.from_dict(result.geometry.to_dict()) == CT_GRID and result.lobes.shape == (36, 40, 48)
     assert dice(result.lobes == 5, ct_lungs() > 0) > 0.8
     assert result.metadata["space"] == "atlas" and result.metadata["alignment"]["lung_dice"] > 0.85
-    assert "placement_s" in result.metadata["timings_s"] and result.metadata["quality"]["passed"]
+    assert "scan_check_s" in result.metadata["timings_s"] and result.metadata["quality"]["passed"]
     write_image(chest_ct(), tmp_path / "ct.nrrd", description="test CT")
     write_result(result, tmp_path / "seg", model_info(model), preview=True, source_ct=tmp_path / "ct.nrrd")
     lobes = sitk.ReadImage(str(next((tmp_path / "seg").glob("MedSyn_segmentation_lobes_*.nii.gz"))))

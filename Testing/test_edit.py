@@ -118,7 +118,7 @@ def test_kept_anatomy_is_held_outside_the_region_and_generated_inside(loaded_gri
 
     monkeypatch.setattr(edit_module._Run, "sample_both_stages", capture)
     result = edit(ct, region, REPORT, loaded_grid_model, RunSettings(steps_lowres=2, steps_sr=1),
-                  keep={k: to_image(masks[k], ROTATED) for k in keep})
+                  options=EditOptions(keep={k: to_image(masks[k], ROTATED) for k in keep}))
     _check_outside_is_the_input(result, ct, sitk.GetArrayFromImage(region) > 0)
     held, out = seen["held"], seen["x256"]
     channels = [0] + sorted({"lobes": 1, "airway": 2, "vessels": 3}[k] for k in keep)
@@ -164,7 +164,7 @@ def test_cli_writes_the_edited_ct_on_its_own_grid_marked_edited(grid_model, tmp_
 @pytest.mark.parametrize("case, message", [
     ("empty", "the region is empty"),
     ("far", "outside the CT's field of view"),
-    ("everything", "covers 100.0 % of the CT"),
+    ("everything", "covers the whole CT"),
     ("outside_model", "outside the model's field of view"),
 ])
 def test_bad_regions_exit_2_and_write_nothing(grid_model, tmp_path, case, message):

@@ -97,11 +97,11 @@ def read_with_slicer(scene, path, node_class: str, storage):
     return node
 
 
-def test_preview_is_a_three_plane_png(result_folder):
+def test_preview_is_two_rows_of_three_planes(result_folder):
     folder, _ = result_folder
     png = sitk.ReadImage(str(folder / "preview.png"))
     width, height = png.GetSize()
-    assert png.GetNumberOfComponentsPerPixel() == 3 and width == 3 * height
+    assert png.GetNumberOfComponentsPerPixel() == 3 and 2 * width == 3 * height  # CT planes, then with masks
 
 
 def test_slicer_reads_the_ct_with_its_geometry(result_folder, scene):

@@ -3,6 +3,7 @@ finder against reference lobes it did not make, and the refusals of segment, edi
 before any sampling; the rule for held masks and the segment sidecar's mark with a tiny model."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -32,8 +33,9 @@ REPORT = "FINDINGS: Small right pleural effusion. IMPRESSION: Right effusion."
 
 
 def medsyn(*args) -> subprocess.CompletedProcess:
+    # the reasons hold "×" and "°": decoded as UTF-8 whatever locale an earlier test left set in this process
     return subprocess.run([sys.executable, "-m", "MedSynLib", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+                          encoding="utf-8", env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=300)
 
 
 def events(stdout: str) -> list[dict]:

@@ -72,8 +72,8 @@ def module():
         "slicer.parameterNodeWrapper": types.SimpleNamespace(parameterNodeWrapper=_parameter_node_wrapper,
                                                              WithinRange=_WithinRange),
     }
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
+    saved = {k: sys.modules.get(k) for k in [*stubs, "MedSynSlicer"]}  # the harness's module too: panel tests that
+    sys.modules.update(stubs)                                              # ran before reuse it after this one
     try:
         sys.modules.pop("MedSynSlicer", None)
         import MedSynSlicer
@@ -85,7 +85,6 @@ def module():
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
-        sys.modules.pop("MedSynSlicer", None)
 
 
 STAND_IN = textwrap.dedent(r'''

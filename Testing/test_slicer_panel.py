@@ -264,8 +264,10 @@ def test_generate_watch_progress_then_generate_again_with_the_airway_held(panel,
     assert panel.job is not None and not ui.generateButton.enabled and ui.cancelButton.enabled
     pump_until(slicer_harness, watch, what="the first run")
     progress_texts = {text for text, *_ in seen}
-    assert any(t.startswith("Low-resolution sampling: network evaluation") and "left in all)" in t  # steps + 1
-               for t in progress_texts), seen
+    assert any(t.startswith("Low-resolution sampling: network evaluation") for t in progress_texts), seen
+    # which steps the panel shows depends on the machine's pace (a quiet CPU may deliver all in one poll); the ETA
+    # text itself is test_slicer_runner's: here, any time left shown is the whole run's
+    assert all("left in all)" in t for t in progress_texts if " left" in t), seen
     assert not any("about 0 s left" in t for t in progress_texts if " evaluation 1 of " in t), "no ETA before a pace"
     assert all(not generate and cancel for text, value, generate, cancel in seen if "evaluation" in text)
     values = [value for _, value, *_ in seen]

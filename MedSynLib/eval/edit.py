@@ -115,7 +115,7 @@ def run_task(task: str, model, cases: list, prompts, seeds: list[int], resamples
             keep = {"lobes": to_image(ph.lobes, geometry)}
             t0 = time.perf_counter()
             result = edit(to_image(ph.ct, geometry), to_image(region, geometry), report, model,
-                          settings.replace(seed=seed), keep=keep, options=EditOptions(resamples=r))
+                          settings.replace(seed=seed), options=EditOptions(keep=keep, resamples=r))
             times.append(time.perf_counter() - t0)
             inside = region > 0
             changed.append(int((result.ct[~inside] != ph.ct[~inside]).sum()))

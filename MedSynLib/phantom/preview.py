@@ -157,18 +157,18 @@ def lung_planes(lobes: np.ndarray | None, shape_zyx) -> tuple[int, int, int]:
 
 def preview_files(ct: str, out: str, lobes: str | None = None, airway: str | None = None,
                   vessels: str | None = None, panel: int = 256, description: str | None = None,
-                  center: tuple[int, int, int] | None = None, region: str | None = None) -> np.ndarray:
+                  region: str | None = None) -> np.ndarray:
     """Preview of image files (NIfTI, NRRD, ...) -> PNG at ``out`` (``description`` in its metadata); returns the
     RGB array (2 * panel, 3 * panel, 3): the CT's axial, coronal and sagittal planes, then the same planes with the
-    masks. ``center``: the (z, y, x) LPS indices of the planes; default :func:`lung_planes` of the lobes.
-    ``region``: a label map (an edit's region): the planes go through its centre and it is outlined in both rows."""
+    masks, through :func:`lung_planes` of the lobes. ``region``: a label map (an edit's region): the planes go
+    through its centre instead and it is outlined in both rows."""
     ref = read_image(ct, "CT")
     arr, sp = read_lps(ct)
     masks = {}
     for name, pth in (("lobes", lobes), ("airway", airway), ("vessels", vessels)):
         if pth:
             masks[name] = read_lps(pth, ref, label=True)[0]
-    outline = None
+    outline, center = None, None
     if region:
         outline = read_lps(region, ref, label=True)[0] > 0
         if outline.any():

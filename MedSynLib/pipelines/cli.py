@@ -293,14 +293,14 @@ def _edit(args, settings: RunSettings, reporter: Reporter):
     from .outputs import model_info, write_edit_result
 
     report = args.report if args.report is not None else _read_report(args.report_file)
-    options = EditOptions(region_label=args.region_label, resamples=args.resamples, blend_mm=args.blend_mm)
     ct = read_image(args.ct, "CT", args.series)
     region = read_image(args.region, "region")
     keep = {n: read_image(getattr(args, n), n) for n in CONDITIONS if getattr(args, n) is not None}
+    options = EditOptions(keep=keep, region_label=args.region_label, resamples=args.resamples,
+                          blend_mm=args.blend_mm, force=args.force)
     scan = _scan_first(args, reporter, ct)
     model = _load(args, settings, reporter)
-    result = edit(ct, region, report, model, settings, keep=keep, options=options, progress=reporter,
-                  force=args.force, scan=scan)
+    result = edit(ct, region, report, model, settings, options=options, progress=reporter, scan=scan)
     info = model_info(model)
     return result, info, lambda output: write_edit_result(result, output, info, source_ct=args.ct,
                                                           preview=args.preview, dicom=args.format == "dicom",

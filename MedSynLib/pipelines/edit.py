@@ -111,14 +111,18 @@ def paste(ct: np.ndarray, generated_hu: np.ndarray, weight: np.ndarray) -> np.nd
 
 @dataclass(frozen=True)
 class EditOptions:
-    """How an edit treats its region: ``region_label`` picks the voxels of one label of the region's label map
-    (None: every nonzero voxel); ``resamples`` R repeats each sampler step R times from its own noise level
+    """How an edit treats its CT and region: ``keep`` holds lobe / airway / vessel label maps of this CT (its
+    geometry or any other) outside the region; ``region_label`` picks the voxels of one label of the region's label
+    map (None: every nonzero voxel); ``resamples`` R repeats each sampler step R times from its own noise level
     (RePaint; R + 1 times the network evaluations); ``blend_mm`` is the width of the blend inside the region's
-    border (None: one voxel of the grid the model generated on, 1 mm, or 4 mm with ``lowres_only``)."""
+    border (None: one voxel of the grid the model generated on, 1 mm, or 4 mm with ``lowres_only``); ``force`` runs
+    on a CT that failed the scan check (its problems become warnings) and keeps masks partly outside the box."""
 
+    keep: dict[str, sitk.Image] | None = None
     region_label: int | None = None
     resamples: int = 0
     blend_mm: float | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.blend_mm is not None and not (np.isfinite(self.blend_mm) and self.blend_mm > 0):
@@ -128,17 +132,16 @@ class EditOptions:
 
 
 def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel, settings: RunSettings | None = None, *,
-         keep: dict[str, sitk.Image] | None = None, options: EditOptions | None = None,
-         progress: Progress | None = None, force: bool = False, scan: ScanCheck | None = None) -> EditResult:
+         options: EditOptions | None = None, progress: Progress | None = None,
+         scan: ScanCheck | None = None) -> EditResult:
     """Replace ``region`` (a label map in any geometry) of the CT (HU) by content generated for ``report``.
 
-    settings: as for :func:`~.generation.generate`. keep: lobe / airway / vessel label maps of this CT (its geometry
-    or any other), held outside the region. options: :class:`EditOptions` (region label, RePaint resampling, blend
-    width). Raises ValueError, before any sampling, for an empty region, a region outside the CT or the model's
+    settings: as for :func:`~.generation.generate`. options: :class:`EditOptions` (masks to keep, region label,
+    RePaint resampling, blend width, force). Raises ValueError, before any sampling, for an empty region, a region outside the CT or the model's
     field of view, and a region that covers everything. The CT passes the scan check first, as for
     :func:`~.generation.segment` (``scan`` when the caller ran it; :class:`.scan_check.ScanRefused` unless
-    ``force``, whose problems then become warnings); kept masks follow the rule of :func:`.placement.hold_masks`
-    (more than 1 % of the lobes outside the model's box refused unless ``force``).
+    ``options.force``, whose problems then become warnings); kept masks follow the rule of
+    :func:`.placement.hold_masks` (more than 1 % of the lobes outside the model's box refused unless forced).
     """
     options = options or EditOptions()
     if not isinstance(report, str) or not report.strip():
@@ -148,7 +151,7 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel, se
     values = sitk.GetArrayFromImage(ct)
     if not np.isfinite(values).all():
         raise ValueError("the CT contains NaN or infinite values")
-    keep = {k: v for k, v in (keep or {}).items() if v is not None}
+    keep, force = {k: v for k, v in (options.keep or {}).items() if v is not None}, options.force
     unknown = set(keep) - set(CONDITION_CHANNELS)
     if unknown:
         raise ValueError(f"unknown anatomy mask {sorted(unknown)}; use lobes, airway, vessels")
