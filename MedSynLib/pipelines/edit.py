@@ -138,8 +138,8 @@ def edit(ct: sitk.Image, region: sitk.Image, report: str, model: LoadedModel, se
 
     settings: as for :func:`~.generation.generate`. options: :class:`EditOptions` (masks to keep, region label,
     RePaint resampling, blend width, force). Raises ValueError, before any sampling, for an empty region, a region
-    outside the CT or the model's field of view, and a region that covers everything. The CT passes the scan check first, as for
-    :func:`~.generation.segment` (``scan`` when the caller ran it; :class:`.scan_check.ScanRefused` unless
+    outside the CT or the model's field of view, and a region that covers everything. The CT passes the scan check
+    first, as for :func:`~.generation.segment` (``scan`` when the caller ran it; :class:`.scan_check.ScanRefused` unless
     ``options.force``, whose problems then become warnings); kept masks follow the rule of
     :func:`.placement.hold_masks` (more than 1 % of the lobes outside the model's box refused unless forced).
     """
