@@ -83,6 +83,17 @@ def test_import_requires_licence_acceptance(official, home, capsys):
     assert code == 2
     assert "CC-BY-NC" in out.err and "--accept-license" in out.err
     assert not home.exists() or not any(home.iterdir())
+    problem, fix = out.err.strip().splitlines()  # docs/failure-modes.md: two lines, the fix on its own
+    assert problem.startswith("medsyn: error: ") and fix.startswith("fix: ") and "--accept-license" in fix
+
+
+def test_import_of_missing_checkpoints_says_the_fix(home, tmp_path, capsys):
+    code, out = run_json(capsys, "models", "import", tmp_path / "model", "--text-encoder", tmp_path / "cxr-bert",
+                         "--accept-license", "--progress", "json")
+    assert code == 2
+    event = json.loads(out.out.strip().splitlines()[-1])
+    assert event["event"] == "error" and "not found" in event["message"] and event["fix"]
+    assert out.err.strip().splitlines()[-1].startswith("fix: ")
 
 
 def test_import_converts_once_and_the_model_generates_in_atlas_space(official, home, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import describe
 from ..models.config import UP_ORDERS
 from ..modelstore.registry import user_model_folder, user_models_dir
 from ..progress import Reporter
@@ -54,9 +55,10 @@ def _import(args) -> int:
         files = OfficialFiles(parts["lowres"], parts["superres"], args.text_encoder, parts["text_finetuned"], args.atlas)
         import_official_model(target, files, args.up_order, args.name, args.accept_license, args.overwrite, reporter)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        reporter.emit({"event": "error", "message": str(exc), "fix": ""})
-        print(f"medsyn: error: {exc}", file=sys.stderr)
-        return 2
+        failure = describe(exc)  # `medsyn: error:` and `fix:`, as every command (docs/failure-modes.md)
+        reporter.emit(failure.event())
+        print(failure.text(), file=sys.stderr)
+        return failure.code
     reporter.emit({"event": "done", "out": str(target), "name": args.name})
     if args.progress == "text":
         print(f"imported {args.name} into {target}" + ("" if args.atlas else

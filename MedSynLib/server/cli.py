@@ -1,4 +1,4 @@
-"""``medsyn serve``: the GPU server (FastAPI on uvicorn; ``pip install "medsyn-slicer[server]"``).
+"""``medsyn serve``: the GPU server (FastAPI on uvicorn; ``pip install "medsyn[server]"``).
 
 Binds 127.0.0.1 unless told otherwise; a token is required (``--token-file``, or ``$MEDSYN_SERVER_TOKEN``) unless
 ``--no-token`` on a loopback address. See docs/server.md.
@@ -128,7 +128,7 @@ def _serve(args) -> int:
         from .app import create_app
     except ImportError as exc:
         print(f"medsyn: error: medsyn serve needs the server extra ({exc.name} is missing)\n"
-              '  fix: pip install "medsyn-slicer[server]"', file=sys.stderr)
+              'fix: pip install "medsyn[server]"', file=sys.stderr)
         return EXIT_BAD_INPUT
     from .jobs import Limits
 

@@ -242,7 +242,7 @@ class JobQueue:
             error = {"message": "the command failed on the server", "fix": "see the server's log",
                      "kind": "internal"}
         if code != 0 and not text.strip() and error:
-            text = f"medsyn: error: {error['message']}" + (f"\n  fix: {error['fix']}" if error.get("fix") else "")
+            text = f"medsyn: error: {error['message']}" + (f"\nfix: {error['fix']}" if error.get("fix") else "")
         shutil.rmtree(job.folder / "inputs", ignore_errors=True)
         if code == 0:
             await asyncio.to_thread(_zip_folder, job.folder / "result", job.folder / "result.zip")
