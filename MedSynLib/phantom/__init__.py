@@ -6,9 +6,10 @@
 identity direction), and a ``truth`` dict.
 
 Modules: ``grid`` (coordinates, smooth fields, tube rasterisation), ``anatomy`` (shapes in mm), ``trees``
-(airway and vessel trees), ``findings`` (what is wrong), ``compose`` (HU composition), ``measure``
-(measurements on any CT + masks), ``report`` (report text), ``regions`` (where a finding would go, for
-editing), ``dataset`` (``medsyn phantoms``), ``preview`` (``medsyn preview``), ``timing`` (generation speed).
+(airway and vessel trees), ``findings`` (what is wrong), ``compose`` (one phantom, step by step: ``chest`` lays
+the anatomy on the grid, ``tissues`` paints the normal HU, ``lesions`` the findings), ``measure`` (measurements
+on any CT + masks), ``report`` (report text), ``regions`` (where a finding would go, for editing), ``dataset``
+(``medsyn phantoms``), ``preview`` (``medsyn preview``), ``timing`` (generation speed).
 """
 
 from typing import TYPE_CHECKING

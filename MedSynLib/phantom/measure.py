@@ -54,7 +54,7 @@ def _sides(lobes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return right, lung & ~right
 
 
-def _dilate(m: np.ndarray, r: int = 1) -> np.ndarray:
+def dilate(m: np.ndarray, r: int = 1) -> np.ndarray:
     """Binary dilation by a (2r+1)³ cube, separable (fast on 256³)."""
     out = np.array(m, dtype=bool)
     for ax in range(3):
@@ -72,7 +72,7 @@ def laa950(ct: np.ndarray, lungs: np.ndarray, airway: np.ndarray | None = None, 
     """%LAA-950: percent of lung voxels below -950 HU; airway lumen (dilated by one voxel) is left out if given."""
     lung = np.asarray(lungs) > 0
     if airway is not None:
-        lung &= ~_dilate(np.asarray(airway) > 0, 1)
+        lung &= ~dilate(np.asarray(airway) > 0, 1)
     n = int(lung.sum())
     return 0.0 if n == 0 else 100.0 * float((np.asarray(ct)[lung] < threshold).sum()) / n
 
@@ -215,7 +215,7 @@ def effusion_volume(ct: np.ndarray, spacing_zyx, lobes: np.ndarray, effusion: np
         out["total"] = 0.0
         return out
     r_t = max(1, int(np.ceil(2 * sigma / min(spacing_zyx))))  # smoothing pushes the fluid's lung side out of range
-    rd, ld = _dilate(right, r_t), _dilate(left, r_t)
+    rd, ld = dilate(right, r_t), dilate(left, r_t)
     cnt = np.bincount(cc.ravel(), minlength=ncomp + 1)
     touch_r = np.bincount(cc[rd], minlength=ncomp + 1)
     touch_l = np.bincount(cc[ld], minlength=ncomp + 1)
@@ -237,7 +237,7 @@ def effusion_volume(ct: np.ndarray, spacing_zyx, lobes: np.ndarray, effusion: np
         return out
     fl = ok[cc]
     # fluid next to the lung that smoothing pulled below the range: not lung, not yet counted, above -400 HU
-    shell = _dilate(fl, r_t) & ~fl & ~lung & (sm > -400.0) & (sm < hu_range[0]) & (np.asarray(ct) > -50)
+    shell = dilate(fl, r_t) & ~fl & ~lung & (sm > -400.0) & (sm < hu_range[0]) & (np.asarray(ct) > -50)
     frac = (fl | shell).astype(np.float32)
     xs = np.nonzero(lung.any(axis=(0, 1)))[0]
     mid = int(round((xs.min() + xs.max()) / 2))
