@@ -321,3 +321,13 @@ def test_validation_cases_are_held_out_by_id():
     assert split_cases(cases, 0.0) == (cases, [])
     with pytest.raises(ValueError, match="holds out none"):
         split_cases(cases[:1], 0.01)
+
+
+def test_a_missing_text_encoder_is_named_before_the_data_is_prepared(data, tmp_path):
+    from MedSynLib.errors import MedSynError
+
+    config = lowres_config(data, tmp_path / "out", text_encoder=str(tmp_path / "text" / "text_encoder"),
+                           cache=str(tmp_path / "cache"))
+    with pytest.raises(MedSynError, match="holds no text encoder") as refused:
+        DiffusionTrainer(config)  # was StopIteration, exit code 1 ("internal error"), after the volume cache
+    assert "train-text" in refused.value.fix and not (tmp_path / "cache").exists()

@@ -28,6 +28,7 @@ from ...data.manifest import read_manifest
 from ...data.preprocess import TextFeatureCache, VolumeCache, encode_volume
 from ...diffusion.schedule import TIME_SCALE, add_noise, x0_loss
 from ...environment import distributed
+from ...errors import MedSynError
 from ...io.files import atomic_write
 from ...io.images import Geometry
 from ...models.text_encoder import ReportEncoder
@@ -85,12 +86,11 @@ class DiffusionTrainer:
         # linear interpolation of the original as the official 4x nearest subsample of the resampled volume
         volumes = VolumeCache(cache, grid.subsampled(cfg.lowres_factor) if cfg.stage == "lowres" else grid)
         texts = None
+        encoder_dir = Path(cfg.text_encoder) if cfg.stage == "lowres" else None
+        weights = _text_encoder_weights(encoder_dir) if encoder_dir else None  # checked before the slow part
         if self.rank == 0:
             cases = volumes.prepare(cases, cfg.skip_bad)
-        if cfg.stage == "lowres":
-            encoder_dir = Path(cfg.text_encoder)
-            weights = next(p for p in (encoder_dir / "model.safetensors", encoder_dir / "pytorch_model.bin")
-                           if p.is_file())
+        if encoder_dir:
             texts = TextFeatureCache(cache, sha256_file(weights)[:16])
             if self.rank == 0:
                 texts.prepare(cases, ReportEncoder.from_pretrained(encoder_dir))
@@ -309,3 +309,12 @@ class DiffusionTrainer:
         """Write the EMA weights as a stage folder (this project's format)."""
         meta = {"trained_steps": self.step, "config": dataclasses.asdict(self.config), **(provenance or {})}
         return save_stage(self.ema.net.cpu(), folder, meta)
+
+
+def _text_encoder_weights(folder: Path) -> Path:
+    """The weights file of the text encoder in ``folder`` (``train-text``'s ``OUT/text_encoder``)."""
+    for weights in (folder / "model.safetensors", folder / "pytorch_model.bin"):
+        if weights.is_file():
+            return weights
+    raise MedSynError(f"text_encoder {folder} holds no text encoder (model.safetensors or pytorch_model.bin)",
+                      "give the text_encoder folder that `medsyn train-text --out OUT` wrote: OUT/text_encoder")

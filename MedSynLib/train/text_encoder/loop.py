@@ -85,8 +85,8 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
     digest = corpus_digest(corpus)
     checkpoint = checkpoint_dir(out)
     if checkpoint and not resume:
-        raise FileExistsError(f"{out} holds a training checkpoint: pass --resume (resume=True) to continue it, "
-                              "or choose another output folder")
+        raise FileExistsError(f"{out} holds a training checkpoint. Fix: pass --resume (resume=True) to continue "
+                              "it, or choose another output folder")
     state = None
     if resume and checkpoint:
         state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
@@ -94,7 +94,8 @@ def train_text_encoder(reports: str | Path | Sequence[str], out_dir: str | Path,
         changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v)
         if changed:
             raise ValueError(f"cannot resume {checkpoint}: options differ from the checkpoint's: "
-                             + ", ".join(f"{k} {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed))
+                             + ", ".join(f"{k} {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed)
+                             + ". Fix: run it with the checkpoint's options, or choose another output folder")
         if state["corpus_sha256"] != digest:
             raise ValueError(f"cannot resume {checkpoint}: the report corpus differs from the one it was trained on")
     elif resume:
