@@ -113,3 +113,20 @@ def test_what_the_slicer_module_imports_loads_no_torch():
             + "; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
+def test_the_development_page_states_these_rules():
+    """docs/development.md's table and its list of base modules say what ALLOWED and BASE enforce."""
+    import re
+
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    rules = text.split("## Layering rules", 1)[1].split("\n\n| part |", 1)
+    stated_base = set(re.findall(r"`(\w+)`", rules[0].split('"base" =', 1)[1])) | {"__init__"}
+    assert stated_base == BASE, f"the page's base modules {sorted(stated_base)} differ from BASE {sorted(BASE)}"
+    table = {}
+    for row in rules[1].split("\n\n", 1)[0].splitlines()[2:]:
+        parts, allowed = row.strip("|").split("|")
+        for part in re.findall(r"`(\w+)`", parts):
+            table[part] = set(re.findall(r"`(\w+)`", allowed))
+    layered = {part: allowed - BASE for part, allowed in ALLOWED.items() if part not in BASE | {"cli", "__main__"}}
+    assert {part: table.get(part) for part in layered} == layered
