@@ -21,6 +21,9 @@ from MedSynLib.io.images import Geometry, to_image, write_image
 from test_bad_inputs import FAST, REPORT, chest, ct_volume, tiny_model, tree  # noqa: F401 (tiny_model: a fixture)
 from tiny_model import GRID, ellipsoids
 
+TRAIN_GRID = Geometry((32, 32, 32), (4.0, 4.0, 4.0), (-62.0, -62.0, -62.0))
+"""The grid of Testing/train_cases.py's cases."""
+
 
 def run(capsys, *args, env: dict | None = None, monkeypatch=None) -> tuple[int, str, str]:
     """``medsyn ARGS`` in this process: (exit code, stderr, stdout); argparse refusals included (exit code 2)."""
@@ -89,6 +92,45 @@ def test_batch_refuses_a_users_folder_and_never_writes_over_its_prompts(tiny_mod
     shutil.copy(prompts, fresh / "manifest.csv")
     refused(capsys, tmp_path, "batch", "--prompts", fresh / "manifest.csv", "--model", tiny_model, *FAST,
             "--out", fresh, expect="input of this run")
+
+
+def _train(capsys, command, manifest, out, *extra, **values):
+    """``medsyn train-lowres|train-sr`` for one step of a tiny network on the 32³ training cases."""
+    unet = {"dim": 8, "dim_mults": [1, 2], "attn_heads": 1, "mid_depth": 1}
+    values = {"manifest": str(manifest), "out": str(out), "grid": TRAIN_GRID.to_dict(), "steps": 1,
+              "unet": {**unet, "text_dim": 16} if command == "train-lowres" else unet, **values}
+    return run(capsys, command, *[a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v)}")], *extra)
+
+
+def test_a_training_run_continues_only_its_own_folder(tiny_model, tmp_path, capsys):
+    from train_cases import write_cases
+
+    manifest = write_cases(tmp_path / "cases", n=2)
+    encoder = {"text_encoder": str(tiny_model / "text_encoder")}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own notes", encoding="utf-8")
+    before = tree(tmp_path)
+    for out, expect in ((mine, "not a MedSyn training run"), (tmp_path / "cases", "input of this run"),
+                        (mine / "notes.txt", "existing file")):
+        code, err, _ = _train(capsys, "train-lowres", manifest, out, **encoder)
+        assert code == 2 and expect in err and "\nfix: " in err, err
+        assert tree(tmp_path) == before
+    os.symlink(tmp_path, tmp_path / "alias")  # the input's folder through a link is that folder
+    code, err, _ = _train(capsys, "train-lowres", manifest, tmp_path / "alias" / "cases", **encoder)
+    assert code == 2 and "input of this run" in err, err
+    code, err, _ = _train(capsys, "train-lowres", manifest, tmp_path / "run", "--export", mine, **encoder)
+    assert code == 2 and "not a MedSyn stage folder" in err and not (tmp_path / "run").exists(), err
+    # a new folder is created; the same folder is continued (resumed), never restarted over its files
+    assert _train(capsys, "train-lowres", manifest, tmp_path / "run", **encoder)[0] == 0
+    first = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    code, err, out = _train(capsys, "train-lowres", manifest, tmp_path / "run", steps=2, **encoder)
+    assert code == 0 and '"resumed": true' in out, err
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() != first
+    before = tree(tmp_path)
+    code, err, _ = _train(capsys, "train-sr", manifest, tmp_path / "run", crop=[16, 16, 16])
+    assert code == 2 and "is a train-lowres run" in err and "\nfix: " in err, err
+    assert tree(tmp_path) == before
 
 
 # --- 2. links are resolved ---------------------------------------------------------------------------------------

@@ -59,16 +59,25 @@ def add_parser(sub) -> None:
 
 def _run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ..io.files import check_output_folder
+    from ..modelstore.store import CONFIG_FILE
     from .diffusion import DiffusionTrainer
 
     config = load_config(args.config, args.stage, args.set)
-    trainer = DiffusionTrainer(config)
+    config_file = [args.config] if args.config and not str(args.config).startswith("recipe:") else []
+    if args.export:  # refused now, not after the training
+        export = check_output_folder(args.export, CONFIG_FILE, inputs=[config.out, *config_file],
+                                     what="stage folder")
+    trainer = DiffusionTrainer(config, inputs=tuple(config_file))
     metrics = trainer.run(stop_after=args.stop_after)
     if trainer.rank == 0:
         print(json.dumps({"event": "done", **metrics}), flush=True)
         if args.export and trainer.step >= config.steps:
-            trainer.export(args.export)
-            print(f"exported EMA weights to {args.export}", flush=True)
+            trainer.export(export)
+            print(f"exported EMA weights to {export}", flush=True)
+        elif args.export:
+            print(f"medsyn: warning: not exported: the run stopped at step {trainer.step} of {config.steps}; "
+                  "the same command continues it", file=sys.stderr, flush=True)
     return 0
 
 

@@ -74,6 +74,9 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.val_every < 0 or not 0 <= self.val_fraction < 1 or self.val_timesteps < 1:
             raise ValueError("need val_every >= 0 (0 = no validation), 0 <= val_fraction < 1 and val_timesteps >= 1")
+        for name, example in (("manifest", "data/manifest.csv"), ("out", "runs/lowres")):
+            if not str(getattr(self, name) or "").strip():
+                raise ValueError(f"{name} is not set. Fix: --set {name}={example}")
 
 
 LR_SCHEDULES = ("constant", "cosine")

@@ -6,6 +6,10 @@ step ``s`` (diffusion times, noise, text dropout, SR crops and noise augmentatio
 every rank and each rank takes its slice. So a run resumed from a checkpoint, or spread over several processes,
 computes what one uninterrupted process computes.
 
+The run folder (``out``) follows the output-folder rule of :mod:`MedSynLib.io.files`: it must be new, empty, or an
+earlier run of the same stage (its ``train_config.json``, written first), which is continued; a separate ``cache``
+must be new, empty or an earlier cache. Links are resolved, and neither may hold an input of the run.
+
 What a run shows: ``train_log.jsonl`` holds one line per step (loss, learning rate, steps/s, ETA, and the validation
 loss at every ``val_every`` steps); the terminal shows the same every ``log_every`` steps; with ``tensorboard``
 installed (the ``[tensorboard]`` extra) the same scalars go to ``tensorboard/``; ``previews/`` holds samples.
@@ -17,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -29,7 +34,7 @@ from ...data.preprocess import TextFeatureCache, VolumeCache, encode_volume
 from ...diffusion.schedule import TIME_SCALE, add_noise, x0_loss
 from ...environment import distributed
 from ...errors import MedSynError
-from ...io.files import atomic_write
+from ...io.files import atomic_write, check_collection_folder
 from ...io.images import Geometry
 from ...models.text_encoder import ReportEncoder
 from ...models.unet import UNetConfig, build_unet
@@ -42,21 +47,50 @@ from .split import split_cases
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
+RUN_CONFIG = "train_config.json"
+COMMANDS = {"lowres": "train-lowres", "superres": "train-sr"}
+CACHE_PARTS = ("volumes", "text")
+
+
+def run_stage(folder: Path) -> str | None:
+    """The stage of the training run in ``folder`` (read from its ``train_config.json``), or None if it is none."""
+    try:
+        stage = json.loads((folder / RUN_CONFIG).read_text(encoding="utf-8")).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stage if stage in COMMANDS else None
+
+
+def claim_run_folder(config: TrainConfig, inputs: tuple = ()) -> Path:
+    """``config.out`` (absolute) if this run may write it, else :class:`MedSynError`: a new or empty folder, or an
+    earlier run of the same stage (continued). ``inputs``: files the run reads besides those of ``config``. A
+    separate ``config.cache`` must be new, empty, or hold only a cache's ``volumes/`` and ``text/``."""
+    inputs = [config.manifest, config.text_encoder, config.init_from, *inputs]
+    out = check_collection_folder(config.out, lambda f: run_stage(f) is not None, inputs, what="training run")
+    stage = run_stage(out)
+    if stage is not None and stage != config.stage:
+        raise MedSynError(f"{out} is a {COMMANDS[stage]} run; `medsyn {COMMANDS[config.stage]}` cannot continue it",
+                          f"give a new folder with --set out=..., or continue it with `medsyn {COMMANDS[stage]}`")
+    if config.cache:
+        check_collection_folder(config.cache, lambda f: all(p.name in CACHE_PARTS for p in f.iterdir()), inputs,
+                                what="training cache (volumes/, text/)")
+    return out
 
 
 class DiffusionTrainer:
     """One training run; ``run()`` trains to ``config.steps`` (resuming from the run folder's checkpoint)."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, inputs: tuple = ()):
+        """``inputs``: files the run reads besides those ``config`` names (e.g. the config file)."""
         config.validate()
         self.config = config
-        self.out = Path(config.out)
         layout = distributed()
         self.distributed = dist.is_available() and layout.active
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
+        self.out = claim_run_folder(config, inputs) if self.rank == 0 else Path(os.path.abspath(config.out))
         if config.batch_size % self.world:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.world} processes")
         if torch.cuda.is_available():
@@ -80,14 +114,16 @@ class DiffusionTrainer:
     def _data(self) -> Batches:
         cfg = self.config
         cases = read_manifest(cfg.manifest)
+        encoder_dir = Path(cfg.text_encoder) if cfg.stage == "lowres" else None
+        weights = _text_encoder_weights(encoder_dir) if encoder_dir else None  # checked before anything is written
+        if self.rank == 0:  # the run's config first: from here on the folder is recognised as this run
+            atomic_write(self.out / RUN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2))
         cache = Path(cfg.cache or self.out / "cache")
         grid = Geometry.from_dict(cfg.grid)
         # the low-res stage reads its grid directly: sampling the CT at voxel f·i of the full grid is the same
         # linear interpolation of the original as the official 4x nearest subsample of the resampled volume
         volumes = VolumeCache(cache, grid.subsampled(cfg.lowres_factor) if cfg.stage == "lowres" else grid)
         texts = None
-        encoder_dir = Path(cfg.text_encoder) if cfg.stage == "lowres" else None
-        weights = _text_encoder_weights(encoder_dir) if encoder_dir else None  # checked before the slow part
         if self.rank == 0:
             cases = volumes.prepare(cases, cfg.skip_bad)
         if encoder_dir:
@@ -195,9 +231,6 @@ class DiffusionTrainer:
     def run(self, stop_after: int | None = None) -> dict:
         """Train until ``config.steps`` (or ``stop_after`` more steps); checkpoints atomically; returns metrics."""
         cfg = self.config
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2), encoding="utf-8")
         resumed = self.load_checkpoint()
         if resumed:
             if self.rank == 0:
