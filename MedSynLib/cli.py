@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
-from .errors import EXIT_CANCELLED, debugging, describe
+from .errors import EXIT_CANCELLED, EXIT_OUTPUT_CLOSED, debugging, describe
 
 COMMAND_MODULES = (
     "MedSynLib.pipelines.cli",
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medsyn: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:  # `medsyn models list | head -1`: the reader has what it wanted; no error message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor a second one when Python exits
+        return EXIT_OUTPUT_CLOSED
     except Exception as exc:
         if debugging():
             raise

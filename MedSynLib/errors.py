@@ -2,8 +2,8 @@
 
 0 done; 1 internal error (a bug: the message says how to get the traceback); 2 bad input or setting, or a file
 that cannot be read or written (the message names it and the fix); 3 out of memory; 4 segmentation not trusted
-(``medsyn segment``'s quality check); 130 cancelled (Ctrl-C, SIGTERM). ``MEDSYN_DEBUG=1`` lets the traceback
-through instead.
+(``medsyn segment``'s quality check); 130 cancelled (Ctrl-C, SIGTERM); 141 the reader of the output closed it.
+``MEDSYN_DEBUG=1`` lets the traceback through instead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 
 EXIT_DONE, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
+EXIT_OUTPUT_CLOSED = 141
+"""The reader of stdout closed it (``medsyn models list | head -1``): what a shell reports for SIGPIPE."""
 DEBUG_ENV = "MEDSYN_DEBUG"
 OOM_FIX = ("use --max-gpu-memory GB (tiles the super-resolution stage; try the GPU's size minus 2), "
            "--precision bf16, --lowres-only, or --device cpu")

@@ -1,6 +1,7 @@
 """``medsyn models list`` / ``medsyn models import`` with official-style checkpoints built from tiny networks."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -136,3 +137,16 @@ def test_import_rejects_a_mask_that_is_not_the_atlas(official, home, tmp_path, c
                          "--atlas", tmp_path / "ones.nii.gz", "--accept-license")
     assert code == 2 and "labels must be 0, 50 (right lung) and 100" in out.err
     assert not home.exists() or not any(home.iterdir())
+
+
+def test_a_closed_output_ends_quietly(home, tmp_path):
+    """`medsyn models list | head -1`: no 'cannot use: Broken pipe / fix: check the path and the disk'."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MEDSYN_HOME": str(home.parent)}
+    process = subprocess.Popen([sys.executable, "-m", "MedSynLib", "models", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the first line is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and stderr == ""
