@@ -7,9 +7,11 @@ Compared with ``torch.equal`` in fp32 in one process, so the check does not depe
 import pytest
 import torch
 
-from MedSynLib.diffusion import GuidedDenoiser, SuperResDenoiser, hold_channels, make_sampler, sample
+from MedSynLib.diffusion import (Denoiser, GuidedDenoiser, SuperResDenoiser, TiledSuperRes, hold_channels, make_sampler,
+                                 sample)
+from MedSynLib.diffusion.denoisers import FoldedLayout
 from MedSynLib.models import LowResUNet, SuperResUNet
-from MedSynLib.pipelines.memory import TiledSuperRes
+from MedSynLib.models.unet import space_to_depth
 
 from conftest import TINY_LOWRES, TINY_SUPERRES
 
@@ -82,3 +84,30 @@ def test_held_voxels_fold_like_the_volume(sampler_name):
         expected = _plain_sample(lambda x, t: net(x, t, lowres_up), make_sampler(sampler_name, 3), noise, held)
         assert torch.equal(sample(SuperResDenoiser(net, lowres_up), make_sampler(sampler_name, 3), noise, held),
                            expected)
+
+
+class _FoldedOracle(Denoiser):
+    """Any denoiser can say which layout it works in: here one that always predicts ``target``, folded by 2."""
+
+    layout = FoldedLayout(2)
+
+    def __init__(self, target):
+        self.target = space_to_depth(target, 2)
+        self.shapes = []
+
+    def __call__(self, x, t_raw):
+        self.shapes.append(tuple(x.shape))
+        return self.target.clone()
+
+
+@pytest.mark.parametrize("sampler_name", ["ddim", "dpmpp2m"])
+def test_the_loop_runs_in_the_layout_the_denoiser_names(sampler_name):
+    """The loop asks the denoiser for its layout, nothing else of its network: the state and the held voxels are
+    laid out its way, and the result comes back as a volume."""
+    target = torch.rand(1, 4, 4, 8, 8) * 2 - 1
+    known = torch.rand(1, 4, 4, 8, 8) * 2 - 1
+    oracle = _FoldedOracle(target)
+    out = sample(oracle, make_sampler(sampler_name, 4), torch.randn(1, 4, 4, 8, 8), hold_channels(known, (2,)))
+    assert set(oracle.shapes) == {(1, 32, 2, 4, 4)}
+    assert torch.allclose(out[:, [0, 1, 3]], target[:, [0, 1, 3]], atol=1e-6)
+    assert torch.equal(out[:, 2], known[:, 2])

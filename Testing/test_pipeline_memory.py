@@ -13,16 +13,8 @@ from MedSynLib.models.unet import OFFICIAL_SUPERRES
 from MedSynLib.modelstore.bundle import load_model
 from MedSynLib.modelstore.store import load_stage
 from MedSynLib.pipelines import generate
-from MedSynLib.pipelines.memory import (
-    GIB,
-    TiledSuperRes,
-    blend_weights,
-    default_overlap,
-    halo_slices,
-    plan_sr_tiles,
-    sr_peak_bytes,
-    tile_bounds,
-)
+from MedSynLib.diffusion.denoisers import TiledSuperRes, blend_weights, default_overlap, halo_slices, tile_bounds
+from MedSynLib.pipelines.memory import GIB, plan_sr_tiles, sr_peak_bytes
 from MedSynLib.run_settings import RunSettings
 
 from tiny_model import build_tiny_model

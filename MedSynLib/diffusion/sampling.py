@@ -1,7 +1,7 @@
-"""The sampling loop, classifier-free guidance and holding known voxels fixed.
+"""The sampling loop and holding known voxels fixed.
 
-A *denoiser* is any callable ``(x, t_raw) -> x0`` with x (b, 4, f, h, w) and t_raw the raw time (a float,
-or a (b,) tensor of per-sample times).
+The loop runs a denoiser (:mod:`.denoisers`): ``(x, t_raw) -> x0`` in the denoiser's layout, t_raw the raw time
+(a float, or a (b,) tensor of per-sample times).
 """
 
 from __future__ import annotations
@@ -10,73 +10,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..models.unet import depth_to_space, space_to_depth
+from ..models.unet import space_to_depth
+from .denoisers import Denoiser, layout_of
 from .samplers import Sampler
-from .schedule import TIME_SCALE, cosine_alpha_bar, eps_from_x0, x0_from_eps
+from .schedule import TIME_SCALE
 
-Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 StepCallback = Callable[[int, int], None]
-
-GUIDANCE_SPACES = ("x0", "eps-raw-time")
-
-
-class GuidedDenoiser:
-    """Classifier-free guidance around a text-conditioned network ``net(x, time, text)`` with ``null_text(b)``.
-
-    guidance 1: one forward with the text (official inference). guidance s != 1: one forward on the doubled batch
-    ``[x; x]`` with ``[text; null]`` and ``x0 = x0_null + s (x0_text - x0_null)`` (official x0-space guidance).
-    ``space="eps-raw-time"`` reproduces ``conditional_generalization.py``: the combination is done in eps space
-    with a(.) evaluated at the raw time (an official quirk; equal in exact arithmetic, noisier in float32).
-    """
-
-    def __init__(self, net, text: torch.Tensor, guidance: float, space: str = "x0"):
-        if space not in GUIDANCE_SPACES:
-            raise ValueError(f"guidance space must be one of {GUIDANCE_SPACES}, got {space!r}")
-        self.net, self.text, self.guidance, self.space = net, text, float(guidance), space
-
-    def __call__(self, x: torch.Tensor, t_raw: float | torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        time = torch.as_tensor(t_raw, dtype=torch.float32, device=x.device).expand(b).contiguous()
-        if self.guidance == 1.0:
-            return self.net(x, time, self.text)
-        text = torch.cat((self.text, self.net.null_text(b).to(self.text.dtype)))
-        x0_text, x0_null = self.net(torch.cat((x, x)), torch.cat((time, time)), text).chunk(2)
-        if self.space == "x0":
-            return x0_null + self.guidance * (x0_text - x0_null)
-        a = cosine_alpha_bar(time)
-        eps_text, eps_null = eps_from_x0(x, x0_text, a), eps_from_x0(x, x0_null, a)
-        return x0_from_eps(x, eps_null + self.guidance * (eps_text - eps_null), a)
-
-
-class SuperResDenoiser:
-    """The super-resolution network as a denoiser in its folded layout (``patch`` p: the network's, see
-    :meth:`~MedSynLib.models.unet.SuperResUNet.fold`): folded x (b, 4 p³, F/p, H/p, W/p) -> folded x0.
-
-    :func:`sample` folds its state once for it. The conditioning is folded once, into the first half of the
-    network's input, which each call fills with x: no full-size volume is made per step but the network's own, and
-    no copy of the conditioning is kept beside that input.
-    lowres_up: (b, 4, F, H, W) in [-1, 1], the low-res result upsampled (see :func:`upsample_lowres`).
-    ``f_range`` (a slice of the folded f axis) evaluates one chunk (:class:`~MedSynLib.pipelines.memory.TiledSuperRes`).
-    """
-
-    def __init__(self, net, lowres_up: torch.Tensor):
-        self.net, self.patch = net, net.config.patch
-        condition = net.fold(lowres_up)
-        self._held = condition.shape[1]  # the input's channels that hold the conditioning
-        self._input = torch.cat((condition, torch.empty_like(condition)), dim=1)
-
-    def __call__(self, x: torch.Tensor, t_raw: float | torch.Tensor, f_range: slice = slice(None)) -> torch.Tensor:
-        time = torch.as_tensor(t_raw, dtype=torch.float32, device=x.device).expand(x.shape[0]).contiguous()
-        if self._input.dtype != x.dtype:
-            self._input = self._input.to(x.dtype)
-        self._input[:, self._held:, f_range].copy_(x)
-        return self.net.forward_folded(self._input[:, :, f_range], time)
-
-
-def upsample_lowres(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
-    """Official SR conditioning: nearest-neighbour upsampling by ``factor`` on all three axes, (b, c, f, h, w)."""
-    return torch.nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
-
 
 def hold(x0: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x0`` with the voxels where ``mask`` is True replaced by ``known``, in place (values copied bit for bit, no
@@ -168,7 +107,7 @@ def renoise(x: torch.Tensor, alpha_bar_from: torch.Tensor, alpha_bar_to: torch.T
 
 
 def sample(
-    denoise: Denoiser,
+    denoise: Denoiser | Callable[[torch.Tensor, float], torch.Tensor],
     sampler: Sampler,
     noise: torch.Tensor,
     held: HeldChannels | None = None,
@@ -179,22 +118,24 @@ def sample(
 ) -> torch.Tensor:
     """Run the reverse process from ``noise`` and return x in model space [-1, 1].
 
+    The state is laid out once in the denoiser's layout (:func:`~.denoisers.layout_of`: a network's folded
+    layout saves a full-size copy per step) and laid back once at the end; the held voxels are laid out alike.
     Each step: ``x0 = clamp(hold(denoise(x, t)), -1, 1)``, then ``x = sampler.step(x0, x, i)``. With
     ``resamples`` r > 0 (RePaint), every step but the last is then repeated r times from the state jumped back to
     its own noise level (:func:`renoise`, noise from ``generator``), so that held and generated voxels settle on
     each other; r + 1 network evaluations per step. Without resampling ``noise`` is the only random input.
     ``on_step(k, n)`` is called after each network evaluation k (from 0) of the run's n: ``steps + 1`` on the
     official grid (its end point t = 0 is evaluated too), ``(resamples + 1) * steps + 1`` with resampling.
-    ``record`` (if given) receives ``(t, x0_raw, x)`` per step.
+    ``record`` (if given) receives ``(t, x0_raw, x)`` per step, in the denoiser's layout.
     """
     if resamples < 0:
         raise ValueError(f"resamples must be 0 or more, got {resamples}")
     if resamples and generator is None:
         raise ValueError("resampling draws noise: pass a seeded torch.Generator")
-    patch = getattr(denoise, "patch", 1)  # SuperResDenoiser: the loop runs in its network's folded layout
-    x = space_to_depth(noise, patch) if patch > 1 else noise.clone()  # the loop's own state, updated in place
-    if held is not None and patch > 1:
-        held = held.folded(patch)
+    layout = layout_of(denoise)
+    x = layout.to_state(noise)  # the loop's own state, updated in place
+    if held is not None:
+        held = layout.held(held)
     n = len(sampler.timesteps)
     evaluations, done = n + resamples * (n - 1), 0
     for i, t in enumerate(sampler.timesteps.tolist()):
@@ -211,7 +152,7 @@ def sample(
         x = x_next
         if record is not None:
             record.append((t, x0_raw, x.clone()))
-    return depth_to_space(x.clamp_(-1.0, 1.0), patch)
+    return layout.to_volume(x.clamp_(-1.0, 1.0))
 
 
 def draw_noise(shape: Sequence[int], seed: int | None = None, generator: torch.Generator | None = None,
@@ -227,4 +168,4 @@ def draw_noise(shape: Sequence[int], seed: int | None = None, generator: torch.G
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-__all__ = ["GuidedDenoiser", "SuperResDenoiser", "upsample_lowres", "hold", "HeldChannels", "hold_channels", "renoise", "sample", "draw_noise", "TIME_SCALE"]
+__all__ = ["hold", "HeldChannels", "hold_channels", "renoise", "sample", "draw_noise", "TIME_SCALE"]

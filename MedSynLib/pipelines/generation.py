@@ -29,7 +29,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..diffusion import GuidedDenoiser, HeldChannels, draw_noise, hold_channels, make_sampler, sample, upsample_lowres
+from ..diffusion import (GuidedDenoiser, HeldChannels, TiledSuperRes, draw_noise, hold_channels, make_sampler, sample,
+                         upsample_lowres)
 from ..io.codecs import (
     hu_to_model,
     lobes_to_model,
@@ -45,7 +46,7 @@ from ..io.lobes import LOBE_ISLAND_ML, LOBE_VOTE_MM, decode_generated_lobes
 from ..modelstore.bundle import LoadedModel
 from ..run_settings import RunSettings
 from ..runtime import autocast, resolve_precision
-from .memory import TiledSuperRes, gpu_budget_bytes, parameter_bytes, plan_sr_tiles
+from .memory import gpu_budget_bytes, parameter_bytes, plan_sr_tiles
 from .placement import Placement, UntrustedSegmentation, hold_masks, place_masks, segmentation_quality
 from .scan_check import ScanCheck, require_scan, scan_warnings
 from .result_check import check_generated_ct

@@ -308,7 +308,7 @@ class DiffusionTrainer:
         ``config.seed``), so previews of successive steps are comparable; the training RNG is not touched.
         """
         from ...diffusion.samplers import make_sampler
-        from ...diffusion.sampling import GuidedDenoiser, SuperResDenoiser, draw_noise, sample
+        from ...diffusion import GuidedDenoiser, SuperResDenoiser, draw_noise, sample
         from ...io.codecs import model_to_hu, model_to_lobes, model_to_mask
         from ...phantom.preview import montage, stack_rows, write_png
 
