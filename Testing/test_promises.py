@@ -163,6 +163,31 @@ def test_an_edit_keeps_the_inputs_synthetic_mark(tiny_model, tmp_path, capsys, s
     assert code == 0 and (b"SYNTHETIC" in (tmp_path / "p.png").read_bytes()[:300]) is synthetic
 
 
+MARKS = {"patient": ("patient CT", False, False), "synthetic": (None, True, False),
+         "synthetic edited": ("SYNTHETIC, EDITED by MedSyn", True, True), "edited patient": ("EDITED by MedSyn", False, True)}
+
+
+@pytest.mark.parametrize("kind", MARKS)
+def test_a_segmentation_says_what_its_ct_was(tiny_model, tmp_path, capsys, kind):
+    """The masks of a SYNTHETIC (or EDITED) CT say so in their sidecar, names and headers; a patient's CT's masks
+    are not synthetic; every segmentation names its CT in ``source_ct``."""
+    description, synthetic, edited = MARKS[kind]
+    ct = tmp_path / "ct.nii.gz"
+    write_image(to_image(chest(), GRID), ct, **({"description": description} if description else {}))
+    code, err, _ = run(capsys, "segment", "--ct", ct, "--model", tiny_model, *FAST, "--force", "--preview",
+                       "--out", tmp_path / "seg")
+    assert code == 0, err
+    sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text(encoding="utf-8"))
+    assert (sidecar["synthetic"], sidecar["edited"], sidecar["source_ct"]) == (synthetic, edited, str(ct))
+    mark = "_".join(["SYNTHETIC"] * synthetic + ["EDITED"] * edited)
+    names = [name for key, name in sidecar["files"].items() if key != "preview"]
+    assert all(name.startswith(f"{mark}_MedSyn_segmentation" if mark else "MedSyn_segmentation") for name in names)
+    header = sitk.ReadImage(str(tmp_path / "seg" / sidecar["files"]["lobes"])).GetMetaData("descrip")
+    assert ("SYNTHETIC" in header, "EDITED" in header) == (synthetic, edited), header
+    assert ("SYNTHETIC" in sidecar["notice"]) is synthetic
+    assert (b"SYNTHETIC" in (tmp_path / "seg" / "preview.png").read_bytes()[:300]) is synthetic
+
+
 # --- 4. finite garbage is not a result -------------------------------------------------------------------------------
 def test_a_saturated_ct_from_a_huge_guidance_is_refused(tiny_model, tmp_path, capsys):
     refused(capsys, tmp_path, "generate", "--report", REPORT, "--model", tiny_model, *FAST, "--guidance", "1e30",
@@ -275,9 +300,9 @@ def test_the_json_error_event_and_stderr_carry_a_structured_fix(tiny_model, tmp_
 
 
 # --- 6. DICOM series: one regular grid, or the reason ---------------------------------------------------------------
-def _dicom_series(folder, drop=(), twice=()):
+def _dicom_series(folder, drop=(), twice=(), description="patient CT"):
     """The test chest as a DICOM series (one file per slice), without the slices ``drop`` and with ``twice`` written
-    a second time under another name."""
+    a second time under another name; ``description``: its Series Description."""
     folder.mkdir()
     volume = to_image(chest(), GRID)
     uid = "1.2.826.0.1.3680043.2.1125.7"
@@ -288,7 +313,7 @@ def _dicom_series(folder, drop=(), twice=()):
         for tag, value in (("0008|0060", "CT"), ("0020|000e", uid), ("0020|000d", uid + ".0"),
                            ("0020|0032", f"{x}\\{y}\\{z}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
                            ("0020|0013", str(k + 1)), ("0028|0030", "4\\4"), ("0018|0050", "4"),
-                           ("0008|0018", f"{uid}.{k + 1}.{copy}")):
+                           ("0008|0018", f"{uid}.{k + 1}.{copy}"), ("0008|103e", description)):
             slice_.SetMetaData(tag, value)
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
@@ -357,3 +382,13 @@ def test_an_installed_model_with_a_broken_model_json_says_so(tiny_model, tmp_pat
     err = refused(capsys, tmp_path, "generate", "--report", REPORT, "--model", "mine", *FAST,
                   "--out", tmp_path / "out", expect="lowres_factor must be")
     assert "import the official" not in err.lower()
+
+
+@pytest.mark.parametrize("description", ["SYNTHETIC CT MedSyn seed 3", "CT THORAX"])
+def test_a_dicom_series_keeps_its_synthetic_mark(tiny_model, tmp_path, capsys, description):
+    folder = _dicom_series(tmp_path / "dicom", description=description)
+    code, err, _ = run(capsys, "segment", "--ct", folder, "--model", tiny_model, *FAST, "--force",
+                       "--out", tmp_path / "seg")
+    assert code == 0, err
+    sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text(encoding="utf-8"))
+    assert sidecar["synthetic"] is description.startswith("SYNTHETIC")

@@ -59,8 +59,9 @@ class Geometry:
                         self.origin, self.direction)
 
 
-DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "content")
-"""Where a file's header holds its description: NIfTI ``descrip``, ITK's own notes, NRRD ``content``."""
+DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "content", "0008|103e", "0008|1030")
+"""Where a file's header holds its description: NIfTI ``descrip``, ITK's own notes, NRRD ``content``; a DICOM
+series' Series and Study Description (copied from its first slice when the series is read)."""
 
 
 @dataclass(frozen=True)
@@ -203,10 +204,17 @@ def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise ValueError(f"cannot read the DICOM series in {folder} ({str(exc).strip()[:200]}). "
                          + fix.replace("SERIES", repr(series[0]))) from exc
+    first = sitk.ImageFileReader()  # the descriptions that mark a series SYNTHETIC or EDITED (Provenance)
+    first.SetFileName(files[0])
+    first.ReadImageInformation()
+    for key in DESCRIPTION_KEYS[3:]:
+        if first.HasMetaDataKey(key):
+            image.SetMetaData(key, first.GetMetaData(key))
+    return image
 
 
 SLICE_TOLERANCE = 0.01

@@ -3,10 +3,12 @@ optional ``preview.png``.
 
 The folder is claimed, locked and written through :class:`~MedSynLib.io.files.OutputFolder` (marker: the sidecar):
 only an earlier result is ever replaced, and only with ``overwrite``. Names and metadata of a generated result say
-SYNTHETIC; a segmentation's say which CT it belongs to. The sidecar ``medsyn.json`` holds: ``synthetic`` (true for
-what the model drew as a whole; false for the masks of a segmented patient CT, which name it in ``source_ct``), mode, report, seed, settings (steps, guidance, sampler),
-held channels, device, precision, SR tiles, model space (and the atlas alignment of a segmented CT), timings per
-stage, model (name, title, path, sha256 of each stage, its statement), geometry, file names and software versions.
+SYNTHETIC; a segmentation's say which CT it belongs to, and carry that CT's SYNTHETIC / EDITED marks. The sidecar
+``medsyn.json`` holds: ``synthetic`` (true for what the model drew as a whole and for the masks of a SYNTHETIC CT;
+false for the masks of a patient's CT), for a segmentation ``edited`` and ``source_ct`` (whether its CT was EDITED,
+and the CT's file), mode, report, seed, settings (steps, guidance, sampler), held channels, device, precision, SR
+tiles, model space (and the atlas alignment of a segmented CT), timings per stage, model (name, title, path, sha256
+of each stage, its statement), geometry, file names and software versions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..io.files import OutputFolder
-from ..io.images import SYNTHETIC_DESCRIPTION, to_image, write_image, write_segmentation
+from ..io.images import SYNTHETIC_DESCRIPTION, Provenance, to_image, write_image, write_segmentation
 from ..modelstore.bundle import LoadedModel
 from .generation import GenerationResult
 
@@ -59,7 +61,7 @@ def result_folder(out_dir: Path, overwrite: bool = False, inputs=()) -> OutputFo
 
 def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_info: dict, preview: bool = False,
                  source_ct: Path | None = None, overwrite: bool = False, dicom: bool = False,
-                 series: str | None = None) -> Path:
+                 series: str | None = None, source: Provenance = Provenance()) -> Path:
     """Write the result folder ``out_dir`` atomically (a generated CT, or a segmentation: a result without a CT);
     returns the sidecar path.
 
@@ -70,6 +72,8 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_i
     dicom: also write the DICOM objects (:mod:`MedSynLib.io.dicom`) into a sub-folder: a generated CT as a
     SYNTHETIC series with its Segmentation; a segmentation as a Segmentation referencing ``source_ct``, the DICOM
     folder it was made from (``series``: its Series Instance UID where the folder holds several).
+    source: what the segmented CT's header says it is (:class:`~MedSynLib.io.images.Provenance`); the masks of a
+    SYNTHETIC or EDITED CT carry its marks in their names, headers and sidecar (``synthetic``, ``edited``).
     """
     mode = "segment" if result.ct_hu is None else "generate"
     output = out_dir if isinstance(out_dir, OutputFolder) else result_folder(out_dir, overwrite, [source_ct])
@@ -77,14 +81,17 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_i
     seed = result.metadata.get("seed")
     tag = f"seed{seed}"
     files = {}
-    synthetic = mode == "generate"
-    source = Path(source_ct).name if source_ct is not None else "the input CT"
-    description = SYNTHETIC_DESCRIPTION if synthetic else f"MedSyn segmentation of {source}"
+    synthetic = mode == "generate" or source.synthetic
+    edited = mode == "segment" and source.edited
+    mark = " ".join(["SYNTHETIC"] * synthetic + ["EDITED"] * edited)
+    ct_name = Path(source_ct).name if source_ct is not None else "the input CT"
+    description = SYNTHETIC_DESCRIPTION if mode == "generate" else \
+        f"{mark + ' ' if mark else ''}MedSyn segmentation of {ct_name}"
     with output.writing() as tmp:
         if result.ct_hu is not None:
             files["ct"] = f"SYNTHETIC_MedSyn_CT_{tag}.nii.gz"
             write_image(to_image(result.ct_hu, result.geometry), tmp / files["ct"])
-        prefix = "SYNTHETIC_MedSyn" if mode == "generate" else "MedSyn_segmentation"
+        prefix = "SYNTHETIC_MedSyn" if mode == "generate" else "_".join([*mark.split(), "MedSyn_segmentation"])
         files["segmentation"] = f"{prefix}_anatomy_{tag}.seg.nrrd"
         write_segmentation(result.lobes, result.airway, result.vessels, result.geometry, tmp / files["segmentation"],
                            description=description)
@@ -105,7 +112,8 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_i
                 raise ValueError("a preview of a segmentation needs the CT file it was made from (source_ct)")
             preview_files(str(ct_file), str(tmp / "preview.png"),
                           **{name: str(tmp / files[name]) for name in ("lobes", "airway", "vessels")},
-                          description=SYNTHETIC_DESCRIPTION if mode == "generate" else SEGMENTATION_PREVIEW)
+                          description=SYNTHETIC_DESCRIPTION if mode == "generate" else
+                          f"{mark + ' CT: ' if mark else ''}{SEGMENTATION_PREVIEW}")
             files["preview"] = "preview.png"
         if dicom:
             files["dicom"], dicom_record = _write_dicom(result, tmp, mode, model_info, source_ct, series)
@@ -113,14 +121,22 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_i
                    "geometry": result.geometry.to_dict(), "lowres_geometry": result.lowres_geometry.to_dict(),
                    "files": files, "versions": _versions(),
                    "notice": "SYNTHETIC image generated by MedSyn; not a patient scan, not for clinical use"
-                   if synthetic else f"lobe, airway and vessel masks MedSyn drew on the patient CT {source} (its "
-                   "grid: 'geometry'); the CT is the patient's, not synthetic; not for clinical use"}
-        if not synthetic:
-            sidecar["source_ct"] = str(source_ct) if source_ct is not None else None
+                   if mode == "generate" else _segmentation_notice(ct_name, synthetic, edited)}
+        if mode == "segment":
+            sidecar.update(edited=edited, source_ct=str(source_ct) if source_ct is not None else None)
         if dicom:
             sidecar["dicom"] = dicom_record
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2, allow_nan=False), encoding="utf-8")
     return out_dir / SIDECAR
+
+
+def _segmentation_notice(ct_name: str, synthetic: bool, edited: bool) -> str:
+    what = {(False, False): "the patient CT", (False, True): "the EDITED patient CT",
+            (True, False): "the SYNTHETIC CT", (True, True): "the SYNTHETIC, EDITED CT"}[synthetic, edited]
+    kind = ("synthetic" if not edited else "synthetic, with an edited region") if synthetic else \
+        ("the patient's, not synthetic" if not edited else "the patient's with a region MedSyn replaced")
+    return (f"lobe, airway and vessel masks MedSyn drew on {what} {ct_name} (its grid: 'geometry'); the CT is {kind}; "
+            "not for clinical use")
 
 
 def write_edit_result(result, out_dir: Path | OutputFolder, model_info: dict, source_ct: Path | None = None,
