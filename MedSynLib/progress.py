@@ -1,8 +1,9 @@
 """Progress of a command: a terminal bar on stderr, or one JSON event per line on stdout (``--progress json``).
 
 The JSON events are what the Slicer module reads: ``{"event": "progress", "stage", "step", "total", "unit",
-"elapsed_s", "eta_s"}``, and the commands' own ``error`` / ``warning`` / ``done`` events. A sampling stage counts
-what runs, its network evaluations (``unit``): ``steps + 1`` of them (the official grid evaluates its end point too).
+"elapsed_s", "eta_s"}`` (``eta_s`` null at a stage's first step, before its pace is known), and the commands' own
+``error`` / ``warning`` / ``done`` events. A sampling stage counts what runs, its network evaluations (``unit``):
+``steps + 1`` of them (the official grid evaluates its end point too).
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ class Reporter:
         now = time.perf_counter()
         if step <= 1:
             self.stage_start[stage] = now
-        rate = (now - self.stage_start.get(stage, self.start)) / max(step, 1)
-        eta = rate * (total - step)
+        # the pace is measured from the first call on: no time left is known before the second one
+        eta = (now - self.stage_start.get(stage, self.start)) / (step - 1) * (total - step) if step > 1 else None
         if self.mode == "json":
             self.emit({"event": "progress", "stage": stage, "step": step, "total": total, "unit": unit,
-                       "elapsed_s": round(now - self.start, 3), "eta_s": round(eta, 3), **self.context})
+                       "elapsed_s": round(now - self.start, 3), "eta_s": None if eta is None else round(eta, 3),
+                       **self.context})
         else:
             bar = "#" * int(30 * step / total)
-            print(f"\r{stage:9s} [{bar:30s}] {step}/{total} {unit} ETA {eta:5.0f} s", end="", file=sys.stderr,
+            left = "    ? s" if eta is None else f"{eta:5.0f} s"
+            print(f"\r{stage:9s} [{bar:30s}] {step}/{total} {unit} ETA {left}", end="", file=sys.stderr,
                   flush=True)
             if step == total:
                 print(file=sys.stderr)

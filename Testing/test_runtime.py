@@ -64,3 +64,19 @@ def test_the_sampling_commands_reuse_freed_memory():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
                          env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert run.stdout.split() == ["True"], run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_progress_gives_no_time_left_before_it_has_a_pace(monkeypatch, capsys):
+    """The first evaluation of a stage has no ETA (the bar printed 'ETA 0 s' with 12 to go); later ones divide the
+    time since the first by the evaluations since it."""
+    import json
+
+    from MedSynLib import progress
+
+    clock = iter([0.0, 10.0, 12.0, 14.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    reporter = progress.Reporter("json")
+    for step in (1, 2, 3):
+        reporter("lowres", step, 5)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["eta_s"] for e in events] == [None, 6.0, 4.0]
