@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .images import Geometry
+from .morphology import dilate, fill_slice_holes, opened
 
 AIR_HU = -400.0
 """Lung parenchyma and airway lumen lie below, soft tissue, fluid and bone above."""
@@ -119,11 +120,11 @@ def _radius(grid: Geometry, mm: float) -> list[int]:
 
 
 def _opened(mask: np.ndarray, radius: list[int]) -> np.ndarray:
-    """Binary opening of ``mask`` (z, y, x) by a ball of ``radius`` (x, y, z) voxels, with the edge slices repeated
-    beyond the scan, so that lung cut by the field of view's edge stays as thick as it is there."""
+    """Bool: binary opening of ``mask`` (z, y, x) by a ball of ``radius`` (x, y, z) voxels, with the edge slices
+    repeated beyond the scan, so that lung cut by the field of view's edge stays as thick as it is there."""
     pad = [(r, r) for r in radius[::-1]]
-    opened = sitk.BinaryMorphologicalOpening(sitk.GetImageFromArray(np.pad(mask, pad, mode="edge")), radius)
-    return sitk.GetArrayFromImage(opened)[tuple(slice(r, r + n) for r, n in zip(radius[::-1], mask.shape))]
+    return opened(np.pad(mask, pad, mode="edge"), radius)[tuple(slice(r, r + n) for r, n in
+                                                                 zip(radius[::-1], mask.shape))]
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,27 +133,6 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(cc.ravel())
     counts[0] = 0
     return cc, counts
-
-
-def _fill_axial_holes(mask: np.ndarray, axis: int, closed_border: np.ndarray | None = None) -> np.ndarray:
-    """Holes of every slice of ``mask`` across numpy axis ``axis`` filled (2-D); where ``closed_border`` (same
-    shape) is set on a slice's edge, the edge counts as closed there (the slice is padded with it)."""
-    out = np.moveaxis(mask.copy(), axis, 0)
-    border = None if closed_border is None else np.moveaxis(closed_border, axis, 0)
-    for k in range(out.shape[0]):
-        if not out[k].any():
-            continue
-        if border is None:
-            out[k] = sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(out[k])))
-            continue
-        padded = np.pad(out[k], 1)
-        edge = np.pad(border[k], 1, mode="edge")
-        ring = np.ones_like(padded, bool)
-        ring[1:-1, 1:-1] = False
-        padded[ring & edge] = 1
-        filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(padded)))
-        out[k] = filled[1:-1, 1:-1]
-    return np.moveaxis(out, 0, axis)
 
 
 def _side_faces(shape: tuple[int, ...], axial: int) -> np.ndarray:
@@ -193,8 +173,7 @@ def survey_chest(ct: sitk.Image, spacing_mm: float = WORK_SPACING_MM,
     keep = core_counts * voxel_ml >= MIN_LUNG_ML
     lungs = np.zeros(hu.shape, np.uint8)
     if keep.any():
-        core = sitk.GetImageFromArray(keep[core_cc].astype(np.uint8))
-        grown = sitk.GetArrayFromImage(sitk.BinaryDilate(core, [r + 1 for r in radius])) > 0
+        grown = dilate(keep[core_cc], [r + 1 for r in radius])
         piece_cc, piece_counts = _components(air & grown)
         pure = np.bincount(piece_cc.ravel(), weights=(hu < PURE_AIR_HU).ravel(), minlength=len(piece_counts))
         pure_share = pure / np.maximum(piece_counts, 1)
@@ -216,10 +195,9 @@ def survey_chest(ct: sitk.Image, spacing_mm: float = WORK_SPACING_MM,
     cc, counts = _components(_opened(dense, step))
     body = np.zeros(hu.shape, np.uint8)
     if counts.max(initial=0) * voxel_ml >= MIN_BODY_ML:
-        core = sitk.GetImageFromArray((cc == np.argmax(counts)).astype(np.uint8))
-        grown = sitk.GetArrayFromImage(sitk.BinaryDilate(core, step)) > 0
+        grown = dilate(cc == np.argmax(counts), step)
         tissue = (grown & (dense > 0)) | (lungs > 0)
-        body = _fill_axial_holes(tissue.astype(np.uint8), axial, tissue & _side_faces(hu.shape, axial))
+        body = fill_slice_holes(tissue, axial, tissue & _side_faces(hu.shape, axial))
     rest = air & (body > 0) & (lungs == 0)
     trachea = _trachea(grid, rest, lungs, voxel_ml, axial) if lungs.any() else np.zeros(hu.shape, np.uint8)
     gas_cc, gas_counts = _components(rest & (trachea == 0))
