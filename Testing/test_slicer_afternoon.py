@@ -138,6 +138,57 @@ def test_a_refused_scan_says_why_in_the_panel_and_use_anyway_loads_it(panel, sli
     assert patient.GetAttribute("synthetic") is None, "a patient's CT is never marked synthetic"
 
 
+def real_ct(name):
+    """A real partial scan of ``Testing/data/real/`` as a patient's volume (LPS file to RAS scene)."""
+    import SimpleITK as sitk
+    import slicer
+
+    from conftest import DATA
+
+    image = sitk.ReadImage(str(DATA / "real" / f"{name}_ct.nii.gz"))
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, :3] = lps_to_ras @ np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    ijk_to_ras[:3, 3] = lps_to_ras @ np.array(image.GetOrigin())
+    return slicer.util.addVolumeFromArray(sitk.GetArrayFromImage(image), ijk_to_ras, name)
+
+
+def test_a_scan_the_check_refuses_shows_the_reason_and_figures_and_use_anyway_runs_it(panel, slicer_harness,
+                                                                                       tmp_path):
+    """A real chest CT cropped to the heart (TotalSegmentator's test data): the scan check refuses it before the
+    model runs; the message area gives its reason, what to do in the panel's words and the check's figures, and
+    "Use anyway" runs it, the result carrying the check's problem as a warning. (Before: the fix read "--force
+    runs it anyway", the figures were missing and the warning said "because of --force".)"""
+    ct = real_ct("chest_crop_heart")
+    p, ui = panel._parameterNode, panel.ui
+    use_tiny_model(panel, slicer_harness)
+    open_tab(panel, slicer_harness, "segment")
+    choose(slicer_harness, ui.inputVolumeSelector.comboBox(), "chest_crop_heart")
+    ui.generateButton.click()
+    pump_until(slicer_harness, lambda: panel.job is None, what="the scan check")
+
+    shown = ui.messagesTextEdit.toPlainText()
+    assert ui.statusLabel.text == "Refused: nothing was loaded." and p.outputSegmentation is None
+    assert shown.startswith("Refused: the CT cannot be used: ") and "the field of view is narrower than the chest" \
+        in shown.splitlines()[0], shown
+    assert '\nWhat to do: press "Use anyway" to run it regardless' in shown, shown
+    assert re.search(r"^lung ml: \d+", shown, re.M) and re.search(r"^lungs cut by scan: .*\bsides$", shown, re.M)
+    assert re.search(r"^box: lung outside ml [\d.]+, lung outside fraction [\d.]+, size mm 128.0 x 128.0 x 128.0$",
+                     shown, re.M), shown
+    assert "--" not in shown, "the panel's words, not the command line's options"
+    assert ui.useAnywayButton.visible and ui.useAnywayButton.enabled and ui.progressBar.value == 0
+    assert list((tmp_path / "results").iterdir()) == []
+
+    ui.useAnywayButton.click()
+    assert panel.job is not None and "overriding the check" in ui.statusLabel.text
+    pump_until(slicer_harness, lambda: panel.job is None, what="the segmentation used anyway")
+    shown = ui.messagesTextEdit.toPlainText()
+    assert p.outputSegmentation is not None and reference_of(p.outputSegmentation) is ct
+    assert re.search(r'^Warning: the CT failed the scan check and was used because you pressed "Use anyway": '
+                     r"the field of view is narrower than the chest", shown, re.M), shown
+    assert "--" not in shown
+
+
 def test_a_warning_reaches_the_panel_and_a_result_finished_elsewhere_is_kept(panel, slicer_harness):
     """A 2,000-word report: the command line's warning (only the first word-pieces are read) is in the message
     area with what to do, beside "Loaded". The user went to another module while it ran: the result still

@@ -13,7 +13,7 @@ import re
 
 REFUSED_EXIT_CODE = 4
 """``MedSynLib.errors.EXIT_UNTRUSTED``: the command's check refused the input or the result; ``--force`` overrides."""
-REFUSAL_KINDS = ("untrusted_segmentation", "untrusted_scan")
+REFUSAL_KINDS = ("untrusted_segmentation", "scan_refused")
 """``kind`` of the JSON error events that are refusals (``--force`` overrides them)."""
 USE_ANYWAY = "Use anyway"
 """The text of the button that reruns a refused run with the override."""
@@ -21,6 +21,8 @@ USE_ANYWAY = "Use anyway"
 _PHRASES = [
     (r"[;,]?\s*--force writes it anyway", f'; press "{USE_ANYWAY}" to load it regardless'),
     (r"\s*\(written because of --force\)", f' (loaded because you pressed "{USE_ANYWAY}")'),
+    (r"--force runs it anyway", f'press "{USE_ANYWAY}" to run it regardless'),
+    (r"because of --force", f'because you pressed "{USE_ANYWAY}"'),
     (r"(?:`|')?medsyn models import(?:`|')?", '"Import weights..." under Settings'),
     (r"--device cpu", "Settings > Device: CPU"),
     (r"--device cuda", "Settings > Device: GPU"),

@@ -51,9 +51,20 @@ def figures_of(error: dict) -> list[str]:
     lines = []
     if isinstance(error.get("quality"), dict) and "lung_dice" in error["quality"]:
         lines.append(results.quality_line(error["quality"]))
-    if isinstance(error.get("figures"), dict):
-        lines += [f"{name.replace('_', ' ')}: {value}" for name, value in error["figures"].items()]
+    figures = error.get("figures") or (error.get("scan_check") or {}).get("figures")
+    if isinstance(figures, dict):
+        lines += [f"{name.replace('_', ' ')}: {_figure(value)}" for name, value in figures.items()]
     return lines
+
+
+def _figure(value) -> str:
+    """A figure as the message area shows it: lists and dicts as words, not Python's brackets."""
+    if isinstance(value, dict):
+        return ", ".join(f"{name.replace('_', ' ')} {_figure(v)}" for name, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return " x ".join(map(str, value)) if value and all(isinstance(v, (int, float)) for v in value) \
+            else ", ".join(map(str, value)) or "none"
+    return str(value)
 
 
 class PanelRuns:
