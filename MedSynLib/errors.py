@@ -12,6 +12,7 @@ import errno
 import os
 import pickle
 import re
+import sys
 from dataclasses import dataclass
 
 EXIT_DONE, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
@@ -107,3 +108,19 @@ def _describe(exc: BaseException) -> Failure:
 
 def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def run_module(main) -> int:
+    """Run a ``python -m MedSynLib.<module>`` entry point (benchmarks, the demo recipe) as ``medsyn`` runs a
+    command: a failure ends as ``medsyn: error:`` and ``fix:`` with its exit code, never a traceback."""
+    try:
+        return int(main() or 0)
+    except KeyboardInterrupt:
+        print("medsyn: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:
+        if debugging():
+            raise
+        failure = describe(exc)
+        print(failure.text(), file=sys.stderr)
+        return failure.code

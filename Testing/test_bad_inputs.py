@@ -473,3 +473,12 @@ def test_train_text_without_reports_is_a_message(tmp_path, capsys):
     (tmp_path / "reports" / "notes.bin").write_bytes(b"\x00\x01")
     code, err = run(capsys, "train-text", "--reports", tmp_path / "reports", "--out", tmp_path / "out")
     assert code == 2
+
+
+@pytest.mark.parametrize("module", ["MedSynLib.bench", "MedSynLib.eval", "MedSynLib.eval.edit"])
+def test_the_documented_python_modules_refuse_a_missing_gpu_without_a_traceback(module, tmp_path):
+    """`python -m MedSynLib.bench --device cuda` on a machine without that GPU: the message and the fix, exit 2."""
+    run = subprocess.run([sys.executable, "-m", module, "--device", "cuda:99", "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "MEDSYN_DEBUG": ""})
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith("medsyn: error: ") and "\nfix: " in run.stderr

@@ -1,5 +1,6 @@
 import sys
 
+from ..errors import run_module
 from .conditioning import main
 
-sys.exit(main())
+sys.exit(run_module(main))

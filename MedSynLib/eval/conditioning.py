@@ -40,6 +40,7 @@ from ..pipelines import generate, segment
 from .. import arguments
 from ..run_settings import PRECISIONS, RunSettings
 from ..runtime import resolve_device, resolve_precision
+from ..errors import run_module
 
 PARAPHRASES = {
     "effusion": ("FINDINGS: Both pleural spaces are filled by large dependent fluid collections with adjacent "
@@ -311,4 +312,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_module(main))
