@@ -13,7 +13,7 @@ import sys
 import time
 
 
-UNITS = {"lowres": "network evaluations", "superres": "network evaluations"}
+UNITS = {"lowres": "network evaluations", "superres": "network evaluations", "send": "files"}
 """What a stage's ``step`` counts (others: "steps")."""
 
 
