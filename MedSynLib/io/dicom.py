@@ -30,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import __version__
-from .images import Geometry
+from .images import Geometry, dicom_series_files, dicom_series_ids
 from .segments import CATEGORY_ANATOMY, SEGMENTS
 
 KINDS = ("synthetic", "edited", "patient")
@@ -74,13 +74,9 @@ class SourceSeries:
 def list_series(folder: Path) -> list[dict]:
     """The DICOM series in ``folder``: uid, modality, description and number of files (ITK's series grouping)."""
     folder = Path(folder)
-    try:
-        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    except RuntimeError:
-        uids = ()
     found = []
-    for uid in uids:
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    for uid in dicom_series_ids(folder):
+        files = dicom_series_files(folder, uid)
         reader = sitk.ImageFileReader()
         reader.SetFileName(files[0])
         reader.LoadPrivateTagsOff()
@@ -124,7 +120,7 @@ def source_series(folder: Path, series_uid: str | None = None) -> SourceSeries:
     elif series_uid not in uids:
         raise ValueError(f"{folder} holds no DICOM series {series_uid}; it holds:\n{series_listing(series)}\n"
                          "Fix: give one of these UIDs with --series")
-    files = [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)]
+    files = [Path(f) for f in dicom_series_files(folder, series_uid)]
     try:
         datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     except Exception as exc:  # pydicom raises several kinds for a damaged file

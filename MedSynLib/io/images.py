@@ -6,6 +6,8 @@ direction a row-major 3x3 matrix. Every file is written to a temporary name and 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +179,33 @@ def _check_memory(size, components: int, pixel: str, path: Path, what: str) -> N
                                  "crop it to the chest or resample it to a coarser grid (e.g. 1 mm) first")
 
 
+@contextlib.contextmanager
+def _itk_warnings_off() -> Iterator[None]:
+    """ITK's own warnings off (e.g. "No Series were found" for a folder without DICOM files): the caller's message
+    says what is wrong, in this program's words."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def dicom_series_ids(folder: Path) -> tuple[str, ...]:
+    """The Series Instance UIDs of the DICOM files in ``folder`` (ITK's grouping); () for a folder without any."""
+    try:
+        with _itk_warnings_off():
+            return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError:
+        return ()
+
+
+def dicom_series_files(folder: Path, series_uid: str) -> list[str]:
+    """The files of the series ``series_uid`` in ``folder``, sorted by slice position (ITK's order)."""
+    with _itk_warnings_off():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+
+
 def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -> sitk.Image:
     """The one DICOM series in ``folder``, or the series ``series_uid`` of several (read with ITK's series reader,
     slices sorted by position)."""
@@ -185,13 +214,10 @@ def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -
     fix = (f"Fix: convert it to one file first, e.g. `python -c \"import SimpleITK as s; r = s.ImageSeriesReader(); "
            f"r.SetFileNames(s.ImageSeriesReader.GetGDCMSeriesFileNames('{folder}', SERIES)); "
            f"s.WriteImage(r.Execute(), 'ct.nii.gz')\"` or with dcm2niix / 3D Slicer's DICOM module")
-    try:
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    except RuntimeError:
-        series = ()
+    series = dicom_series_ids(folder)
     if not series:
-        raise ValueError(f"{what} {folder} is a folder without a DICOM series; give a NIfTI/NRRD file or a folder "
-                         "holding one DICOM series")
+        raise ValueError(f"{what} {folder} is a folder without a DICOM series. Fix: give a NIfTI, NRRD or MetaImage "
+                         "file, or the folder that holds the DICOM files of one series")
     if series_uid is not None and series_uid not in series:
         raise ValueError(f"{what} folder {folder} holds no DICOM series {series_uid}; it holds:\n"
                          f"{series_listing(list_series(folder))}\nFix: give one of these UIDs with --series")
@@ -199,7 +225,7 @@ def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -
         raise ValueError(f"{what} folder {folder} holds {len(series)} DICOM series:\n"
                          f"{series_listing(list_series(folder))}\nFix: choose one with --series UID")
     series = [series_uid] if series_uid is not None else series
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    files = dicom_series_files(folder, series[0])
     check_series_geometry(files, f"{what} DICOM series in {folder}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)

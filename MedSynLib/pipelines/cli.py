@@ -273,7 +273,7 @@ def _generate(args, settings: RunSettings, reporter: Reporter):
 
 
 def _segment(args, settings: RunSettings, reporter: Reporter):
-    from ..io.images import Provenance, read_image
+    from ..io.images import read_image
     from .generation import segment
     from .outputs import model_info, write_result
 
@@ -284,7 +284,7 @@ def _segment(args, settings: RunSettings, reporter: Reporter):
     info = model_info(model)
     return result, info, lambda output: write_result(result, output, info, preview=args.preview,
                                                      source_ct=args.ct, dicom=args.format == "dicom",
-                                                     series=args.series, source=Provenance.of(ct))
+                                                     series=args.series)
 
 
 def _edit(args, settings: RunSettings, reporter: Reporter):

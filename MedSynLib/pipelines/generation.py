@@ -41,7 +41,7 @@ from ..io.codecs import (
 )
 from ..errors import MedSynError
 from ..io.alignment import resample
-from ..io.images import Geometry
+from ..io.images import Geometry, Provenance
 from ..io.lobes import LOBE_ISLAND_ML, LOBE_VOTE_MM, decode_generated_lobes
 from ..modelstore.bundle import LoadedModel
 from ..run_settings import RunSettings
@@ -69,6 +69,8 @@ class GenerationResult:
     geometry: Geometry
     lowres_geometry: Geometry
     metadata: dict = field(default_factory=dict)
+    source: Provenance = field(default_factory=Provenance)
+    """A segmentation: what the segmented CT's header says it is (its masks carry its SYNTHETIC / EDITED marks)."""
 
 
 def encode_condition(name: str, image: sitk.Image, grid: Geometry,
@@ -316,7 +318,7 @@ def segment(ct: sitk.Image, model: LoadedModel, report: str | None = None, setti
     target = Geometry.of(ct)
     for name in ("lobes", "airway", "vessels"):
         setattr(result, name, placement.to_patient(getattr(result, name), target, result.geometry))
-    result.geometry = target
+    result.geometry, result.source = target, Provenance.of(ct)
     quality = segmentation_quality(placement, result.lobes, result.airway, target)
     result.metadata.update(placement.metadata, quality=quality, sr_tiles=tiles, scan_check=scan.to_dict())
     if not quality["passed"]:

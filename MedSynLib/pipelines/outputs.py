@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..io.files import OutputFolder
-from ..io.images import SYNTHETIC_DESCRIPTION, Provenance, to_image, write_image, write_segmentation
+from ..io.images import SYNTHETIC_DESCRIPTION, to_image, write_image, write_segmentation
 from ..modelstore.bundle import LoadedModel
 from .generation import GenerationResult
 
@@ -61,7 +61,7 @@ def result_folder(out_dir: Path, overwrite: bool = False, inputs=()) -> OutputFo
 
 def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_info: dict, preview: bool = False,
                  source_ct: Path | None = None, overwrite: bool = False, dicom: bool = False,
-                 series: str | None = None, source: Provenance = Provenance()) -> Path:
+                 series: str | None = None) -> Path:
     """Write the result folder ``out_dir`` atomically (a generated CT, or a segmentation: a result without a CT);
     returns the sidecar path.
 
@@ -72,10 +72,11 @@ def write_result(result: GenerationResult, out_dir: Path | OutputFolder, model_i
     dicom: also write the DICOM objects (:mod:`MedSynLib.io.dicom`) into a sub-folder: a generated CT as a
     SYNTHETIC series with its Segmentation; a segmentation as a Segmentation referencing ``source_ct``, the DICOM
     folder it was made from (``series``: its Series Instance UID where the folder holds several).
-    source: what the segmented CT's header says it is (:class:`~MedSynLib.io.images.Provenance`); the masks of a
-    SYNTHETIC or EDITED CT carry its marks in their names, headers and sidecar (``synthetic``, ``edited``).
+    The masks of a SYNTHETIC or EDITED CT (``result.source``) carry its marks in their names, headers and sidecar
+    (``synthetic``, ``edited``).
     """
     mode = "segment" if result.ct_hu is None else "generate"
+    source = result.source
     output = out_dir if isinstance(out_dir, OutputFolder) else result_folder(out_dir, overwrite, [source_ct])
     out_dir = output.path
     seed = result.metadata.get("seed")
