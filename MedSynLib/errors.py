@@ -58,8 +58,12 @@ class Failure:
     fix: str = ""
     kind: str = "bad_input"
 
+    def fields(self) -> dict:
+        """``message``, ``fix`` and ``kind``: the error record of a JSON event or a server job."""
+        return {"message": self.message, "fix": self.fix, "kind": self.kind}
+
     def event(self) -> dict:
-        return {"event": "error", "message": self.message, "fix": self.fix, "kind": self.kind}
+        return {"event": "error", **self.fields()}
 
     def text(self) -> str:
         """``medsyn: error: <problem>`` and, on its own line, ``fix: <what to do>``."""

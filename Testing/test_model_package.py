@@ -51,7 +51,7 @@ def test_trained_runs_become_an_installed_model_that_generates(runs, tmp_path, m
     assert main(["models", "package", *parts, *options]) == 2
     assert "sampler defaults are not given (--sampler)" in capsys.readouterr().err
     assert main(["models", "package", *parts, *options, "--official-sampler-defaults"]) == 2
-    assert "Fix: pass --training-data TEXT" in capsys.readouterr().err
+    assert "\nfix: pass --training-data TEXT" in capsys.readouterr().err
     assert not (tmp_path / "home" / "models" / "my-own").exists()
     assert main(["models", "package", *parts, *options, "--sampler", "ddim", "--dataset", "ellipsoids",
                  "--training-data", "3 ellipsoid test cases (Testing/train_cases.py); no patient data.",

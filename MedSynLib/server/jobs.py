@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL
+from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, Failure
 
 log = logging.getLogger("medsyn.server")
 
@@ -191,8 +191,8 @@ class JobQueue:
                 await self._run(worker, job)
             except Exception:  # a bug here must not stop the worker
                 log.exception("job %s failed in the server", job.id)
-                self._end(job, "failed", EXIT_INTERNAL, {"message": "internal error in the MedSyn server",
-                                                        "fix": "see the server's log", "kind": "internal"})
+                self._end(job, "failed", EXIT_INTERNAL, Failure(EXIT_INTERNAL, "internal error in the MedSyn server",
+                                                                "see the server's log", "internal").fields())
             finally:
                 worker.job = None
                 if job.deleted:
@@ -220,29 +220,28 @@ class JobQueue:
             await self._kill(job.process)
         code = job.process.returncode
         text = "".join(stderr)[-STDERR_KEEP:]
-        errors = [e for e in job.events if e.get("event") == "error"]
-        error = {k: errors[-1].get(k, "") for k in ("message", "fix", "kind")} if errors else None
+        errors = [e for e in job.events if e.get("event") == "error"]  # the command's own (MedSynLib.errors)
+        failure = Failure(code, **{k: errors[-1].get(k, "") for k in ("message", "fix", "kind")}) if errors else None
         if timed_out:
-            code, error = EXIT_BAD_INPUT, {
-                "message": f"the job ran longer than the server's limit of {self.limits.max_run_minutes:g} min "
-                           "and was stopped", "kind": "time_limit",
-                "fix": "use --lowres-only or fewer steps, or ask the server's operator to raise --max-run-minutes"}
+            code = EXIT_BAD_INPUT
+            failure = Failure(code, f"the job ran longer than the server's limit of {self.limits.max_run_minutes:g} "
+                              "min and was stopped", "use --lowres-only or fewer steps, or ask the server's operator "
+                              "to raise --max-run-minutes", "time_limit")
             text = ""
         elif job.cancel_requested and code != 0:
-            code, error, text = EXIT_CANCELLED, None, "medsyn: cancelled; nothing was written for the unfinished run"
+            code, failure, text = EXIT_CANCELLED, None, "medsyn: cancelled; nothing was written for the unfinished run"
         elif code is not None and code < 0:
-            error = {"message": f"the job's process was killed (signal {-code}) on the server",
-                     "fix": "the server may be out of host memory: use --lowres-only or ask its operator",
-                     "kind": "killed"}
+            failure = Failure(EXIT_INTERNAL, f"the job's process was killed (signal {-code}) on the server",
+                              "the server may be out of host memory: use --lowres-only or ask its operator", "killed")
             code = EXIT_INTERNAL
         if code != 0 and "Traceback (most recent call last)" in text:
             log.error("job %s: %s", job.id, text)
             text = ""
-        if code != 0 and not error:
-            error = {"message": "the command failed on the server", "fix": "see the server's log",
-                     "kind": "internal"}
-        if code != 0 and not text.strip() and error:
-            text = f"medsyn: error: {error['message']}" + (f"\nfix: {error['fix']}" if error.get("fix") else "")
+        if code != 0 and failure is None:
+            failure = Failure(code, "the command failed on the server", "see the server's log", "internal")
+        if code != 0 and not text.strip():
+            text = failure.text()
+        error = failure.fields() if failure is not None else None
         shutil.rmtree(job.folder / "inputs", ignore_errors=True)
         if code == 0:
             await asyncio.to_thread(_zip_folder, job.folder / "result", job.folder / "result.zip")

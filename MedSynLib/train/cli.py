@@ -134,21 +134,18 @@ def _package(args) -> int:
     from ..modelstore.registry import user_model_folder
     from .package import package_training_outputs  # torch: loaded by the command, not by its parser
 
-    try:
-        target = user_model_folder(args.name) if args.install else args.out
-        defaults = {k: v for k, v in (("steps_lowres", args.steps_lowres), ("steps_sr", args.steps_sr),
-                                      ("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
-        grid = Geometry.of(read_image(args.grid, "grid image")) if args.grid else None
-        notes = args.card_notes.read_text(encoding="utf-8") if args.card_notes else None
-        parts = ModelParts(args.text_encoder, args.lowres, args.superres)
-        card = ModelCard(notes=notes, training_data=args.training_data)
-        package_training_outputs(target, parts, name=args.name, dtype=args.dtype, card=card,
-                                 official_defaults=args.official_sampler_defaults, overwrite=args.overwrite,
-                                 title=args.title, license=args.license, defaults=defaults,
-                                 statement=args.statement, datasets=args.dataset, grid=grid)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"medsyn models package: error: {exc}", file=sys.stderr)
-        return 2
+    # a refusal ends as `medsyn: error:` and `fix:` (MedSynLib.errors), as in every command
+    target = user_model_folder(args.name) if args.install else args.out
+    defaults = {k: v for k, v in (("steps_lowres", args.steps_lowres), ("steps_sr", args.steps_sr),
+                                  ("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
+    grid = Geometry.of(read_image(args.grid, "grid image")) if args.grid else None
+    notes = args.card_notes.read_text(encoding="utf-8") if args.card_notes else None
+    parts = ModelParts(args.text_encoder, args.lowres, args.superres)
+    card = ModelCard(notes=notes, training_data=args.training_data)
+    package_training_outputs(target, parts, name=args.name, dtype=args.dtype, card=card,
+                             official_defaults=args.official_sampler_defaults, overwrite=args.overwrite,
+                             title=args.title, license=args.license, defaults=defaults,
+                             statement=args.statement, datasets=args.dataset, grid=grid)
     spec = json.loads((Path(target) / "model.json").read_text(encoding="utf-8"))
     print(f"packaged {args.name} into {target}" + (" (installed: use --model " + args.name + ")"
                                                    if args.install else ""))
