@@ -32,7 +32,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, Failure
+from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, Failure, debugging, describe
 from .io.files import OutputFolder
 from .progress import Reporter
 
@@ -57,12 +57,20 @@ def default_token_file() -> Path:
 def read_token(path: str | Path | None = None) -> str | None:
     """The token: ``$MEDSYN_SERVER_TOKEN``, else the file ``path`` (default :func:`default_token_file`), else None."""
     if os.environ.get(TOKEN_ENV, "").strip():
-        return os.environ[TOKEN_ENV].strip()
+        return _checked_token(os.environ[TOKEN_ENV].strip(), TOKEN_ENV)
     path = Path(path) if path is not None else default_token_file()
     if path.is_file():
         token = path.read_text(encoding="utf-8").strip()
-        return token or None
+        return _checked_token(token, str(path)) if token else None
     return None
+
+
+def _checked_token(token: str, where: str) -> str:
+    if not all("!" <= c <= "~" for c in token):  # it travels in an HTTP header
+        raise RemoteError(f"the token in {where} holds spaces, control or non-ASCII characters",
+                          "use the token the server's operator gave you (printable ASCII, e.g. from "
+                          "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)", kind="token")
+    return token
 
 
 def is_loopback(host: str) -> bool:
@@ -124,10 +132,15 @@ class MedSynServer:
     """A MedSyn server at ``url`` (``http[s]://host:port[/prefix]``); ``token``: None reads :func:`read_token`."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
-        parsed = urllib.parse.urlsplit(url.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            parsed = urllib.parse.urlsplit(url.strip())
+            usable = parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.port != 0
+        except ValueError:  # a port out of range or not a number, an unclosed [IPv6 address
+            usable = False
+        if not usable or not all("!" <= c <= "~" for c in url.strip()):  # no spaces, controls, non-ASCII
             raise RemoteError(f"server URL {url!r} is not an http(s) address",
-                              "give it as http://HOST:PORT (e.g. http://127.0.0.1:8765) or https://HOST/PATH")
+                              "give it as http://HOST:PORT (e.g. http://127.0.0.1:8765) or https://HOST/PATH, in "
+                              "ASCII (a name with other letters in its punycode form, xn--...)")
         self.url = url.strip().rstrip("/")
         self.host = parsed.hostname
         self.token = token if token is not None else read_token()
@@ -398,8 +411,10 @@ def run_command(args, parser) -> int:
             reporter.emit(exc.failure.event())
         print(exc.text, file=sys.stderr)
         return exc.failure.code
-    except ValueError as exc:  # the output folder's own rules (io.files.OutputError)
-        failure = Failure(EXIT_BAD_INPUT, str(exc))
+    except Exception as exc:  # the output folder's own rules (io.files.OutputError), and anything else
+        if debugging():
+            raise
+        failure = describe(exc)  # as every command (MedSynLib.errors)
         reporter.emit(failure.event())
         print(failure.text(), file=sys.stderr)
         return failure.code

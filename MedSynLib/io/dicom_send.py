@@ -89,6 +89,16 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _ae_title(text: str) -> str:
+    """An argparse type: a DICOM AE title, 1 to 16 printable ASCII characters without a backslash."""
+    import argparse
+
+    if not text.strip() or len(text) > 16 or not all(" " <= c <= "~" and c != "\\" for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an AE title (1 to 16 printable ASCII characters, no "
+                                         "backslash, e.g. ORTHANC)")
+    return text
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("send", help="store a result's DICOM objects in a PACS (DICOM C-STORE)")
     p.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
@@ -96,8 +106,8 @@ def add_parser(sub) -> None:
                         "series, before the segmentation that references it)")
     p.add_argument("--host", required=True, help="the PACS's host name or address")
     p.add_argument("--port", required=True, type=_port, help="the PACS's DICOM port (e.g. 104, 4242, 11112)")
-    p.add_argument("--aet", default="ANY-SCP", help="the PACS's AE title (called AE)")
-    p.add_argument("--calling-aet", default="MEDSYN", help="this program's AE title, as the PACS knows it")
+    p.add_argument("--aet", type=_ae_title, default="ANY-SCP", help="the PACS's AE title (called AE)")
+    p.add_argument("--calling-aet", type=_ae_title, default="MEDSYN", help="this program's AE title, as the PACS knows it")
     p.add_argument("--progress", choices=("text", "json"), default="text")
     p.set_defaults(func=_run)
 
