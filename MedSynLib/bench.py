@@ -228,15 +228,15 @@ def page_faults() -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.bench", description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=sorted(PRESETS), default="tiny")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", type=arguments.device, default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default=None, choices=PRECISIONS)
-    p.add_argument("--steps-lowres", type=int, default=None, help=f"default {MODEL_DEFAULTS['steps_lowres']}")
-    p.add_argument("--steps-sr", type=int, default=None, help=f"default {MODEL_DEFAULTS['steps_sr']}")
+    p.add_argument("--steps-lowres", type=arguments.steps, default=None, help=f"default {MODEL_DEFAULTS['steps_lowres']}")
+    p.add_argument("--steps-sr", type=arguments.steps, default=None, help=f"default {MODEL_DEFAULTS['steps_sr']}")
     p.add_argument("--guidance", type=arguments.guidance, default=None, help=f"default {MODEL_DEFAULTS['guidance']}")
     p.add_argument("--sampler", default=None, choices=SAMPLER_NAMES, help=f"default {MODEL_DEFAULTS['sampler']}")
     p.add_argument("--channels-last", action="store_true", help="use channels_last_3d memory format")
     p.add_argument("--lowres-only", action="store_true", default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=arguments.seed, default=None)
     p.add_argument("--sr-depths", default="", metavar="F,F,...",
                    help="also measure the official SR network's peak memory at these depths (e.g. 16,32,64)")
     p.add_argument("--sr-memory-only", action="store_true",

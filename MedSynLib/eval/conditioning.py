@@ -268,9 +268,9 @@ def write_to_card(folder: Path, result: dict) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.eval", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
-    p.add_argument("--seeds", type=int, default=8)
-    p.add_argument("--cases", type=int, default=4, help="held-out phantoms for Table V")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--seeds", type=arguments.count(1), default=8)
+    p.add_argument("--cases", type=arguments.count(1), default=4, help="held-out phantoms for Table V")
+    p.add_argument("--device", type=arguments.device, default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--guidance", type=arguments.guidance, default=None,
                    help="classifier-free guidance (default: the model's)")
     p.add_argument("--precision", default=None, choices=PRECISIONS, help="as for medsyn generate (auto: bf16 on "

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from .. import arguments
 from ..io.codecs import LOBE_LABELS
 from ..io.files import atomic_write
 from ..io.images import to_image
@@ -189,13 +190,13 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedSynLib.eval.edit", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
-    p.add_argument("--seeds", type=int, default=8)
-    p.add_argument("--cases", type=int, default=4, help="held-out phantoms (seed i edits phantom i mod cases)")
-    p.add_argument("--resamples", type=int, nargs="+", default=[0, 2],
+    p.add_argument("--seeds", type=arguments.count(1), default=8)
+    p.add_argument("--cases", type=arguments.count(1), default=4, help="held-out phantoms (seed i edits phantom i mod cases)")
+    p.add_argument("--resamples", type=arguments.count(0, 100), nargs="+", default=[0, 2],
                    help="RePaint resampling counts to compare on the finding's report")
     p.add_argument("--nodule-lobe", type=int, default=5, choices=sorted(LOBE_LABELS))
-    p.add_argument("--nodule-mm", type=float, default=16.0)
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--nodule-mm", type=arguments.millimetres, default=16.0)
+    p.add_argument("--device", type=arguments.device, default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default=None, choices=PRECISIONS, help="as for medsyn edit (auto: bf16 on CPUs "
                    "with AMX-BF16, fp32 on other CPUs)")
     p.add_argument("--lowres-only", action="store_true", default=None,

@@ -21,6 +21,7 @@ import SimpleITK as sitk  # noqa: E402
 
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
+from .. import arguments  # noqa: E402
 from .dataset import write_case  # noqa: E402
 from .compose import make_phantom  # noqa: E402
 from .grid import Grid  # noqa: E402
@@ -44,8 +45,8 @@ def _time(fn, repeat: int) -> tuple[float, float, object]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--repeat", type=arguments.count(1, 1000), default=2, help="runs per measurement; the best is reported")
+    ap.add_argument("--seed", type=arguments.seed, default=7)
     a = ap.parse_args(argv)
     make_phantom(0, Grid.cube(32, 8.0))  # warm-up (imports, first-call overheads)
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes inflate wall time; CPU time is ours)")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .. import arguments
 from ..modelstore.package import ModelCard, ModelParts
 from ..phantom import Grid
 from ..recipes import DEMO_OPTIMISATION, RECIPES
@@ -164,18 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, required=True, help="working folder (phantoms, caches, checkpoints)")
     p.add_argument("--package", type=Path, default=None, help="write the finished model folder here")
     default = DemoBudget()
-    p.add_argument("--lowres-cases", type=int, default=default.lowres_cases)
-    p.add_argument("--sr-cases", type=int, default=default.sr_cases)
-    p.add_argument("--report-variants", type=int, default=default.report_variants,
+    p.add_argument("--lowres-cases", type=arguments.count(1), default=default.lowres_cases)
+    p.add_argument("--sr-cases", type=arguments.count(1), default=default.sr_cases)
+    p.add_argument("--report-variants", type=arguments.count(1), default=default.report_variants,
                    help="reports per low-res case (paraphrases in the training templates; one drawn per step)")
-    p.add_argument("--text-steps", type=int, default=default.text_steps)
-    p.add_argument("--lowres-steps", type=int, default=default.lowres_steps)
-    p.add_argument("--sr-steps", type=int, default=default.sr_steps)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=default.seed)
-    p.add_argument("--stop-after", type=int, default=None, help="training steps per stage phase in this run")
+    p.add_argument("--text-steps", type=arguments.count(1), default=default.text_steps)
+    p.add_argument("--lowres-steps", type=arguments.count(1), default=default.lowres_steps)
+    p.add_argument("--sr-steps", type=arguments.count(1), default=default.sr_steps)
+    p.add_argument("--workers", type=arguments.count(1, 256), default=2)
+    p.add_argument("--seed", type=arguments.seed, default=default.seed)
+    p.add_argument("--stop-after", type=arguments.count(1), default=None, help="training steps per stage phase in this run")
     p.add_argument("--only", choices=STAGES, default=None, help="run one part (e.g. lowres and superres side by side)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=arguments.count(1, 1024), default=None,
                    help="torch CPU threads (use 1 per process when processes share the cores: oversubscribed "
                         "OpenMP threads run several times slower)")
     args = p.parse_args(argv)
