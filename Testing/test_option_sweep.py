@@ -1,31 +1,44 @@
 """The "exit code 1 only for bugs" sweep (issue #28): every option of every ``medsyn`` command, given hostile values.
 
-Phase 1 (parse): every option that takes a value, of every command, with each value of :data:`BAD`, on top of
-valid required options; argparse either refuses it (exit code 2, a usage line) or accepts it. Phase 2 (run): a
-fixed-seed sample of the accepted cases runs for real (the tiny model, one low-res step; training and import
-commands stop at their first missing file) and must end with exit code 0, 2, 3 or 4: never 1, never a traceback,
-never a signal. Both phases print how many cases they ran.
+The commands and their options are read from ``medsyn``'s own parser (a new command fails the test until
+:func:`valid_arguments` gives it valid required options). Phase 1 (parse): every option that takes a value, of every
+command, with each value of :data:`BAD` and :data:`RANDOM_VALUES` seeded random ones, on top of valid required
+options; argparse either refuses it (exit code 2, a usage line) or accepts it. Phase 2 (run): a fixed-seed sample of
+the accepted cases runs for real (the tiny model, one low-res step; training and import commands stop at their
+first missing file; ``serve`` checks everything and stops before it would listen) and must end with exit code 0, 2,
+3 or 4: never 1, never a traceback, never a signal, and the inputs unchanged. Both phases print how many cases they
+ran. ``MEDSYN_SWEEP_RUN=N`` runs N accepted cases (CI: :data:`RUN_SAMPLE`), ``MEDSYN_SWEEP_SEED`` another sample.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import socket
 
 import pytest
 
 from MedSynLib.cli import build_parser, main
 
-from test_bad_inputs import FAST, REPORT, ct_volume, tiny_model  # noqa: F401 (tiny_model: a fixture)
+from test_bad_inputs import FAST, REPORT, ct_volume, tiny_model, tree  # noqa: F401 (tiny_model: a fixture)
 
 BAD = ["nan", "inf", "-inf", "-1", "0", "-0", "1e400", "1e30", "-1e30", str(2**64), "-" + str(2**64), "abc", "",
        " ", "1.5", "0x10", "☃", "../..", "/", "/dev/null", "missing/x", "3/2", "-1/4", "cuda:99", "gpu", "a=b",
-       "recipe:nothing", "\u200b"]
+       "recipe:nothing", "\u200b", "65536", "1,x", "-5.5e-3", "..", "~", "\x7f", "%s%n", "a" * 300]
 """Hostile option values: not numbers, non-finite, out of range, huge, empty, paths that are no input."""
-RUN_SAMPLE = 30
+RANDOM_VALUES = 4
+"""Seeded random values per option on top of :data:`BAD` (a number of any sign and size, a short random text)."""
+RUN_SAMPLE = int(os.environ.get("MEDSYN_SWEEP_RUN", "30"))
 """How many accepted cases phase 2 runs (a fixed-seed sample; each is a short real run)."""
-PARSE_ONLY = {("serve",)}
-"""Commands phase 2 does not run: a server runs until it is stopped (its options are swept in phase 1)."""
+OUTPUTS = ("out", "run", "tt", "ph", "p.png", "pkg", "srv")
+"""The output names of :func:`valid_arguments`, made unique per case."""
+
+
+def random_values(rng: random.Random) -> list[str]:
+    return [f"{rng.choice([-1, 1]) * 10 ** rng.uniform(-5, 30):.6g}", str(rng.randint(-2**70, 2**70)),
+            "".join(rng.choice("0123456789.,:/-+eE xyz") for _ in range(rng.randint(1, 12))),
+            "".join(chr(rng.randint(0x21, 0x2FFF)) for _ in range(rng.randint(1, 8)))][:RANDOM_VALUES]
 
 
 def commands(parser: argparse.ArgumentParser, prefix=()):
@@ -58,13 +71,19 @@ def valid_arguments(tmp, model) -> dict[tuple, list]:
         ("phantoms",): ["--n", "1", "--size", "16", "--no-measure", "--out", "ph"],
         ("preview",): ["--ct", str(ct), "--out", "p.png"],
         ("send",): ["--host", "127.0.0.1", "--port", "9", str(tmp / "no-such-folder")],
-        ("serve",): [],
+        ("serve",): ["--no-token", "--gpus", "none", "--port", str(_free_port()), "--work-dir", "srv"],
         ("models", "list"): [],
         ("models", "import"): ["--text-encoder", str(tmp / "none"), "--lowres", str(tmp / "none"),
                                "--superres", str(tmp / "none"), "--name", "x"],
         ("models", "package"): ["--text-encoder", str(tmp / "none"), "--lowres", str(tmp / "none"),
                                 "--superres", str(tmp / "none"), "--name", "x", "--out", "pkg"],
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _without(args: list, option: str, takes_value: bool) -> list:
@@ -80,8 +99,8 @@ def _without(args: list, option: str, takes_value: bool) -> list:
 
 
 def cases(parser, base: dict) -> list[tuple[tuple, list]]:
-    """(command, argv) for every option that takes a value x every bad value."""
-    found = []
+    """(command, argv) for every option that takes a value x every bad value (:data:`BAD` and random ones)."""
+    found, rng = [], random.Random(28)
     for words, sub in commands(parser):
         assert words in base, f"the sweep has no valid arguments for `medsyn {' '.join(words)}`: add them"
         groups = {a.option_strings[-1]: [x.option_strings[-1] for x in g._group_actions]
@@ -93,30 +112,34 @@ def cases(parser, base: dict) -> list[tuple[tuple, list]]:
             args = base[words]
             for other in groups.get(option, [option]):
                 args = _without(args, other, True)
-            found += [(words, [*words, *args, option, value]) for value in BAD]
+            found += [(words, [*words, *args, option, value]) for value in BAD + random_values(rng)]
     return found
 
 
 def test_no_hostile_option_value_ends_as_exit_code_1(tiny_model, tmp_path, capsys, monkeypatch):
+    import uvicorn
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEDSYN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)  # serve: every check, then no listening
     parser = build_parser()
     all_cases = cases(parser, valid_arguments(tmp_path, tiny_model))
+    inputs = {path: tree(path) if path.is_dir() else path.read_bytes() for path in [*tmp_path.iterdir(), tiny_model]}
     accepted, refused = [], 0
     for words, argv in all_cases:
         try:
             parser.parse_args(argv)
-            if words not in PARSE_ONLY:
-                accepted.append((words, argv))
+            accepted.append((words, argv))
         except SystemExit as exc:
             assert exc.code == 2, argv
             refused += 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    sample = random.Random(28).sample(accepted, min(RUN_SAMPLE, len(accepted)))
-    codes = {}
+    sample = random.Random(int(os.environ.get("MEDSYN_SWEEP_SEED", "28"))).sample(
+        accepted, min(RUN_SAMPLE, len(accepted)))
+    codes, commands_run = {}, set()
     for k, (words, argv) in enumerate(sample):
-        argv = [f"{a}{k}" if a in ("out", "run", "tt", "ph", "p.png", "pkg") else a for a in argv]
+        argv = [f"{a}{k}" if a in OUTPUTS else a for a in argv]
         argv = [f"out=run{k}" if a == "out=run" else a for a in argv]
         try:
             code = main(argv)
@@ -126,8 +149,11 @@ def test_no_hostile_option_value_ends_as_exit_code_1(tiny_model, tmp_path, capsy
         assert code in (0, 2, 3, 4), (argv, code, captured.err[-2000:])
         assert "Traceback" not in captured.err, argv
         codes[code] = codes.get(code, 0) + 1
+        commands_run.add(" ".join(words))
+    assert {path: tree(path) if path.is_dir() else path.read_bytes() for path in inputs} == inputs
     print(f"\noption sweep: {len(all_cases)} cases parsed ({refused} refused by the parser with exit code 2), "
-          f"{len(sample)} accepted ones run: exit codes {dict(sorted(codes.items()))}")
+          f"{len(sample)} accepted ones run over {len(commands_run)} commands: exit codes "
+          f"{dict(sorted(codes.items()))}")
     assert len(all_cases) > 1000 and len(sample) == min(RUN_SAMPLE, len(accepted))
 
 

@@ -392,3 +392,55 @@ def test_a_dicom_series_keeps_its_synthetic_mark(tiny_model, tmp_path, capsys, d
     assert code == 0, err
     sidecar = json.loads((tmp_path / "seg" / "medsyn.json").read_text(encoding="utf-8"))
     assert sidecar["synthetic"] is description.startswith("SYNTHETIC")
+
+
+def test_a_folder_without_dicom_files_gets_only_our_message(tmp_path, capfd):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image", encoding="utf-8")
+    code = main(["preview", "--ct", str(tmp_path / "notes"), "--out", str(tmp_path / "p.png")])
+    err = capfd.readouterr().err  # ITK writes its warnings to the process's stderr, beside sys.stderr
+    assert code == 2 and err.splitlines() == [
+        f"medsyn: error: CT {tmp_path / 'notes'} is a folder without a DICOM series",
+        "fix: give a NIfTI, NRRD or MetaImage file, or the folder that holds the DICOM files of one series"], err
+
+
+# --- 8 (again). send, serve and --server: every bad value is a message with exit code 2 ------------------------------
+@pytest.mark.parametrize("case", ["port 99999", "port in use", "unknown host", "token file is a device",
+                                  "work dir is a file", "gpus -1", "keep-hours inf"])
+def test_serve_refuses_what_it_cannot_serve_before_listening(tmp_path, capsys, monkeypatch, case):
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server would have started"))
+    monkeypatch.setenv("MEDSYN_HOME", str(tmp_path / "home"))
+    token = tmp_path / "token"
+    token.write_text("t" * 40, encoding="utf-8")
+    token.chmod(0o600)
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args, expect = {
+            "port 99999": (["--port", 99999], "out of range"),
+            "port in use": (["--port", busy.getsockname()[1]], "cannot listen on 127.0.0.1"),
+            "unknown host": (["--host", "no-such-host.invalid", "--token-file", token], "not an address"),
+            "token file is a device": (["--token-file", "/dev/null"], "is not a file"),
+            "work dir is a file": (["--work-dir", tmp_path / "notes.txt"], "is a file, not a folder"),
+            "gpus -1": (["--gpus", "-1"], "use auto, none or GPU indices"),
+            "keep-hours inf": (["--keep-hours", "inf"], "not a finite number")}[case]
+        if "--token-file" not in args:
+            args = ["--no-token", *args]
+        refused(capsys, tmp_path, "serve", "--gpus", "none", *args, expect=expect)
+
+
+@pytest.mark.parametrize("url", ["http://exa mple.com", "http://127.0.0.1:99999", "http://[::1", "http://☃.invalid"])
+def test_a_server_url_that_is_no_address_is_a_message(tmp_path, capsys, monkeypatch, url):
+    refused(capsys, tmp_path, "generate", "--report", REPORT, "--server", url, "--out", tmp_path / "out",
+            env={"MEDSYN_SERVER_TOKEN": "t" * 40}, monkeypatch=monkeypatch, expect="is not an http(s) address")
+
+
+@pytest.mark.parametrize("option", ["--aet", "--calling-aet"])
+def test_send_names_a_bad_ae_title(tmp_path, capsys, option):
+    refused(capsys, tmp_path, "send", "--host", "127.0.0.1", "--port", 9, option, "A\\B", tmp_path,
+            expect=f"argument {option}: 'A\\\\B' is not an AE title")
