@@ -431,6 +431,10 @@ def test_serve_refuses_what_it_cannot_serve_before_listening(tmp_path, capsys, m
             "keep-hours inf": (["--keep-hours", "inf"], "not a finite number")}[case]
         if "--token-file" not in args:
             args = ["--no-token", *args]
+        if "--port" not in args:  # the default port may be another program's
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                args = ["--port", probe.getsockname()[1], *args]
         refused(capsys, tmp_path, "serve", "--gpus", "none", *args, expect=expect)
 
 
