@@ -33,7 +33,7 @@ from .io.files import atomic_write
 from . import arguments
 from .run_settings import MODEL_DEFAULTS, PRECISIONS, SAMPLER_NAMES, RunSettings
 from .runtime import autocast, resolve_device, resolve_precision, reuse_freed_memory
-from .errors import run_module
+from .errors import run_guarded
 
 PRESETS = {
     # name: (lowres config, superres config, lowres size, sr factor, BERT (layers, hidden, heads));
@@ -284,4 +284,4 @@ def _print_generation(result: dict, config: str, settings: RunSettings) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_module(main))
+    sys.exit(run_guarded(main))

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import signal
 import sys
 
-from .errors import EXIT_CANCELLED, EXIT_OUTPUT_CLOSED, debugging, describe
+from .errors import run_guarded
 
 COMMAND_MODULES = (
     "MedSynLib.pipelines.cli",
@@ -50,31 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; every failure ends as a message and an exit code (:mod:`MedSynLib.errors`)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cancels like Ctrl-C: clean-up runs
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("medsyn: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
-    except BrokenPipeError:  # `medsyn models list | head -1`: the reader has what it wanted; no error message
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor a second one when Python exits
-        return EXIT_OUTPUT_CLOSED
-    except Exception as exc:
-        if debugging():
-            raise
-        failure = describe(exc)
-        print(failure.text(), file=sys.stderr)
-        return failure.code
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """Run one command; every failure ends as a message and an exit code (:func:`MedSynLib.errors.run_guarded`)."""
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

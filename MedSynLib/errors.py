@@ -1,4 +1,5 @@
-"""Exit codes of every ``medsyn`` command, and the one place that turns an exception into a message for the user.
+"""Exit codes of every ``medsyn`` command, and the one place that turns an exception into a message for the user
+(:func:`describe`) and runs a command under that rule (:func:`run_guarded`).
 
 0 done; 1 internal error (a bug: the message says how to get the traceback); 2 bad input or setting, or a file
 that cannot be read or written (the message names it and the fix); 3 out of memory; 4 segmentation not trusted
@@ -12,8 +13,10 @@ import errno
 import os
 import pickle
 import re
+import signal
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 EXIT_DONE, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
 EXIT_OUTPUT_CLOSED = 141
@@ -42,6 +45,26 @@ class MedSynError(ValueError):
         self.problem, self.fix = problem, fix
 
 
+class Refusal(ValueError):
+    """A check that refuses an input or a result the user may still force (exit code 4): its ``kind``, its
+    ``fix`` (else the message names one after ``Fix:``) and its figures (:meth:`details`, for the JSON event)."""
+
+    kind = "refused"
+    fix = ""
+
+    def details(self) -> dict:
+        return {}
+
+
+class DescribedError(Exception):
+    """A failure already described where it happened (e.g. by the command on a server): its :class:`Failure` and
+    the ``text`` the user is shown (what that command printed)."""
+
+    def __init__(self, failure: Failure, text: str = ""):
+        super().__init__(failure.message)
+        self.failure, self.text = failure, text or failure.text()
+
+
 def split_fix(text: str) -> tuple[str, str]:
     """``"<problem>. Fix: <what to do>"`` -> (problem, fix); a text without one ``Fix:`` (none, or one per listed
     problem) -> (text, "")."""
@@ -58,12 +81,15 @@ class Failure:
     fix: str = ""
     kind: str = "bad_input"
 
+    details: dict = field(default_factory=dict)
+    """What the JSON ``error`` event carries besides (e.g. the figures of a failed check)."""
+
     def fields(self) -> dict:
         """``message``, ``fix`` and ``kind``: the error record of a JSON event or a server job."""
         return {"message": self.message, "fix": self.fix, "kind": self.kind}
 
     def event(self) -> dict:
-        return {"event": "error", **self.fields()}
+        return {"event": "error", **self.fields(), **self.details}
 
     def text(self) -> str:
         """``medsyn: error: <problem>`` and, on its own line, ``fix: <what to do>``."""
@@ -81,15 +107,20 @@ def out_of_memory(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> Failure:
     """The exit code, message and fix for ``exc`` (anything but KeyboardInterrupt / SystemExit). The fix is never
     empty: the one the message names after ``Fix:``, else the one of its kind."""
+    if isinstance(exc, DescribedError):
+        return exc.failure
     failure = _describe(exc)
     message, fix = (failure.message, "") if failure.fix else split_fix(failure.message)
-    return Failure(failure.code, message, failure.fix or fix or BAD_INPUT_FIX, failure.kind)
+    return Failure(failure.code, message, failure.fix or fix or BAD_INPUT_FIX, failure.kind, failure.details)
 
 
 def _describe(exc: BaseException) -> Failure:
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, MedSynError):
         return Failure(EXIT_BAD_INPUT, exc.problem, exc.fix)
+    if isinstance(exc, Refusal):
+        problem, fix = (str(exc).strip(), exc.fix) if exc.fix else split_fix(str(exc))
+        return Failure(EXIT_UNTRUSTED, problem, fix, exc.kind, exc.details())
     if out_of_memory(exc):
         if "Fix:" in str(exc):  # our own estimates say what to change
             return Failure(EXIT_OUT_OF_MEMORY, str(exc), "", "out_of_memory")
@@ -114,17 +145,40 @@ def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
-def run_module(main) -> int:
-    """Run a ``python -m MedSynLib.<module>`` entry point (benchmarks, the demo recipe) as ``medsyn`` runs a
-    command: a failure ends as ``medsyn: error:`` and ``fix:`` with its exit code, never a traceback."""
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_guarded(work: Callable[[], int | None], emit: Callable[[dict], None] | None = None,
+                writes_result: bool = False) -> int:
+    """Run a command's ``work() -> exit code`` so that it ends as :mod:`MedSynLib.errors` promises: SIGTERM
+    cancels like Ctrl-C (clean-up runs); a cancellation, a closed output and every error end as a message on
+    stderr, a JSON event through ``emit`` (``cancelled`` or :meth:`Failure.event`) and the exit code.
+    ``writes_result``: the command writes its result atomically, so the messages say that nothing was written."""
+    emit = emit or (lambda event: None)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return int(main() or 0)
+        return int(work() or 0)
     except KeyboardInterrupt:
-        print("medsyn: cancelled", file=sys.stderr)
+        emit({"event": "cancelled"})
+        print("medsyn: cancelled" + ("; nothing was written for the unfinished run" if writes_result else ""),
+              file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:  # `medsyn models list | head -1`: the reader has what it wanted; no error message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor a second one when Python exits
+        return EXIT_OUTPUT_CLOSED
     except Exception as exc:
         if debugging():
             raise
         failure = describe(exc)
-        print(failure.text(), file=sys.stderr)
+        if isinstance(exc, DescribedError):  # its own command told the user already
+            text = exc.text
+        else:
+            written = writes_result and failure.code in (EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED)
+            text = failure.text() + ("\nnothing was written" if written else "")
+        if failure.code != EXIT_CANCELLED:
+            emit(failure.event())
+        print(text, file=sys.stderr)
         return failure.code
+    finally:
+        signal.signal(signal.SIGTERM, previous)

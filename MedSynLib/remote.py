@@ -32,7 +32,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, Failure, debugging, describe
+from .errors import EXIT_BAD_INPUT, DescribedError, Failure, run_guarded
 from .io.files import OutputFolder
 from .progress import Reporter
 
@@ -83,14 +83,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class RemoteError(Exception):
-    """A refused request or a failed job: the command's ``message``, ``fix`` and exit ``code``."""
+class RemoteError(DescribedError):
+    """A refused request or a failed job: the command's ``message``, ``fix`` and exit ``code``, and the ``text``
+    it printed on stderr when it ran."""
 
     def __init__(self, message: str, fix: str = "", code: int = EXIT_BAD_INPUT, kind: str = "bad_input",
                  text: str = ""):
-        super().__init__(message)
-        self.failure = Failure(code, message, fix, kind)
-        self.text = text or self.failure.text()  # what the command printed on stderr, when it ran
+        super().__init__(Failure(code, message, fix, kind), text)
 
 
 def options_from_keywords(options: dict) -> tuple[list[str], dict[str, Path]]:
@@ -388,7 +387,7 @@ def run_command(args, parser) -> int:
         elif kind not in ("done", "cancelled"):
             reporter.emit(event)
 
-    try:
+    def work() -> int:
         if args.device not in (None, "auto"):
             raise RemoteError("--device does not apply to a server run: the server gives each job a GPU of its own",
                               "leave out --device (`medsyn serve` lists its GPUs)")
@@ -402,22 +401,14 @@ def run_command(args, parser) -> int:
             reporter.warn(f"{server.url} is plain http: the token and the images travel unencrypted. Use the "
                           "https address of the reverse proxy in front of the server")
         sidecar = server.run(args.command, args.out, options, files, overwrite=args.overwrite, on_event=on_event)
-    except KeyboardInterrupt:
-        reporter.emit({"event": "cancelled"})
-        print("medsyn: cancelled; nothing was written for the unfinished run", file=sys.stderr)
-        return EXIT_CANCELLED
-    except RemoteError as exc:
-        if exc.failure.code != EXIT_CANCELLED:
-            reporter.emit(exc.failure.event())
-        print(exc.text, file=sys.stderr)
-        return exc.failure.code
-    except Exception as exc:  # the output folder's own rules (io.files.OutputError), and anything else
-        if debugging():
-            raise
-        failure = describe(exc)  # as every command (MedSynLib.errors)
-        reporter.emit(failure.event())
-        print(failure.text(), file=sys.stderr)
-        return failure.code
+        _report_done(args, reporter, sidecar)
+        return 0
+
+    return run_guarded(work, reporter.emit, writes_result=True)
+
+
+def _report_done(args, reporter: Reporter, sidecar: Path) -> None:
+    """The ``done`` event and, in text mode, the last lines, as a local run ends."""
     model = json.loads(sidecar.read_text(encoding="utf-8")).get("model", {})
     statement = {"statement": model["statement"]} if model.get("statement") else {}
     reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **statement})
@@ -425,4 +416,3 @@ def run_command(args, parser) -> int:
         print(f"wrote {args.out}" + (" (SYNTHETIC)" if args.command == "generate" else ""), file=sys.stderr)
         if statement:  # the model's statement, the last line as in a local run
             print(f"model {model['name']}: {statement['statement']}", file=sys.stderr)
-    return 0

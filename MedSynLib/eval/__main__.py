@@ -1,6 +1,6 @@
 import sys
 
-from ..errors import run_module
+from ..errors import run_guarded
 from .conditioning import main
 
-sys.exit(run_module(main))
+sys.exit(run_guarded(main))

@@ -40,7 +40,7 @@ from ..pipelines import generate, segment
 from .. import arguments
 from ..run_settings import PRECISIONS, RunSettings
 from ..runtime import resolve_device, resolve_precision
-from ..errors import run_module
+from ..errors import run_guarded
 
 PARAPHRASES = {
     "effusion": ("FINDINGS: Both pleural spaces are filled by large dependent fluid collections with adjacent "
@@ -312,4 +312,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_module(main))
+    sys.exit(run_guarded(main))

@@ -44,7 +44,7 @@ from ..pipelines.edit import EditOptions, edit
 from ..run_settings import PRECISIONS, RunSettings
 from ..runtime import resolve_device, resolve_precision
 from .conditioning import _summary, permutation_p
-from ..errors import run_module
+from ..errors import run_guarded
 
 SOLID_HU = -300.0
 
@@ -237,4 +237,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_module(main))
+    sys.exit(run_guarded(main))

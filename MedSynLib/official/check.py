@@ -33,7 +33,7 @@ from ..diffusion.schedule import eps_from_x0, x0_from_eps
 from ..io.codecs import lobes_to_model
 from ..models import build_unet
 from . import config_from_official_kwargs, official_written_arrays
-from ..errors import run_module
+from ..errors import run_guarded
 
 DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -256,4 +256,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_module(main))
+    sys.exit(run_guarded(main))

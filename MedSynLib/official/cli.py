@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import describe
+from ..errors import run_guarded
 from ..models.config import UP_ORDERS
 from ..modelstore.registry import user_model_folder, user_models_dir
 from ..progress import Reporter
@@ -41,7 +41,8 @@ def _import(args) -> int:
     from .importer import OfficialFiles, import_official_model
 
     reporter = Reporter(args.progress)
-    try:
+
+    def work() -> int:
         parts = {"lowres": args.lowres, "superres": args.superres, "text_finetuned": args.text_finetuned}
         if args.folder is not None:
             parts = {k: v if v is not None else args.folder / OFFICIAL_LAYOUT[k] for k, v in parts.items()}
@@ -52,16 +53,14 @@ def _import(args) -> int:
             raise ValueError(f"missing {' and '.join(missing)}. Fix: give the official checkpoint folders, or the "
                              "official model/ folder as the first argument")
         target = user_model_folder(args.name)
-        files = OfficialFiles(parts["lowres"], parts["superres"], args.text_encoder, parts["text_finetuned"], args.atlas)
+        files = OfficialFiles(parts["lowres"], parts["superres"], args.text_encoder, parts["text_finetuned"],
+                              args.atlas)
         import_official_model(target, files, args.up_order, args.name, args.accept_license, args.overwrite, reporter)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        failure = describe(exc)  # `medsyn: error:` and `fix:`, as every command (docs/failure-modes.md)
-        reporter.emit(failure.event())
-        print(failure.text(), file=sys.stderr)
-        return failure.code
-    reporter.emit({"event": "done", "out": str(target), "name": args.name})
-    if args.progress == "text":
-        print(f"imported {args.name} into {target}" + ("" if args.atlas else
-              "\n  note: no --atlas given; `medsyn segment` needs it (re-import with --atlas FILE --overwrite)"),
-              file=sys.stderr)
-    return 0
+        reporter.emit({"event": "done", "out": str(target), "name": args.name})
+        if args.progress == "text":
+            print(f"imported {args.name} into {target}" + ("" if args.atlas else
+                  "\n  note: no --atlas given; `medsyn segment` needs it (re-import with --atlas FILE --overwrite)"),
+                  file=sys.stderr)
+        return 0
+
+    return run_guarded(work, reporter.emit)  # `medsyn: error:` and `fix:`, as every command (docs/failure-modes.md)

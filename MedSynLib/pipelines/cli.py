@@ -11,15 +11,13 @@ as ``warning`` events.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import arguments
 from ..environment import distributed
-from ..errors import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OUT_OF_MEMORY, EXIT_UNTRUSTED, Failure, MedSynError,
-                      debugging, describe, split_fix)
+from ..errors import MedSynError, run_guarded
 from ..progress import Reporter
 from ..run_settings import RunSettings, add_arguments
 from ..runtime import precision_warning, resolve_device, reuse_freed_memory
@@ -139,10 +137,6 @@ def add_parser(sub) -> None:
     b.set_defaults(func=_run_batch, mode="batch")
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _conditions(args) -> dict:
     from ..io.images import read_image
 
@@ -184,39 +178,6 @@ def _scan_first(args, reporter: Reporter, ct, what: str = "CT"):
     return require_scan(ct, space, args.force, what, check=check)
 
 
-def _guarded(reporter: Reporter, work) -> int:
-    """Run ``work() -> int`` and turn cancellation and every error into a message, a JSON ``error`` event and the
-    exit code of :mod:`MedSynLib.errors`."""
-    from .placement import UntrustedSegmentation
-    from .scan_check import ScanRefused
-
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return work()
-    except KeyboardInterrupt:
-        reporter.emit({"event": "cancelled"})
-        print("medsyn: cancelled; nothing was written for the unfinished run", file=sys.stderr)
-        return EXIT_CANCELLED
-    except UntrustedSegmentation as exc:
-        failure = Failure(EXIT_UNTRUSTED, *split_fix(str(exc)), "untrusted_segmentation")
-        reporter.emit({**failure.event(), "quality": exc.quality})
-        print(f"{failure.text()}\nnothing was written", file=sys.stderr)
-        return EXIT_UNTRUSTED
-    except ScanRefused as exc:
-        failure = Failure(EXIT_UNTRUSTED, str(exc), exc.fix, "scan_refused")
-        reporter.emit({**failure.event(), "scan_check": exc.check.to_dict()})
-        print(f"{failure.text()}\nnothing was written", file=sys.stderr)
-        return EXIT_UNTRUSTED
-    except Exception as exc:
-        if debugging():
-            raise
-        failure = describe(exc)
-        reporter.emit(failure.event())
-        print(failure.text() + ("\nnothing was written" if failure.code == EXIT_OUT_OF_MEMORY else ""),
-              file=sys.stderr)
-        return failure.code
-
-
 def _remote(args) -> int:
     from ..remote import run_command
 
@@ -246,7 +207,7 @@ def _run(args) -> int:
             _print_statement(info)
         return 0
 
-    return _guarded(reporter, work)
+    return run_guarded(work, reporter.emit, writes_result=True)
 
 
 def _marked(mode: str, result) -> str:
@@ -372,11 +333,7 @@ def _run_batch(args) -> int:
         manifest = str(Path(args.out) / MANIFEST)
         if failed:
             message = f"{len(failed)} of {len(rows)} cases failed (see {manifest}); first: {failed[0]['error']}"
-            failure = Failure(EXIT_BAD_INPUT, f"{label}{message}",
-                              "correct those rows and run again: finished cases are kept")
-            reporter.emit(failure.event())
-            print(failure.text(), file=sys.stderr)
-            return EXIT_BAD_INPUT
+            raise MedSynError(f"{label}{message}", "correct those rows and run again: finished cases are kept")
         written = sum(status == "done" for status in statuses.values())
         reporter.emit({"event": "done", "out": str(args.out), "manifest": manifest, "cases": len(rows),
                        "written": written, "skipped": len(rows) - written, "shard": str(shard),
@@ -388,7 +345,7 @@ def _run_batch(args) -> int:
             _print_statement(model_info(model))
         return 0
 
-    return _guarded(reporter, work)
+    return run_guarded(work, reporter.emit, writes_result=True)
 
 
 def _statement(info: dict) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import Refusal
 from ..io.alignment import grid_on_points, inside_fraction, lung_centred_grid, resample
 from ..io.images import Geometry, read_image
 from ..io.lungs import LEFT_LUNG, RIGHT_LUNG, ChestMasks, coarse_grid, find_chest
@@ -41,12 +42,17 @@ TRACHEA_MIN_ML = 1.0
 """The airway check needs at least this much tracheal air inside the model's box."""
 
 
-class UntrustedSegmentation(ValueError):
-    """A segmentation that fails :func:`segmentation_quality`; ``quality`` holds the figures."""
+class UntrustedSegmentation(Refusal):
+    """A segmentation that fails :func:`segmentation_quality` (exit code 4); ``quality`` holds the figures."""
+
+    kind = "untrusted_segmentation"
 
     def __init__(self, message: str, quality: dict):
         super().__init__(message)
         self.quality = quality
+
+    def details(self) -> dict:
+        return {"quality": self.quality}
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 
 import SimpleITK as sitk
 
+from ..errors import Refusal
 from ..io.scan import ScanCheck, check_chest_ct
 from .placement import ModelSpaceLike, place_ct
 
@@ -22,13 +23,18 @@ check; smaller shares are a warning (:data:`.placement.WARN_OUTSIDE_FRACTION`)."
 FORCE_FIX = "--force runs it anyway (the result is then marked with the problems)"
 
 
-class ScanRefused(ValueError):
-    """A CT the model cannot take; ``check`` is the :class:`~MedSynLib.io.scan.ScanCheck`."""
+class ScanRefused(Refusal):
+    """A CT the model cannot take (exit code 4); ``check`` is the :class:`~MedSynLib.io.scan.ScanCheck`."""
+
+    kind = "scan_refused"
+    fix = FORCE_FIX
 
     def __init__(self, check: ScanCheck, what: str = "CT"):
         super().__init__(f"the {what} cannot be used: {check.reason}")
         self.check = check
-        self.fix = FORCE_FIX
+
+    def details(self) -> dict:
+        return {"scan_check": self.check.to_dict()}
 
 
 def check_scan(ct: sitk.Image, model: ModelSpaceLike) -> ScanCheck:

@@ -31,7 +31,7 @@ from .demo_card_template import DEMO_CARD_NOTES
 from .diffusion import DiffusionTrainer, TrainConfig
 from .package import log_summary, package_training_outputs
 from .text_encoder import train_text_encoder
-from ..errors import run_module
+from ..errors import run_guarded
 
 GRID = Grid.cube(256, 1.0).geometry  # the phantoms' own grid
 _TEXT_RECIPE, _LOWRES_RECIPE, _SR_RECIPE = (RECIPES[f"demo-{part}"] for part in ("text", "lowres", "sr"))
@@ -190,4 +190,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_module(main))
+    sys.exit(run_guarded(main))
