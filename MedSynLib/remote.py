@@ -409,10 +409,13 @@ def run_command(args, parser) -> int:
 
 def _report_done(args, reporter: Reporter, sidecar: Path) -> None:
     """The ``done`` event and, in text mode, the last lines, as a local run ends."""
-    model = json.loads(sidecar.read_text(encoding="utf-8")).get("model", {})
+    written = json.loads(sidecar.read_text(encoding="utf-8"))
+    model = written.get("model", {})
     statement = {"statement": model["statement"]} if model.get("statement") else {}
     reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **statement})
-    if args.progress == "text":
-        print(f"wrote {args.out}" + (" (SYNTHETIC)" if args.command == "generate" else ""), file=sys.stderr)
+    if args.progress == "text":  # the last lines of a local run
+        marked = {"generate": " (SYNTHETIC)", "edit": " (EDITED: {:.1f} mL replaced)".format(
+            written.get("region", {}).get("volume_ml", float("nan")))}.get(args.command, "")
+        print(f"wrote {args.out}{marked}", file=sys.stderr)
         if statement:  # the model's statement, the last line as in a local run
             print(f"model {model['name']}: {statement['statement']}", file=sys.stderr)

@@ -157,6 +157,9 @@ def test_segment_and_edit_through_the_server_match_local_runs(server, tmp_path):
         remote = medsyn(*args, "--out", tmp_path / f"{name}-remote", "--server", server["url"], env=env)
         assert remote.returncode == 0, remote.stderr
         assert_same_result(tmp_path / f"{name}-local", tmp_path / f"{name}-remote")
+        wrote = [line.replace(f"{name}-local", "OUT").replace(f"{name}-remote", "OUT") for run in (local, remote)
+                 for line in run.stderr.splitlines() if line.startswith("wrote ")]
+        assert len(wrote) == 2 and wrote[0] == wrote[1], wrote  # the same last lines: "(EDITED: 12.3 mL replaced)"
 
 
 def _post(server, path, body=b"", headers=None, method="POST"):
