@@ -161,16 +161,16 @@ CALIBRATION_SEEDS = range(FIRST_SEED, FIRST_SEED + 10)
 def table(rows: list[dict]) -> str:
     """Per class: cases (and their grids), truth good / bad, refused, false refusals (refused, truth good), false
     acceptances (passed, truth bad), mean lobe Dice to the truth."""
-    lines = ["| class | cases (grid) | truth good / bad | refused | false refusals | false acceptances | mean lobe Dice |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| class | cases (grid) | truth good / bad | refused | false refusals | false acceptances | "
+             "mean lobe Dice |", "|---|---|---|---|---|---|---|"]
     for klass in [*dict.fromkeys(r["class"] for r in rows), "all"]:
         sel = [r for r in rows if klass in ("all", r["class"])]
         if not sel:
             continue
         grids = ", ".join(f"{n} {g}" for g, n in Counter(r["grid"] for r in sel).items())
         good = sum(r["truth_good"] for r in sel)
-        lines.append(f"| {klass} | {len(sel)} ({grids}) | {good} / {len(sel) - good} | {sum(r['refused'] for r in sel)} "
-                     f"| {sum(r['refused'] and r['truth_good'] for r in sel)} | "
+        lines.append(f"| {klass} | {len(sel)} ({grids}) | {good} / {len(sel) - good} | "
+                     f"{sum(r['refused'] for r in sel)} | {sum(r['refused'] and r['truth_good'] for r in sel)} | "
                      f"{sum(not r['refused'] and not r['truth_good'] for r in sel)} | "
                      f"{np.mean([r['lobe_dice'] for r in sel]):.3f} |")
     return "\n".join(lines)

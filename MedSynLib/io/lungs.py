@@ -245,10 +245,10 @@ def _flatness(points: np.ndarray, slices: np.ndarray) -> float:
 
 def _trachea(grid: Geometry, rest: np.ndarray, lungs: np.ndarray, voxel_ml: float, axial: int) -> np.ndarray:
     """The largest air piece of ``rest`` shaped like a trachea (at least :data:`TRACHEA_MIN_MM` long head to foot,
-    at most :data:`TRACHEA_MAX_CM2` across on average,
-    its slices at most :data:`TRACHEA_MAX_FLATNESS` times deeper front to back than wide) whose centre lies above the lungs' centre and between the
-    lungs' centres in x (LPS); zeros when there is none of :data:`TRACHEA_MIN_ML` (e.g. a scan below the carina:
-    stomach and bowel gas are not taken for it)."""
+    at most :data:`TRACHEA_MAX_CM2` across on average, its slices at most :data:`TRACHEA_MAX_FLATNESS` times
+    deeper front to back than wide) whose centre lies above the lungs' centre and between the lungs' centres in x
+    (LPS); zeros when there is none of :data:`TRACHEA_MIN_ML` (e.g. a scan below the carina: stomach and bowel
+    gas are not taken for it)."""
     out = np.zeros(rest.shape, np.uint8)
     if not rest.any() or not ((lungs == RIGHT_LUNG).any() and (lungs == LEFT_LUNG).any()):
         return out
