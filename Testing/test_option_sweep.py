@@ -7,7 +7,8 @@ options; argparse either refuses it (exit code 2, a usage line) or accepts it. P
 the accepted cases runs for real (the tiny model, one low-res step; training and import commands stop at their
 first missing file; ``serve`` checks everything and stops before it would listen) and must end with exit code 0, 2,
 3 or 4: never 1, never a traceback, never a signal, and the inputs unchanged. Both phases print how many cases they
-ran. ``MEDSYN_SWEEP_RUN=N`` runs N accepted cases (CI: :data:`RUN_SAMPLE`), ``MEDSYN_SWEEP_SEED`` another sample.
+ran. ``MEDSYN_SWEEP_RUN=N`` runs N accepted cases (CI: :data:`RUN_SAMPLE`), ``MEDSYN_SWEEP_SEED`` another sample,
+``MEDSYN_SWEEP_LOG=FILE`` appends each run case's exit code to FILE as it ends.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def test_no_hostile_option_value_ends_as_exit_code_1(tiny_model, tmp_path, capsy
         assert "Traceback" not in captured.err, argv
         codes[code] = codes.get(code, 0) + 1
         commands_run.add(" ".join(words))
+        if os.environ.get("MEDSYN_SWEEP_LOG"):  # a long local run's progress, one line per case
+            with open(os.environ["MEDSYN_SWEEP_LOG"], "a", encoding="utf-8") as log:
+                log.write(f"{k}\t{code}\t{' '.join(words)}\t{argv[len(words):]!r}\n")
     assert {path: tree(path) if path.is_dir() else path.read_bytes() for path in inputs} == inputs
     print(f"\noption sweep: {len(all_cases)} cases parsed ({refused} refused by the parser with exit code 2), "
           f"{len(sample)} accepted ones run over {len(commands_run)} commands: exit codes "
