@@ -81,6 +81,12 @@ def valid_arguments(tmp, model) -> dict[tuple, list]:
     }
 
 
+def _much_work(value: str) -> bool:
+    """A whole number over 1,000 that the parser accepted asks for that much work (``phantoms --n 65536``): a valid
+    request, left out of the run phase."""
+    return value.strip().isdigit() and int(value) > 1000
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -136,6 +142,7 @@ def test_no_hostile_option_value_ends_as_exit_code_1(tiny_model, tmp_path, capsy
             refused += 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
+    accepted = [(words, argv) for words, argv in accepted if not _much_work(argv[-1])]
     sample = random.Random(int(os.environ.get("MEDSYN_SWEEP_SEED", "28"))).sample(
         accepted, min(RUN_SAMPLE, len(accepted)))
     codes, commands_run = {}, set()
