@@ -58,3 +58,13 @@ def test_relative_links_point_to_a_file_and_heading(source, page, path, anchor):
     assert target.exists(), f"{source}: {path} does not exist"
     if anchor and target.suffix == ".md":
         assert anchor in anchors(target), f"{source}: no heading #{anchor} in {target.relative_to(REPO)}"
+
+
+def test_every_test_file_is_in_the_development_pages_table():
+    """docs/development.md's "What is where" names every Testing/test_*.py (test_train_*.py and test_slicer_*.py
+    as groups), so a new test file gets its line there."""
+    page = (REPO / "docs" / "development.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(test_[\w*]+\.py)`", page))
+    missing = [path.name for path in sorted((REPO / "Testing").glob("test_*.py"))
+               if path.name not in named and not any(Path(path.name).match(group) for group in named if "*" in group)]
+    assert not missing, f"docs/development.md does not say what these test: {missing}"
