@@ -250,7 +250,7 @@ def _mha(folder, name: str, damage: str):
 
 
 @pytest.mark.parametrize("case", [
-    "phantoms size 0", "phantoms n -1", "seed 2**64", "device gpu", "shard 3/2", "sr-tiles 0", "max-gpu-memory 0",
+    "phantoms size 0", "phantoms n -1", "phantoms spacing 1e30", "seed 2**64", "device gpu", "shard 3/2", "sr-tiles 0", "max-gpu-memory 0",
     "WORLD_SIZE=abc", "WORLD_SIZE=2 without RANK", "RANK=5 WORLD_SIZE=2", "csv field over 128 kB",
     "csv not utf-8", "csv seed over the range", "truncated mha", "zero spacing mha",
 ])
@@ -262,6 +262,7 @@ def test_bad_input_is_exit_code_2_with_a_fix(tiny_model, tmp_path, capsys, monke
     batch = ("batch", "--prompts", prompts, "--model", tiny_model, *FAST, "--out", tmp_path / "out")
     args = {"phantoms size 0": ("phantoms", "--n", 1, "--size", 0, "--out", tmp_path / "p"),
             "phantoms n -1": ("phantoms", "--n", -1, "--size", 16, "--out", tmp_path / "p"),
+            "phantoms spacing 1e30": ("phantoms", "--n", 1, "--size", 16, "--spacing", "1e30", "--out", tmp_path / "p"),
             "seed 2**64": (*gen, "--seed", 2**64), "device gpu": (*gen, "--device", "gpu"),
             "shard 3/2": (*batch, "--shard", "3/2"), "sr-tiles 0": (*gen, "--sr-tiles", 0),
             "max-gpu-memory 0": (*gen, "--max-gpu-memory", 0)}.get(case, batch)

@@ -41,8 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n", type=arguments.count(1), required=True, help="number of cases")
     p.add_argument("--out", required=True, help="output folder (manifest.csv + case_NNNNNN/)")
     p.add_argument("--size", type=arguments.count(16, 512), default=256, help="voxels per axis (default 256)")
-    p.add_argument("--spacing", type=arguments.millimetres, default=1.0,
-                   help="mm per voxel (default 1.0; e.g. 64 at 4.0)")
+    p.add_argument("--spacing", type=arguments.number(0.05, 50.0), default=1.0,
+                   help="mm per voxel, 0.05 to 50 (default 1.0; e.g. 64 at 4.0)")
     p.add_argument("--seed", type=arguments.seed, default=0, help="master seed (case i uses a seed derived from it)")
     p.add_argument("--workers", type=arguments.count(1, 256), default=1, help="worker processes")
     p.add_argument("--no-measure", action="store_true", help="skip the measurements in truth.json")
