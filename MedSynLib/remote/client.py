@@ -1,29 +1,9 @@
-"""Runs on a MedSyn server (``medsyn serve``): the client of the command line, the Python API and the Slicer panel.
-
-Standard library only (``urllib``): a laptop without torch, or Slicer's Python, can use a GPU server. A run
-uploads the files its options name, follows the job's events (the command line's own JSON progress events, plus
-``queued`` and ``started``), and writes the result folder exactly as a local run writes it (same files, same
-sidecar, claimed and written atomically by :class:`~MedSynLib.io.files.OutputFolder`); the sidecar gains
-``ran_on`` (server, worker, job) and names the local input files, not the server's copies. Errors arrive as the
-command's own message, fix and exit code (:class:`RemoteError`).
-
-The token comes from ``$MEDSYN_SERVER_TOKEN`` or the file ``$MEDSYN_HOME/server-token`` (default
-``~/.medsyn/server-token``), never from the command line (it would show in ``ps`` and shell histories).
-
-Python API::
-
-    from MedSynLib.remote import MedSynServer
-    server = MedSynServer("https://gpu1.example.org/medsyn")      # token from the environment or the file
-    server.generate("out/case1", report="No pleural effusion.", seed=3, lowres_only=True, lobes="lobes.nii.gz")
-"""
+"""The client of a MedSyn server (``medsyn serve``): submit a job with its files, follow its events, write its
+result folder exactly as a local run writes it. Standard library only (``urllib``)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,99 +12,9 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, DescribedError, Failure, run_guarded
-from .io.files import OutputFolder
-from .progress import Reporter
-
-API = "/v1"
-TOKEN_ENV = "MEDSYN_SERVER_TOKEN"
-SIDECAR = "medsyn.json"  # the result folder's marker, as MedSynLib.pipelines.outputs writes it
-COMMANDS = ("generate", "segment", "edit")
-FILE_OPTIONS = ("report_file", "ct", "region", "lobes", "airway", "vessels", "reference_ct")
-"""The options that name input files: their files are uploaded, never their paths."""
-UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".txt")
-"""File kinds a server accepts (one file each; a DICOM series folder is converted first)."""
-LOCAL_ONLY = {"out", "overwrite", "server", "progress", "device"}
-"""Options the client keeps: where the result goes locally, how progress is shown; the server picks the device."""
-FINISHED = ("done", "failed", "cancelled")
-JOB_ID = r"[0-9a-f]{32}"
-
-
-def default_token_file() -> Path:
-    return Path(os.environ.get("MEDSYN_HOME", Path.home() / ".medsyn")) / "server-token"
-
-
-def read_token(path: str | Path | None = None) -> str | None:
-    """The token: ``$MEDSYN_SERVER_TOKEN``, else the file ``path`` (default :func:`default_token_file`), else None."""
-    if os.environ.get(TOKEN_ENV, "").strip():
-        return _checked_token(os.environ[TOKEN_ENV].strip(), TOKEN_ENV)
-    path = Path(path) if path is not None else default_token_file()
-    if path.is_file():
-        token = path.read_text(encoding="utf-8").strip()
-        return _checked_token(token, str(path)) if token else None
-    return None
-
-
-def _checked_token(token: str, where: str) -> str:
-    if not all("!" <= c <= "~" for c in token):  # it travels in an HTTP header
-        raise RemoteError(f"the token in {where} holds spaces, control or non-ASCII characters",
-                          "use the token the server's operator gave you (printable ASCII, e.g. from "
-                          "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)", kind="token")
-    return token
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is this machine only: ``localhost`` or a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class RemoteError(DescribedError):
-    """A refused request or a failed job: the command's ``message``, ``fix`` and exit ``code``, and the ``text``
-    it printed on stderr when it ran."""
-
-    def __init__(self, message: str, fix: str = "", code: int = EXIT_BAD_INPUT, kind: str = "bad_input",
-                 text: str = ""):
-        super().__init__(Failure(code, message, fix, kind), text)
-
-
-def options_from_keywords(options: dict) -> tuple[list[str], dict[str, Path]]:
-    """Python keywords -> (command-line options, files to upload): ``steps_lowres=4`` -> ``--steps-lowres=4``,
-    ``lowres_only=True`` -> ``--lowres-only``, ``ct="scan.nii.gz"`` -> an upload; None and False are left out."""
-    argv, files = [], {}
-    for name, value in options.items():
-        if value is None or value is False:
-            continue
-        if name in FILE_OPTIONS:
-            files[name] = Path(value)
-        elif value is True:
-            argv.append("--" + name.replace("_", "-"))
-        else:
-            argv.append(f"--{name.replace('_', '-')}={value}")
-    return argv, files
-
-
-def options_from_args(parser, args) -> tuple[list[str], dict[str, Path]]:
-    """The options of a parsed command (``parser``: its argparse sub-parser) that differ from the defaults, as
-    (command-line options, files to upload); the local-only options (:data:`LOCAL_ONLY`) are left out."""
-    argv, files = [], {}
-    for action in parser._actions:  # argparse keeps no public list of a parser's options
-        if not action.option_strings or action.dest in LOCAL_ONLY or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, None)
-        if value is None or value == action.default:
-            continue
-        if action.dest in FILE_OPTIONS:
-            files[action.dest] = Path(value)
-        elif action.nargs == 0:
-            argv.append(action.option_strings[-1])
-        else:
-            argv.append(f"{action.option_strings[-1]}={value}")
-    return argv, files
+from ..errors import EXIT_BAD_INPUT
+from ..io.files import OutputFolder
+from .protocol import (API, FINISHED, SIDECAR, UPLOAD_SUFFIXES, RemoteError, options_from_keywords, read_token)
 
 
 class MedSynServer:
@@ -359,63 +249,3 @@ def _replace_strings(value, mapping: dict[str, str]):
     if isinstance(value, list):
         return [_replace_strings(v, mapping) for v in value]
     return value
-
-
-def run_command(args, parser) -> int:
-    """``medsyn generate|segment|edit --server URL``: the parsed ``args`` of ``parser`` run on the server, the
-    events shown as a local run shows them, the result written to ``--out``; returns the exit code."""
-    reporter = Reporter(args.progress)
-    server_name = args.server
-
-    def on_event(event: dict) -> None:
-        kind = event.get("event")
-        if kind == "progress":
-            if args.progress == "json":
-                reporter.emit(event)
-            else:
-                reporter(event["stage"], event["step"], event["total"])
-        elif kind == "warning":
-            reporter.warn(event.get("message", ""))
-        elif kind in ("queued", "started"):
-            reporter.emit(event)
-            if args.progress == "text":
-                where = (f"queued on {server_name} (position {event.get('position', '?')})" if kind == "queued"
-                         else f"running on {server_name} ({event.get('worker', '?')})")
-                print(f"medsyn: {where}", file=sys.stderr, flush=True)
-        elif kind == "error":
-            reporter.emit(event)
-        elif kind not in ("done", "cancelled"):
-            reporter.emit(event)
-
-    def work() -> int:
-        if args.device not in (None, "auto"):
-            raise RemoteError("--device does not apply to a server run: the server gives each job a GPU of its own",
-                              "leave out --device (`medsyn serve` lists its GPUs)")
-        options, files = options_from_args(parser, args)
-        server = MedSynServer(args.server)
-        if not server.token:
-            raise RemoteError("no token for the MedSyn server",
-                              f"set {TOKEN_ENV}, or write the token to {default_token_file()} (chmod 600)",
-                              kind="token")
-        if server.url.startswith("http://") and not is_loopback(server.host):
-            reporter.warn(f"{server.url} is plain http: the token and the images travel unencrypted. Use the "
-                          "https address of the reverse proxy in front of the server")
-        sidecar = server.run(args.command, args.out, options, files, overwrite=args.overwrite, on_event=on_event)
-        _report_done(args, reporter, sidecar)
-        return 0
-
-    return run_guarded(work, reporter.emit, writes_result=True)
-
-
-def _report_done(args, reporter: Reporter, sidecar: Path) -> None:
-    """The ``done`` event and, in text mode, the last lines, as a local run ends."""
-    written = json.loads(sidecar.read_text(encoding="utf-8"))
-    model = written.get("model", {})
-    statement = {"statement": model["statement"]} if model.get("statement") else {}
-    reporter.emit({"event": "done", "out": str(args.out), "sidecar": str(sidecar), **statement})
-    if args.progress == "text":  # the last lines of a local run
-        marked = {"generate": " (SYNTHETIC)", "edit": " (EDITED: {:.1f} mL replaced)".format(
-            written.get("region", {}).get("volume_ml", float("nan")))}.get(args.command, "")
-        print(f"wrote {args.out}{marked}", file=sys.stderr)
-        if statement:  # the model's statement, the last line as in a local run
-            print(f"model {model['name']}: {statement['statement']}", file=sys.stderr)
