@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from . import trees as T
 from .chest import FAR_MM, Chest
-from .grid import SEG_DTYPE, make_segments, rasterize_tubes
+from .grid import SEG_DTYPE, rasterize_tubes
 
 CENTRAL_BRONCHUS_GENERATION = 3
 """Bronchi up to this generation (main, intermediate, lobar) are never cut by a large heart or effusion."""
