@@ -23,7 +23,7 @@ import SimpleITK as sitk
 pydicom = pytest.importorskip("pydicom", reason="DICOM tests need the 'dicom' extra (pip install -e '.[dicom]')")
 hd = pytest.importorskip("highdicom", reason="DICOM tests need the 'dicom' extra (pip install -e '.[dicom]')")
 
-from MedSynLib.io import dicom  # noqa: E402
+from MedSynLib.io import dicom, dicom_series  # noqa: E402
 from MedSynLib.io.images import Geometry, to_image, write_image  # noqa: E402
 from MedSynLib.io.segments import SEGMENTS  # noqa: E402
 
@@ -222,7 +222,7 @@ def test_synthetic_seg_references_the_series_with_the_seg_nrrd_codes(runs):
 
 def test_patient_seg_references_the_chosen_series_and_is_not_marked_synthetic(runs):
     folder = dicom_folder(runs["segment"])
-    source = dicom.source_series(runs["patient"], runs["chosen"])
+    source = dicom_series.source_series(runs["patient"], runs["chosen"])
     seg = hd.seg.segread(folder / dicom.SEG_FILE)
     assert sorted(p.name for p in folder.iterdir()) == [dicom.SEG_FILE]  # the patient's CT is not copied
     assert seg.SyntheticData == "NO" and "SYNTHETIC" not in json.dumps(seg.to_json_dict())
@@ -237,7 +237,7 @@ def test_patient_seg_references_the_chosen_series_and_is_not_marked_synthetic(ru
 
 def test_edited_series_keeps_the_patient_and_study_and_references_its_source(runs):
     folder = dicom_folder(runs["edit"])
-    source = dicom.source_series(runs["patient"], runs["chosen"])
+    source = dicom_series.source_series(runs["patient"], runs["chosen"])
     slices = read_series(folder / "CT")
     files = sidecar(runs["edit"])["files"]
     same_voxels(itk_series(folder / "CT"), runs["edit"] / files["ct"])

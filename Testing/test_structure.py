@@ -1,4 +1,5 @@
-"""The shape of the code: no function takes more than 8 parameters (a run's settings travel as one RunSettings)."""
+"""The shape of the code: no function takes more than 8 parameters (a run's settings travel as one RunSettings), and
+no file of the library or the Slicer module is over 400 lines (one job per file)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_PARAMETERS = 8
+MAX_LINES = 400
 
 
 def _functions(root: Path):
@@ -29,6 +31,13 @@ def test_no_function_takes_more_than_eight_parameters():
             for root in (ROOT / "MedSynLib", ROOT / "MedSynSlicer") for path, node in _functions(root)
             if len(_parameters(node)) > MAX_PARAMETERS]
     assert not wide, "group the settings of these functions (e.g. a dataclass): " + ", ".join(wide)
+
+
+def test_no_file_is_over_400_lines():
+    lines = {path: len(path.read_text(encoding="utf-8").splitlines())
+             for root in (ROOT / "MedSynLib", ROOT / "MedSynSlicer") for path in sorted(root.rglob("*.py"))}
+    long = [f"{path.relative_to(ROOT)} ({n})" for path, n in lines.items() if n > MAX_LINES]
+    assert not long, "split these files along a seam, one job each: " + ", ".join(long)
 
 
 def test_lazy_exports_are_visible_to_type_checkers():

@@ -1,5 +1,6 @@
-"""DICOM out and in: a CT as a CT Image Storage series, the anatomy as one DICOM Segmentation, marked the way the
-standard marks synthetic and derived data; and the DICOM series a segmentation or an edit was made from.
+"""DICOM out: a CT as a CT Image Storage series, the anatomy as one DICOM Segmentation, marked the way the
+standard marks synthetic and derived data (the series a segmentation or an edit was made from is read by
+:mod:`.dicom_series`).
 
 Arrays are (z, y, x) on a :class:`~.images.Geometry` (LPS, as ITK); slice k of a written series is ``array[k]``,
 at Image Position ``origin + k * spacing_z * direction[:, 2]`` with Image Orientation ``direction[:, 0]`` (along a
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from .. import __version__
-from .images import Geometry, dicom_series_files, dicom_series_ids
+from .dicom_series import SourceSeries, require
+from .images import Geometry
 from .segments import CATEGORY_ANATOMY, SEGMENTS
 
 KINDS = ("synthetic", "edited", "patient")
@@ -42,95 +43,6 @@ SYNTHESIZING_EQUIPMENT = ("109100", "DCM", "Synthesizing Equipment")
 CT_SERIES = "CT"
 SEG_FILE = "SEG_anatomy.dcm"
 LUNG_WINDOW = (-600, 1500)
-INSTALL_FIX = "install the DICOM extra: pip install 'medsyn[dicom]' (pydicom, highdicom, pynetdicom)"
-
-
-def require():
-    """pydicom and highdicom, or a clear error naming the fix."""
-    try:
-        import highdicom
-        import pydicom
-    except ImportError as exc:
-        raise ValueError(f"DICOM needs pydicom and highdicom ({exc.name} is not installed). Fix: {INSTALL_FIX}") \
-            from None
-    return pydicom, highdicom
-
-
-@dataclass
-class SourceSeries:
-    """The DICOM series a result was made from: its folder, Series Instance UID, files in slice order (the order
-    :func:`~.images.read_image` read them in) and their headers (no pixel data)."""
-
-    folder: Path
-    series_uid: str
-    files: list[Path]
-    datasets: list = field(repr=False)
-
-    @property
-    def first(self):
-        return self.datasets[0]
-
-
-def list_series(folder: Path) -> list[dict]:
-    """The DICOM series in ``folder``: uid, modality, description and number of files (ITK's series grouping)."""
-    folder = Path(folder)
-    found = []
-    for uid in dicom_series_ids(folder):
-        files = dicom_series_files(folder, uid)
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(files[0])
-        reader.LoadPrivateTagsOff()
-        tags = {"modality": "0008|0060", "description": "0008|103e"}
-        try:
-            reader.ReadImageInformation()
-            info = {k: reader.GetMetaData(t).strip() if reader.HasMetaDataKey(t) else "" for k, t in tags.items()}
-        except RuntimeError:
-            info = {k: "" for k in tags}
-        found.append({"uid": uid, **info, "files": len(files)})
-    return found
-
-
-def series_listing(series: list[dict]) -> str:
-    """One line per series, for a message: ``UID  MODALITY  N files  description``."""
-    return "\n".join(f"  {s['uid']}  {s['modality'] or '?'}  {s['files']} files  {s['description']}"
-                     for s in series)
-
-
-def source_series(folder: Path, series_uid: str | None = None) -> SourceSeries:
-    """The series ``series_uid`` (or the only one) of the DICOM folder ``folder``, with its headers.
-
-    Refused with the fix (ValueError): no series, several without a choice (they are listed), an unknown UID,
-    files pydicom cannot read.
-    """
-    pydicom, _ = require()
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"DICOM output of a segmentation or an edit references the CT's own DICOM series, but "
-                         f"{folder} is not a DICOM folder. Fix: give the folder of the CT's DICOM series as --ct, or "
-                         "leave out --format dicom")
-    series = list_series(folder)
-    if not series:
-        raise ValueError(f"{folder} holds no DICOM series. Fix: give the folder that holds the CT's DICOM files")
-    uids = [s["uid"] for s in series]
-    if series_uid is None:
-        if len(series) > 1:
-            raise ValueError(f"{folder} holds {len(series)} DICOM series:\n{series_listing(series)}\n"
-                             "Fix: choose one with --series UID")
-        series_uid = uids[0]
-    elif series_uid not in uids:
-        raise ValueError(f"{folder} holds no DICOM series {series_uid}; it holds:\n{series_listing(series)}\n"
-                         "Fix: give one of these UIDs with --series")
-    files = [Path(f) for f in dicom_series_files(folder, series_uid)]
-    try:
-        datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    except Exception as exc:  # pydicom raises several kinds for a damaged file
-        raise ValueError(f"cannot read the DICOM headers in {folder} ({exc}). Fix: copy or export the series "
-                         "again") from None
-    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
-        raise ValueError(f"the series {series_uid} in {folder} is multi-frame (e.g. Enhanced CT); DICOM results "
-                         "reference single-frame CT series only. Fix: leave out --format dicom, or convert the "
-                         "series to single-frame images first (e.g. dcm2niix, then --ct the NIfTI file)")
-    return SourceSeries(folder, series_uid, files, datasets)
 
 
 def _new_uid() -> str:

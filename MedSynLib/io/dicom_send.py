@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..progress import Reporter
-from .dicom import INSTALL_FIX, require
+from .dicom_series import INSTALL_FIX, require
 
 SEND_TIMEOUT_S = 30
 

@@ -6,15 +6,13 @@ direction a row-major 3x3 matrix. Every file is written to a temporary name and 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import MedSynError
+from .dicom_series import DICOM_DESCRIPTION_KEYS, read_dicom_series
 from .files import atomic_write
 from .segments import SEGMENTS, terminology_entry
 
@@ -61,7 +59,7 @@ class Geometry:
                         self.origin, self.direction)
 
 
-DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "content", "0008|103e", "0008|1030")
+DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "content", *DICOM_DESCRIPTION_KEYS)
 """Where a file's header holds its description: NIfTI ``descrip``, ITK's own notes, NRRD ``content``; a DICOM
 series' Series and Study Description (copied from its first slice when the series is read)."""
 
@@ -111,7 +109,7 @@ def read_image(path: str | Path, what: str = "image", series: str | None = None)
     """
     path = Path(path)
     if path.is_dir():
-        return _validated(_read_dicom_series(path, what, series), path, what)
+        return _validated(read_dicom_series(path, what, series), path, what)
     if series is not None:
         raise ValueError(f"--series chooses a series of a DICOM folder, but {what} {path} is a file. Fix: give the "
                          "DICOM folder, or leave out --series")
@@ -177,120 +175,6 @@ def _check_memory(size, components: int, pixel: str, path: Path, what: str) -> N
         raise InputTooLargeError(f"{what} {path} has {'x'.join(map(str, size))} voxels ({pixel}); using it needs "
                                  f"about {need / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available. Fix: "
                                  "crop it to the chest or resample it to a coarser grid (e.g. 1 mm) first")
-
-
-@contextlib.contextmanager
-def _itk_warnings_off() -> Iterator[None]:
-    """ITK's own warnings off (e.g. "No Series were found" for a folder without DICOM files): the caller's message
-    says what is wrong, in this program's words."""
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-
-
-def dicom_series_ids(folder: Path) -> tuple[str, ...]:
-    """The Series Instance UIDs of the DICOM files in ``folder`` (ITK's grouping); () for a folder without any."""
-    try:
-        with _itk_warnings_off():
-            return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError:
-        return ()
-
-
-def dicom_series_files(folder: Path, series_uid: str) -> list[str]:
-    """The files of the series ``series_uid`` in ``folder``, sorted by slice position (ITK's order)."""
-    with _itk_warnings_off():
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
-
-
-def _read_dicom_series(folder: Path, what: str, series_uid: str | None = None) -> sitk.Image:
-    """The one DICOM series in ``folder``, or the series ``series_uid`` of several (read with ITK's series reader,
-    slices sorted by position)."""
-    from .dicom import list_series, series_listing
-
-    fix = (f"Fix: convert it to one file first, e.g. `python -c \"import SimpleITK as s; r = s.ImageSeriesReader(); "
-           f"r.SetFileNames(s.ImageSeriesReader.GetGDCMSeriesFileNames('{folder}', SERIES)); "
-           f"s.WriteImage(r.Execute(), 'ct.nii.gz')\"` or with dcm2niix / 3D Slicer's DICOM module")
-    series = dicom_series_ids(folder)
-    if not series:
-        raise ValueError(f"{what} {folder} is a folder without a DICOM series. Fix: give a NIfTI, NRRD or MetaImage "
-                         "file, or the folder that holds the DICOM files of one series")
-    if series_uid is not None and series_uid not in series:
-        raise ValueError(f"{what} folder {folder} holds no DICOM series {series_uid}; it holds:\n"
-                         f"{series_listing(list_series(folder))}\nFix: give one of these UIDs with --series")
-    if series_uid is None and len(series) > 1:
-        raise ValueError(f"{what} folder {folder} holds {len(series)} DICOM series:\n"
-                         f"{series_listing(list_series(folder))}\nFix: choose one with --series UID")
-    series = [series_uid] if series_uid is not None else series
-    files = dicom_series_files(folder, series[0])
-    check_series_geometry(files, f"{what} DICOM series in {folder}")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise ValueError(f"cannot read the DICOM series in {folder} ({str(exc).strip()[:200]}). "
-                         + fix.replace("SERIES", repr(series[0]))) from exc
-    first = sitk.ImageFileReader()  # the descriptions that mark a series SYNTHETIC or EDITED (Provenance)
-    first.SetFileName(files[0])
-    first.ReadImageInformation()
-    for key in DESCRIPTION_KEYS[3:]:
-        if first.HasMetaDataKey(key):
-            image.SetMetaData(key, first.GetMetaData(key))
-    return image
-
-
-SLICE_TOLERANCE = 0.01
-"""Slice distances of one series may differ by this share of their median (rounding in the headers)."""
-
-
-def check_series_geometry(files, what: str) -> None:
-    """Refuse a DICOM series (``files``, one slice each) whose slices do not make one regular grid: orientations
-    that differ, two slices at the same position, or spacing that is not uniform (a missing slice: ITK would
-    stretch the whole volume over the gap). The message names the positions (mm along the slice normal)."""
-    fix = ("export the complete series again (every slice, once), or convert it with dcm2niix / 3D Slicer's DICOM "
-           "module, which resample or split irregular series, and give the result as a NIfTI file")
-    if len(files) < 2:
-        return
-    positions, orientation = [], None
-    for name in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(name))
-        reader.ReadImageInformation()
-        keys = set(reader.GetMetaDataKeys())
-        if not {"0020|0032", "0020|0037"} <= keys:
-            return  # no patient geometry in the headers (secondary capture): ITK's own reading applies
-        try:
-            here = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
-            positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
-        except ValueError:
-            raise MedSynError(f"{what}: {name} has an unreadable slice position or orientation", fix) from None
-        if orientation is None:
-            orientation = here
-        elif here.shape != orientation.shape or not np.allclose(here, orientation, atol=1e-3):
-            raise MedSynError(f"{what}: the slices are not all oriented alike ({Path(name).name} differs)", fix)
-    normal = np.cross(orientation[:3], orientation[3:6])
-    along = np.sort(np.asarray(positions) @ normal)
-    steps = np.diff(along)
-    duplicates = np.flatnonzero(steps < 1e-3)
-    if duplicates.size:
-        raise MedSynError(f"{what}: {duplicates.size} slice position{'s are' if duplicates.size > 1 else ' is'} "
-                          f"given twice (first at {along[duplicates[0]]:.2f} mm): the folder holds duplicate slices "
-                          "or two acquisitions in one series", fix)
-    typical = float(np.median(steps))
-    irregular = np.flatnonzero(np.abs(steps - typical) > SLICE_TOLERANCE * typical)
-    if irregular.size:
-        k = irregular[0]
-        missing = round(steps[k] / typical) - 1
-        reason = (f"about {missing} slice{'s are' if missing > 1 else ' is'} missing between {along[k]:.2f} and "
-                  f"{along[k + 1]:.2f} mm" if missing >= 1 else
-                  f"the slice distance changes from {typical:.3g} mm to {steps[k]:.3g} mm at {along[k]:.2f} mm")
-        raise MedSynError(f"{what}: its slices are not evenly spaced ({reason}; {irregular.size} irregular "
-                          f"distance{'s' if irregular.size > 1 else ''} of {steps.size}); read as one volume every "
-                          "slice after it would be misplaced", fix)
 
 
 def _validated(image: sitk.Image, path: Path, what: str) -> sitk.Image:

@@ -71,11 +71,11 @@ def _dicom_source(args):
     result can reference (checked before any sampling)."""
     if args.format != "dicom":
         return
-    from ..io import dicom
+    from ..io.dicom_series import require, source_series
 
-    dicom.require()
+    require()
     if args.mode in ("segment", "edit"):
-        dicom.source_series(args.ct, args.series)
+        source_series(args.ct, args.series)
 
 
 def _report_args(p, what: str) -> None:

@@ -204,10 +204,10 @@ def _write_dicom(result, tmp: Path, mode: str, model_info: dict, source_ct: Path
                  series: str | None) -> tuple[str, dict]:
     """The DICOM objects of a result (:func:`MedSynLib.io.dicom.write_dicom_result`) in their sub-folder; returns
     the folder's name and what the sidecar records of them."""
-    from ..io import dicom
+    from ..io import dicom, dicom_series
 
     kind = {"generate": "synthetic", "segment": "patient", "edit": "edited"}[mode]
-    source = None if mode == "generate" else dicom.source_series(source_ct, series)
+    source = None if mode == "generate" else dicom_series.source_series(source_ct, series)
     mark = dicom.marking(kind, model_info, result.metadata.get("report"), result.metadata.get("seed"))
     masks = {name: getattr(result, name) for name in ("lobes", "airway", "vessels")}
     ct = {"generate": getattr(result, "ct_hu", None), "edit": getattr(result, "ct", None)}.get(mode)
