@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT
 from ..io.files import OutputFolder
-from .protocol import (API, FINISHED, SIDECAR, UPLOAD_SUFFIXES, RemoteError, options_from_keywords, read_token)
+from .protocol import (API, COMMANDS, FINISHED, SIDECAR, UPLOAD_SUFFIXES, RemoteError, is_loopback, options_from_keywords,
+                       read_token)
 
 
 class MedSynServer:
