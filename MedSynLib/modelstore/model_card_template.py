@@ -36,7 +36,8 @@ ${statement}
 ### Intended use
 Research and teaching: generating synthetic chest CT volumes with lobe, airway and vessel masks from a radiology
 report, conditioning generation on known anatomy, segmenting a CT by holding its CT channel, and studying these
-methods. Every output is synthetic and is marked so (file names, image metadata, `medsyn.json`).
+methods. Every CT the model draws is synthetic and is marked so (file names, image metadata, `medsyn.json`);
+masks segmented from a patient's CT are not, and name that CT.
 
 ### Out-of-scope use
 Diagnosis, treatment planning or any clinical decision; passing generated images off as patient data; training
