@@ -18,6 +18,7 @@ measured difference. :mod:`MedSynLib.pipelines.memory` picks the tile count.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import torch
@@ -73,13 +74,14 @@ def network_layout(net) -> StateLayout:
     return FoldedLayout(net.config.patch) if net.config.patch > 1 else VOLUME
 
 
-class Denoiser:
+class Denoiser(ABC):
     """A denoiser with a layout: ``denoiser(x, t_raw) -> x0``, both in :attr:`layout`."""
 
     layout: StateLayout = VOLUME
 
+    @abstractmethod
     def __call__(self, x: torch.Tensor, t_raw: float | torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The x0 prediction for state ``x`` at raw time ``t_raw``, in :attr:`layout`."""
 
 
 def layout_of(denoise) -> StateLayout:
